@@ -1,0 +1,261 @@
+"""The per-person record: one dataclass, written once, read by every stage.
+
+A reader turns raw files into `PersonFrame`s (one person in one image) or `Reject`s
+(a frame that cannot become a sample, with its reason). The shard pipeline crops the
+image and moves the 2D quantities into crop space; later stages read the same record
+back from the shards (`to_sample` / `from_sample`).
+
+Conventions (named once, here and in `datasets.joints` / `model.geometry`):
+- Units: metres and radians inside; millimetres only in reports.
+- Camera frame: OpenCV (x right, y down, z forward), pixels with (0, 0) at the centre
+  of the top-left pixel.
+- `keypoints_2d` and `intrinsics` are in the pixels of the image the record describes:
+  the original image while `crop_affine` is None (reader output), the 256x192 crop once
+  `crop_affine` is set (shards and everything after).
+- Joint orders: `keypoints_2d` and `joints_3d` in `datasets.joints.KEYPOINTS_2D`
+  (= SPIN-24); SMPL pose rows in SMPL-24 order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from datasets.joints import KEYPOINTS_2D
+
+CROP_HW = (256, 192)  # (height, width) of every crop: the ViTPose input size.
+NUM_BETAS = 10
+NUM_SMPL_JOINTS = 24
+NUM_KEYPOINTS = len(KEYPOINTS_2D)
+GENDERS = ("neutral", "male", "female")
+SPLITS = ("train", "val", "test")
+
+_KEY_PART = re.compile(r"[^A-Za-z0-9-]+")
+KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class RecordError(ValueError):
+    """A field of a record is malformed; the message names the source and the field."""
+
+
+def make_key(dataset: str, split: str, sequence: str, frame: int, person: int) -> str:
+    """Stable sample key from identity alone: `<dataset>_<split>_<sequence>_<frame>_p<person>`.
+
+    Characters other than letters, digits and '-' in each part become '-', so a key is a
+    valid WebDataset key (no dots, no slashes) and a safe tar member stem.
+    """
+    parts = [dataset, split, sequence]
+    clean = [_KEY_PART.sub("-", p).strip("-") or "x" for p in parts]
+    return f"{clean[0]}_{clean[1]}_{clean[2]}_{int(frame):06d}_p{int(person)}"
+
+
+@dataclass
+class PersonFrame:
+    """One person in one image, with every target and its validity.
+
+    Fields (shape, dtype, unit, frame):
+    - key: str, stable id from identity (`make_key`), never from the run.
+    - dataset, split, sequence: str; frame: int (frame index in the sequence);
+      person: int (person index in the frame).
+    - image_path: str, path of the source image or video relative to the dataset root.
+    - video_frame: int, frame index inside `image_path` when it is a video, else -1.
+    - image_hw: (2,) int64, (height, width) of the original image in pixels.
+    - box_center: (2,) float32, original image pixels (x, y), centre of the person box.
+    - box_size: (2,) float32, original image pixels (w, h) of the person box after the
+      expansion `box_expand` and widening to the crop aspect (h/w = 256/192).
+    - box_expand: float, the expansion factor applied to the tight person box.
+    - crop_affine: (2, 3) float32 or None, original image pixels -> crop pixels.
+    - intrinsics: (3, 3) float32 or None, pinhole K of the image this record describes.
+    - smpl_pose: (24, 3) float32, axis-angle radians, SMPL-24 order; row 0 is the global
+      orientation in the camera frame. Valid iff `has_smpl`.
+    - betas: (10,) float32, SMPL shape. Valid iff `has_smpl`.
+    - smpl_transl: (3,) float32, metres, camera frame, SMPL `transl`. Valid iff `has_transl`.
+    - gender: 'neutral' | 'male' | 'female', the body model the SMPL targets belong to.
+    - joints_3d: (24, 4) float32, metres, camera frame, KEYPOINTS_2D order; column 3 is
+      the confidence (0 = absent).
+    - keypoints_2d: (24, 3) float32, pixels (see module doc), KEYPOINTS_2D order;
+      column 2 is the confidence (0 = absent).
+    - synthetic: bool, True when made from the project's synthetic stand-ins.
+    - view: int, augmentation view index (0 = the plain crop).
+    """
+
+    key: str
+    dataset: str
+    split: str
+    sequence: str
+    frame: int
+    person: int
+    image_path: str
+    image_hw: np.ndarray
+    box_center: np.ndarray
+    box_size: np.ndarray
+    box_expand: float
+    smpl_pose: np.ndarray
+    betas: np.ndarray
+    smpl_transl: np.ndarray
+    gender: str
+    joints_3d: np.ndarray
+    keypoints_2d: np.ndarray
+    has_smpl: bool
+    has_transl: bool
+    synthetic: bool
+    video_frame: int = -1
+    crop_affine: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
+    view: int = 0
+    source: str = field(default="", compare=False)  # file the record came from, for errors
+
+    # ---- construction helpers -------------------------------------------------------
+    @staticmethod
+    def empty_targets() -> dict[str, Any]:
+        """Targets with every validity off, for datasets that lack some of them."""
+        return dict(
+            smpl_pose=np.zeros((NUM_SMPL_JOINTS, 3), np.float32),
+            betas=np.zeros(NUM_BETAS, np.float32),
+            smpl_transl=np.zeros(3, np.float32),
+            gender="neutral",
+            joints_3d=np.zeros((NUM_KEYPOINTS, 4), np.float32),
+            keypoints_2d=np.zeros((NUM_KEYPOINTS, 3), np.float32),
+            has_smpl=False,
+            has_transl=False,
+        )
+
+    @property
+    def is_cropped(self) -> bool:
+        return self.crop_affine is not None
+
+    def replace(self, **changes) -> "PersonFrame":
+        return dataclasses.replace(self, **changes)
+
+    # ---- validation -----------------------------------------------------------------
+    def validate(self) -> "PersonFrame":
+        """Check shapes, dtypes and finiteness; raise RecordError naming source and field.
+
+        Arrays are coerced to their declared dtype first, so readers may hand in float64.
+        """
+        where = f"{self.source or self.key}"
+        for name, (shape, dtype) in _ARRAY_FIELDS.items():
+            value = getattr(self, name)
+            if value is None:
+                if name in _OPTIONAL:
+                    continue
+                raise RecordError(f"{where}: field '{name}' is missing")
+            arr = np.asarray(value)
+            if arr.shape != shape:
+                raise RecordError(f"{where}: field '{name}' has shape {arr.shape}, expected {shape}")
+            if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+                raise RecordError(f"{where}: field '{name}' has dtype {arr.dtype}, expected {np.dtype(dtype)}")
+            arr = arr.astype(dtype, copy=False)
+            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                raise RecordError(f"{where}: field '{name}' has non-finite values")
+            setattr(self, name, arr)
+        if not KEY_RE.match(self.key):
+            raise RecordError(f"{where}: field 'key' {self.key!r} has characters outside [A-Za-z0-9_-]")
+        if self.gender not in GENDERS:
+            raise RecordError(f"{where}: field 'gender' is {self.gender!r}, expected one of {GENDERS}")
+        if self.split not in SPLITS:
+            raise RecordError(f"{where}: field 'split' is {self.split!r}, expected one of {SPLITS}")
+        if not self.box_expand > 0:
+            raise RecordError(f"{where}: field 'box_expand' must be positive, got {self.box_expand}")
+        if np.any(self.box_size <= 0):
+            raise RecordError(f"{where}: field 'box_size' must be positive, got {self.box_size}")
+        return self
+
+    # ---- (de)serialisation ------------------------------------------------------------
+    def to_npz_bytes(self) -> bytes:
+        """The target file of a WebDataset sample: an uncompressed npz, no pickles."""
+        self.validate()
+        arrays = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in _ARRAY_FIELDS:
+                if v is None:
+                    continue
+                arrays[f.name] = np.ascontiguousarray(v)
+            elif isinstance(v, str):
+                arrays[f.name] = np.array(v)
+            else:
+                arrays[f.name] = np.array(v)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes, source: str = "") -> "PersonFrame":
+        """Inverse of `to_npz_bytes`; `source` names the shard/member for errors."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                stored = {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - re-raised with the source named
+            raise RecordError(f"{source}: target file is not a readable npz ({e})") from e
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "source":
+                continue
+            if f.name not in stored:
+                if f.name in _OPTIONAL or f.default is not dataclasses.MISSING:
+                    continue
+                raise RecordError(f"{source}: target file lacks field '{f.name}'")
+            v = stored[f.name]
+            if f.name in _ARRAY_FIELDS:
+                kwargs[f.name] = v
+            elif f.type in ("str",):
+                kwargs[f.name] = str(v)
+            elif f.type in ("int",):
+                kwargs[f.name] = int(v)
+            elif f.type in ("float",):
+                kwargs[f.name] = float(v)
+            elif f.type in ("bool",):
+                kwargs[f.name] = bool(v)
+            else:
+                kwargs[f.name] = v
+        return cls(**kwargs, source=source).validate()
+
+
+@dataclass
+class Reject:
+    """An input frame that did not become a sample, and why (for the manifest)."""
+
+    key: str
+    dataset: str
+    split: str
+    reason: str
+    source: str = ""
+
+
+_ARRAY_FIELDS: dict[str, tuple[tuple[int, ...], Any]] = {
+    "image_hw": ((2,), np.int64),
+    "box_center": ((2,), np.float32),
+    "box_size": ((2,), np.float32),
+    "crop_affine": ((2, 3), np.float32),
+    "intrinsics": ((3, 3), np.float32),
+    "smpl_pose": ((NUM_SMPL_JOINTS, 3), np.float32),
+    "betas": ((NUM_BETAS,), np.float32),
+    "smpl_transl": ((3,), np.float32),
+    "joints_3d": ((NUM_KEYPOINTS, 4), np.float32),
+    "keypoints_2d": ((NUM_KEYPOINTS, 3), np.float32),
+}
+_OPTIONAL = {"crop_affine", "intrinsics"}
+
+# Reject reasons: a closed vocabulary, so stats group cleanly. Readers and pipelines use
+# these names (plus free detail after ': ').
+REJECT_REASONS = (
+    "invalid_camera_pose",  # 3DPW campose_valid false
+    "non_finite_label",
+    "box_outside_image",
+    "no_visible_keypoint",
+    "missing_image",
+    "corrupt_image",
+    "invalid_frame",  # MPI-INF-3DHP test valid_frame false
+)
+
+
+def reject_reason(code: str, detail: str = "") -> str:
+    """A reason string `code` or `code: detail`, checking `code` is a known reason."""
+    if code not in REJECT_REASONS:
+        raise ValueError(f"unknown reject reason {code!r}; known: {REJECT_REASONS}")
+    return f"{code}: {detail}" if detail else code
