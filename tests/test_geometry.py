@@ -1,0 +1,109 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from datasets.record import CROP_HW
+from model import geometry as G
+
+RNG = np.random.default_rng(0)
+
+
+def _aa(n=64):
+    aa = Rotation.random(n, random_state=1).as_rotvec()
+    aa[0] = 0.0  # identity
+    aa[1] = [1e-9, 0, 0]  # near identity
+    aa[2] = [np.pi - 1e-6, 0, 0]  # near pi
+    return aa
+
+
+def test_axis_angle_matches_scipy_and_round_trips():
+    aa = _aa()
+    R = G.axis_angle_to_matrix(torch.tensor(aa)).numpy()
+    np.testing.assert_allclose(R, Rotation.from_rotvec(aa).as_matrix(), atol=1e-10)
+    back = G.matrix_to_axis_angle(torch.tensor(R)).numpy()
+    np.testing.assert_allclose(Rotation.from_rotvec(back).as_matrix(), R, atol=1e-6)
+    ok = np.linalg.norm(aa, axis=1) < np.pi - 1e-3  # unique below pi
+    np.testing.assert_allclose(back[ok], aa[ok], atol=1e-6)
+
+
+def test_axis_angle_gradient_is_finite_at_zero():
+    aa = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    G.axis_angle_to_matrix(aa).sum().backward()
+    assert torch.isfinite(aa.grad).all()
+
+
+def test_rot6d_round_trip_and_interleaved_layout():
+    R = torch.tensor(Rotation.random(32, random_state=2).as_matrix())
+    x = G.matrix_to_rot6d(R)
+    np.testing.assert_allclose(G.rot6d_to_matrix(x).numpy(), R.numpy(), atol=1e-10)
+    # interleaved: x = [R00, R01, R10, R11, R20, R21] (row-major 3x2), as SPIN's mean params
+    np.testing.assert_allclose(x[0].numpy(), R[0, :, :2].reshape(6).numpy())
+    # SPIN's mean-param identity is [1, 0, 0, 1, 0, 0]
+    np.testing.assert_allclose(G.rot6d_to_matrix(torch.tensor([1.0, 0, 0, 1, 0, 0])).numpy(), np.eye(3), atol=1e-7)
+    # any 6 numbers give a rotation
+    Rn = G.rot6d_to_matrix(torch.randn(16, 6, dtype=torch.float64))
+    np.testing.assert_allclose((Rn @ Rn.transpose(-1, -2)).numpy(), np.broadcast_to(np.eye(3), (16, 3, 3)), atol=1e-10)
+    np.testing.assert_allclose(torch.linalg.det(Rn).numpy(), 1.0, atol=1e-10)
+
+
+def test_weak_perspective_equals_perspective_crop_camera():
+    X = torch.tensor(RNG.normal(scale=0.5, size=(2, 30, 3)))
+    X[..., 2] *= 0.01  # weak perspective is exact for a flat body
+    cam = torch.tensor([[0.9, 0.05, -0.1], [1.3, -0.2, 0.1]], dtype=torch.float64)
+    t = G.weak_cam_to_transl(cam)
+    K = torch.tensor(G.crop_intrinsics())
+    px = G.project(X + t[:, None], K)
+    n = G.normalise_crop_pixels(px)
+    weak = cam[:, None, :1] * (X[..., :2] + cam[:, None, 1:])
+    np.testing.assert_allclose(n.numpy(), weak.numpy(), atol=2e-3)
+
+
+def test_crop_affine_matches_warp_and_full_camera():
+    H, W = 480, 640
+    img = np.zeros((H, W), np.uint8)
+    pt = np.array([401.0, 222.0])
+    img[int(pt[1]) - 1: int(pt[1]) + 2, int(pt[0]) - 1: int(pt[0]) + 2] = 255
+    center, size = np.array([380.0, 250.0]), G.expand_to_aspect(np.array([150.0, 150.0]))
+    A = G.crop_affine(center, size, rotation=0.3, flip=True)
+    crop = cv2.warpAffine(img, A, (CROP_HW[1], CROP_HW[0]), flags=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(crop > 0)
+    peak = np.array([np.average(xs, weights=crop[ys, xs]), np.average(ys, weights=crop[ys, xs])])
+    np.testing.assert_allclose(peak, G.apply_affine(pt, A), atol=0.6)
+    np.testing.assert_allclose(G.apply_affine(G.apply_affine(pt, A), G.invert_affine(A)), pt, atol=1e-9)
+    # box centre lands at the crop centre, the box fills the crop
+    np.testing.assert_allclose(G.apply_affine(center, G.crop_affine(center, size)), [(CROP_HW[1] - 1) / 2, (CROP_HW[0] - 1) / 2])
+    # intrinsics of the warped image project like "project, then warp"
+    K = np.array([[900.0, 0, 320], [0, 900, 240], [0, 0, 1]])
+    X = RNG.normal(size=(10, 3)) + [0, 0, 5]
+    direct = G.apply_affine(G.project(torch.tensor(X), torch.tensor(K)).numpy(), A)
+    via_k = G.project(torch.tensor(X), torch.tensor(G.affine_intrinsics(K, A))).numpy()
+    np.testing.assert_allclose(via_k, direct, atol=1e-8)
+
+
+def test_crop_camera_to_full_image_camera():
+    # a body seen by the crop camera reprojects to the same original pixels through the full camera
+    H, W, f = 1080, 1920, 1400.0
+    center, size = np.array([1200.0, 500.0]), G.expand_to_aspect(np.array([300.0, 400.0]))
+    A = G.crop_affine(center, size)
+    X = torch.tensor(RNG.normal(scale=0.3, size=(1, 20, 3)))
+    X[..., 2] *= 0.01
+    cam = torch.tensor([[1.1, 0.02, 0.05]], dtype=torch.float64)
+    crop_px = G.project(X + G.weak_cam_to_transl(cam)[:, None], torch.tensor(G.crop_intrinsics()))
+    orig_from_crop = G.apply_affine(crop_px[0].numpy(), G.invert_affine(A))
+    t_full = G.cam_crop_to_full(cam, torch.tensor(center[None]), torch.tensor(size[None]),
+                                torch.tensor([[H, W]], dtype=torch.float64), torch.tensor([f], dtype=torch.float64))
+    K_full = torch.tensor([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    full_px = G.project(X + t_full[:, None], K_full)[0].numpy()
+    np.testing.assert_allclose(full_px, orig_from_crop, atol=0.5)
+
+
+def test_box_from_keypoints_spin_rule():
+    kp = np.array([[10, 20, 1], [50, 120, 1], [500, 500, 0]], np.float64)
+    c, s = G.box_from_keypoints(kp)
+    np.testing.assert_allclose(c, [30, 70])
+    np.testing.assert_allclose(s, [120, 120])  # 1.2 x 100
+    assert G.box_from_keypoints(kp * [1, 1, 0]) is None
+    np.testing.assert_allclose(G.expand_to_aspect(np.array([120.0, 120.0])), [120, 160])
+    np.testing.assert_allclose(G.expand_to_aspect(np.array([300.0, 100.0])), [300, 400])
