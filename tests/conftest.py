@@ -5,3 +5,26 @@ import os
 
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """DIR holding DIR/assets (synthetic body models, regressors, mean params) and, once
+    the raw generators exist, DIR/raw (synthetic datasets in the real layouts): exactly
+    what `python -m datasets.synthetic --out DIR` writes at its default (test) scale.
+    Generated once per test session; tests must not modify it."""
+    from datasets.synthetic.__main__ import main
+
+    d = tmp_path_factory.mktemp("synthetic")
+    main(["--out", str(d)])
+    return d
+
+
+@pytest.fixture(scope="session")
+def synthetic_assets(synthetic_dir):
+    """`datasets.assets.Assets` resolved against the synthetic tree."""
+    from datasets.assets import Assets
+
+    return Assets(root=synthetic_dir / "assets", raw_root=synthetic_dir / "raw")
