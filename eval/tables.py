@@ -1,0 +1,292 @@
+"""Results as long-format rows, and the paper's tables as a group-by over them.
+
+A row is one number: `{method, dataset, metric, value_mm, n_samples}` plus where it
+came from (`run_id`, `kind`, `synthetic`, `checkpoint`, `created`). `results.json` is a
+list of rows; a rerun appends rows under a new `run_id` and never overwrites an
+existing one (`merge_rows`). A table shows, per method, the latest row of each
+(dataset, metric).
+
+The paper's own numbers (DeforHMR, Heo et al., Tables 1 and 2) are data here, copied
+cell by cell, and enter every table as rows of kind "reported".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+METRICS = ("pa_mpjpe", "mpjpe", "pve")  # the paper's column order (Tables 1-3)
+METRIC_LABELS = {"pa_mpjpe": "PA-MPJPE", "mpjpe": "MPJPE", "pve": "PVE"}
+DATASET_LABELS = {"3dpw": "3DPW", "rich": "RICH"}
+TABLE1_DATASETS = ("3dpw", "rich")
+
+KINDS = ("measured", "baseline", "reported")
+REPORTED_RUN_TABLE1 = "paper:table1"
+REPORTED_RUN_TABLE2 = "paper:table2"
+MEAN_POSE_METHOD = "mean pose"
+_REPORTED_SOURCE = {REPORTED_RUN_TABLE1: "paper Table 1", REPORTED_RUN_TABLE2: "paper Table 2"}
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One number of one method on one dataset and metric.
+
+    - method: str, the row label (a run's method name, a paper's method, or "mean pose").
+    - dataset: str, a protocol's dataset key ("3dpw", "rich").
+    - metric: one of METRICS.
+    - value_mm: float, millimetres, the mean over `n_samples` person-frames.
+    - n_samples: int or None, how many person-frames the mean is over (None: reported
+      by a paper that does not say).
+    - run_id: str, the evaluation that produced the row (reported rows: "paper:tableK").
+    - kind: "measured" (a model), "baseline" (mean pose on the same data) or "reported".
+    - synthetic: bool, made with synthetic assets/data (never comparable to the paper).
+    - checkpoint: str, checkpoint the row was measured with ("" otherwise).
+    - created: str, UTC ISO time of the evaluation ("" for reported rows).
+    """
+
+    method: str
+    dataset: str
+    metric: str
+    value_mm: float
+    n_samples: int | None
+    run_id: str
+    kind: str = "measured"
+    synthetic: bool = False
+    checkpoint: str = ""
+    created: str = ""
+
+    def __post_init__(self):
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; expected one of {METRICS}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown row kind {self.kind!r}; expected one of {KINDS}")
+        if not math.isfinite(self.value_mm):
+            raise ValueError(f"{self.method}/{self.dataset}/{self.metric}: value {self.value_mm} is not finite")
+        if self.kind != "reported" and not (isinstance(self.n_samples, int) and self.n_samples > 0):
+            raise ValueError(f"{self.method}/{self.dataset}/{self.metric}: a {self.kind} row needs "
+                             f"n_samples > 0, got {self.n_samples!r}")
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.run_id, self.method, self.dataset, self.metric)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ResultRow":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"result row has unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+# ---- the paper's numbers ------------------------------------------------------------
+# DeforHMR Table 1 (3DPW test and RICH; mm). None = "-" in the paper. Citation numbers
+# are the paper's reference list. (*) = trained without 3DPW.
+PAPER_TABLE1: dict[str, dict[str, tuple[float | None, float | None, float | None]]] = {
+    # method:        {dataset: (PA-MPJPE, MPJPE, PVE)}
+    "ROMP [41]": {"3dpw": (47.3, 76.7, 93.4), "rich": (None, None, None)},
+    "PARE [23]": {"3dpw": (46.5, 74.5, 88.6), "rich": (60.7, 109.2, 123.5)},
+    "CLIFF [26]": {"3dpw": (43.0, 69.0, 81.2), "rich": (56.6, 102.6, 115.0)},
+    "HybrIK [25]": {"3dpw": (41.8, 71.6, 82.3), "rich": (56.4, 96.8, 110.4)},
+    "SA-HMR [38]": {"3dpw": (None, None, None), "rich": (None, 93.9, 103.0)},
+    "HMR2.0* [14]": {"3dpw": (44.4, 69.8, 83.2), "rich": (48.1, 96.0, 110.9)},
+    "DeforHMR": {"3dpw": (38.3, 63.6, 75.2), "rich": (48.6, 84.2, 94.5)},
+}
+PAPER_TABLE1_NOTE = "(*) trained without 3DPW (paper's note)."
+
+# DeforHMR Table 2 (3DPW test; mm): the cross-attention × query ablation.
+ABLATION_CONFIGS = ("Reg-S", "Reg-M", "Def-S", "Def-M")
+ABLATION_LABELS = {"Reg-S": "Reg-S (HMR2.0†)", "Reg-M": "Reg-M", "Def-S": "Def-S", "Def-M": "Def-M (DeforHMR)"}
+PAPER_TABLE2: dict[str, tuple[float, float, float]] = {
+    # configuration: (PA-MPJPE, MPJPE, PVE) on 3DPW
+    "Reg-S": (41.5, 67.2, 81.2),
+    "Reg-M": (39.3, 65.3, 78.1),
+    "Def-S": (41.1, 66.4, 79.5),
+    "Def-M": (38.3, 63.6, 75.2),
+}
+
+
+def _reported(method: str, dataset: str, values: Sequence[float | None], run_id: str) -> list[ResultRow]:
+    return [ResultRow(method, dataset, m, float(v), None, run_id, kind="reported")
+            for m, v in zip(METRICS, values) if v is not None]
+
+
+def reported_table1_rows() -> list[ResultRow]:
+    """The paper's Table 1 as rows of kind "reported"."""
+    return [r for method, per_ds in PAPER_TABLE1.items() for ds, vals in per_ds.items()
+            for r in _reported(method, ds, vals, REPORTED_RUN_TABLE1)]
+
+
+def reported_table2_rows() -> list[ResultRow]:
+    """The paper's Table 2 (3DPW) as rows of kind "reported"; methods are ABLATION_CONFIGS."""
+    return [r for cfg, vals in PAPER_TABLE2.items() for r in _reported(cfg, "3dpw", vals, REPORTED_RUN_TABLE2)]
+
+
+# ---- storage ------------------------------------------------------------------------
+def merge_rows(existing: Iterable[ResultRow], new: Iterable[ResultRow]) -> list[ResultRow]:
+    """Append `new` to `existing`. A row whose key (run_id, method, dataset, metric) is
+    already present is dropped if identical, and is an error if it differs: a rerun
+    gets a new run_id, it never rewrites a number."""
+    out = list(existing)
+    seen = {r.key: r for r in out}
+    for r in new:
+        old = seen.get(r.key)
+        if old is None:
+            out.append(r)
+            seen[r.key] = r
+        elif old != r:
+            raise ValueError(f"result {r.key} already recorded as {old.value_mm:.3f} mm "
+                             f"(n={old.n_samples}); refusing to overwrite with {r.value_mm:.3f} mm "
+                             f"(n={r.n_samples}): evaluate under a new run id")
+    return out
+
+
+def load_rows(path: str | os.PathLike) -> list[ResultRow]:
+    """Rows of a results.json; [] when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of result rows, got {type(data).__name__}")
+    return [ResultRow.from_dict(d) for d in data]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def save_rows(path: str | os.PathLike, rows: Iterable[ResultRow]) -> None:
+    """Write rows as a JSON list (atomically: a killed write leaves the old file)."""
+    _atomic_write_text(Path(path), json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[ResultRow]) -> list[ResultRow]:
+    """merge_rows(load_rows(path), rows), saved back; returns all rows."""
+    merged = merge_rows(load_rows(path), rows)
+    save_rows(path, merged)
+    return merged
+
+
+# ---- group-by -------------------------------------------------------------------------
+def latest(rows: Iterable[ResultRow]) -> dict[tuple[str, str, str, str], ResultRow]:
+    """(kind, method, dataset, metric) -> the last row in file order (the latest
+    evaluation). The kind is part of the key, so a measured "DeforHMR" never mixes
+    with the paper's reported "DeforHMR"."""
+    out: dict[tuple[str, str, str, str], ResultRow] = {}
+    for r in rows:
+        out[(r.kind, r.method, r.dataset, r.metric)] = r
+    return out
+
+
+def _methods_in_order(rows: Iterable[ResultRow]) -> list[tuple[str, str]]:
+    """(kind, method) table rows: reported first (in the paper's order), then the
+    baseline, then measured methods, each in order of first appearance."""
+    order = {k: i for i, k in enumerate(("reported", "baseline", "measured"))}
+    first: dict[tuple[str, str], tuple[int, int]] = {}
+    for i, r in enumerate(rows):
+        first.setdefault((r.kind, r.method), (order[r.kind], i))
+    return sorted(first, key=first.get)
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def _source(cells: Sequence[ResultRow]) -> str:
+    kinds = {r.kind for r in cells}
+    if kinds == {"reported"}:
+        return "reported (" + ", ".join(sorted({_REPORTED_SOURCE.get(r.run_id, r.run_id) for r in cells})) + ")"
+    runs = sorted({r.run_id for r in cells})
+    label = "baseline" if kinds == {"baseline"} else "measured"
+    return f"{label}, run {', '.join(runs)}"
+
+
+def _n_cell(cells: Sequence[ResultRow]) -> str:
+    ns = [r.n_samples for r in cells]
+    if not ns or all(n is None for n in ns):
+        return "–"
+    distinct = sorted({n for n in ns if n is not None})
+    return str(distinct[0]) if len(distinct) == 1 else "/".join(str(n) for n in ns)
+
+
+def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _title(base: str, rows: Sequence[ResultRow]) -> str:
+    if any(r.synthetic for r in rows if r.kind != "reported"):
+        return (f"{base} — SYNTHETIC assets/data: these numbers test the pipeline and are "
+                f"not comparable to the reported rows")
+    return base
+
+
+def render_table1(rows: Sequence[ResultRow], datasets: Sequence[str] = TABLE1_DATASETS,
+                  include_reported: bool = True) -> str:
+    """Markdown in the layout of the paper's Table 1: methods × (dataset × PA-MPJPE /
+    MPJPE / PVE), mm, plus the number of person-frames each measured number averages."""
+    rows = list(rows)
+    if include_reported:
+        rows = merge_rows(reported_table1_rows(), rows)
+    cell = latest(rows)
+    header = ["Method", "Source"]
+    for ds in datasets:
+        header += [f"{DATASET_LABELS.get(ds, ds)} {METRIC_LABELS[m]} ↓" for m in METRICS]
+        header.append(f"{DATASET_LABELS.get(ds, ds)} n")
+    body = []
+    for kind, method in _methods_in_order(rows):
+        cells = [cell[(kind, method, ds, m)] for ds in datasets for m in METRICS if (kind, method, ds, m) in cell]
+        if not cells:
+            continue
+        line = [method, _source(cells)]
+        for ds in datasets:
+            keys = [(kind, method, ds, m) for m in METRICS]
+            line += [_fmt(cell[k].value_mm if k in cell else None) for k in keys]
+            line.append(_n_cell([cell[k] for k in keys if k in cell]))
+        body.append(line)
+    title = _title("Table 1: 3DPW and RICH, mm (layout of DeforHMR Table 1)", rows)
+    notes = [f"Reported rows are copied from the paper; n = person-frames averaged. {PAPER_TABLE1_NOTE}"]
+    return f"### {title}\n\n{_markdown(header, body)}\n\n" + "\n".join(notes) + "\n"
+
+
+def render_table2(rows: Sequence[ResultRow], methods: Mapping[str, str] | None = None,
+                  dataset: str = "3dpw", include_reported: bool = True) -> str:
+    """Markdown in the layout of the paper's Table 2 (Reg/Def × S/M on 3DPW).
+
+    `methods` maps each configuration of ABLATION_CONFIGS to the method name its measured
+    rows carry (default: the configuration name itself)."""
+    methods = dict(methods or {c: c for c in ABLATION_CONFIGS})
+    rows = list(rows)
+    cell = latest(r for r in rows if r.kind == "measured")
+    if include_reported:
+        cell.update(latest(reported_table2_rows()))
+    header = ["Configuration", "Source"] + [METRIC_LABELS[m] for m in METRICS] + ["n"]
+    body = []
+    for cfg in ABLATION_CONFIGS:
+        for kind, name in (("reported", cfg), ("measured", methods.get(cfg, cfg))):
+            keys = [(kind, name, dataset, m) for m in METRICS]
+            cells = [cell[k] for k in keys if k in cell]
+            if not cells:
+                continue
+            line = [ABLATION_LABELS[cfg], _source(cells)]
+            line += [_fmt(cell[k].value_mm if k in cell else None) for k in keys]
+            line.append(_n_cell(cells))
+            body.append(line)
+    title = _title(f"Table 2: cross-attention × queries on {DATASET_LABELS.get(dataset, dataset)}, mm "
+                   f"(layout of DeforHMR Table 2)", [r for r in rows if r.kind != "reported"])
+    return f"### {title}\n\n{_markdown(header, body)}\n"
