@@ -1,0 +1,149 @@
+"""Deformable / regular cross-attention (paper §3.2.2, eq. 1-4)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.deformable_attention import CrossAttention, positions_to_pixels, reference_grid
+
+H, W, C, D, HEADS, G, N = 4, 3, 16, 32, 4, 2, 5
+
+
+def _attn(deformable=True, pos_encoding="relative", offset_range=1.0, seed=0):
+    torch.manual_seed(seed)
+    return CrossAttention(D, C, HEADS, N, (H, W), pos_encoding, deformable=deformable, groups=G,
+                          offset_range=offset_range, offset_kernel=3)
+
+
+def _inputs(b=2, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, N, D, generator=g), torch.randn(b, C, H, W, generator=g)
+
+
+def test_reference_grid_is_cell_centres():
+    ref = reference_grid(H, W, dtype=torch.float64)
+    assert ref.shape == (H, W, 2)
+    # cell (i, j) covers [j, j+1] x [i, i+1] of a W x H image; centres in pixels are j, i
+    px = positions_to_pixels(ref, (H, W))
+    jj, ii = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(H, dtype=torch.float64), indexing="xy")
+    torch.testing.assert_close(px, torch.stack([jj, ii], -1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("hw", [(H, W), (16, 12)])
+def test_zero_offsets_sample_the_feature_map_exactly(hw):
+    """In float64, so that "exactly" means to the rounding of the grid coordinate (~1e-15)."""
+    torch.manual_seed(0)
+    attn = CrossAttention(D, C, HEADS, N, hw, "relative", groups=G, offset_kernel=3).double()
+    with torch.no_grad():
+        attn.offset_net.net[-1].weight.zero_()
+    x = torch.randn(2, C, *hw, dtype=torch.float64)
+    pos = attn.positions(x)
+    assert pos.shape == (2, G, *hw, 2)
+    torch.testing.assert_close(pos, reference_grid(*hw, dtype=torch.float64).expand_as(pos), rtol=0, atol=0)
+    torch.testing.assert_close(attn.sample(x, pos), x, rtol=0, atol=1e-12)
+    # the same in float32 to float32 rounding
+    attn.float()
+    torch.testing.assert_close(attn.sample(x.float(), pos.float()), x.float(), rtol=0, atol=1e-5)
+    # and the RPE bias at the cell centres is the table itself
+    bias = attn.rpe_bias(pos.float())
+    table = attn.rpe_table.reshape(1, HEADS, N, hw[0] * hw[1]).expand_as(bias)
+    torch.testing.assert_close(bias, table, rtol=0, atol=1e-6)
+
+
+def test_offsets_move_the_samples():
+    """Non-zero offsets sample off the grid: S differs from X, and matches a shifted lookup."""
+    attn = _attn()
+    _, x = _inputs()
+    pos = attn.positions(x)
+    assert not torch.allclose(pos, reference_grid(H, W).expand_as(pos))
+    # one group's channels at its own positions: compare with grid_sample done by hand
+    s = attn.sample(x, pos)
+    g1 = F.grid_sample(x[:, C // G:], pos[:, 1], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(s[:, C // G:], g1)
+
+
+def test_sampling_positions_are_query_agnostic():
+    attn = _attn()
+    q1, x = _inputs(seed=1)
+    q2 = torch.randn_like(q1) * 10
+    _, i1 = attn(q1, x, need_weights=True)
+    out2, i2 = attn(q2, x, need_weights=True)
+    torch.testing.assert_close(i1.positions, i2.positions, rtol=0, atol=0)
+    assert not torch.allclose(i1.weights, i2.weights)  # the queries do matter for A
+    # and a different context moves them
+    _, i3 = attn(q1, x.flip(-1), need_weights=True)
+    assert not torch.allclose(i1.positions, i3.positions)
+
+
+@pytest.mark.parametrize("offset_range", [1.0, 2.0])
+def test_offsets_never_exceed_offset_range_cells(offset_range):
+    attn = _attn(offset_range=offset_range)
+    with torch.no_grad():
+        attn.offset_net.net[-1].weight.mul_(1e4)  # raw offsets far into tanh saturation
+    _, x = _inputs()
+    delta = attn.positions(x) - reference_grid(H, W)  # (B, G, H, W, 2)
+    cells = delta / torch.tensor([2.0 / W, 2.0 / H])  # in grid cells per axis
+    assert cells.abs().max() <= offset_range + 1e-6
+    assert cells.abs().max() > 0.99 * offset_range  # saturated, so the bound is reached
+
+
+def test_regular_equals_scaled_dot_product_attention():
+    attn = _attn(deformable=False, pos_encoding="none")
+    assert attn.offset_net is None
+    tokens, x = _inputs()
+    out, info = attn(tokens, x, need_weights=True)
+    q, k, v = attn.project(tokens, x, attn.positions(x))
+    assert k.shape == (2, HEADS, H * W, D // HEADS)
+    ref = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, N, D)
+    torch.testing.assert_close(out, attn.to_out(ref), rtol=1e-5, atol=1e-6)
+    # keys are exactly the projected feature-map tokens
+    torch.testing.assert_close(k.transpose(1, 2).reshape(2, H * W, D), attn.to_k(x.flatten(2).transpose(1, 2)))
+    assert info.positions.shape == (2, 1, H, W, 2)
+
+
+def test_relative_bias_enters_the_logits():
+    """Eq. 4 against SDPA with the sampled bias as additive mask."""
+    attn = _attn()
+    with torch.no_grad():
+        attn.rpe_table.normal_(0, 1.0)
+    tokens, x = _inputs()
+    out, info = attn(tokens, x, need_weights=True)
+    pos = attn.positions(x)
+    q, k, v = attn.project(tokens, x, pos)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.rpe_bias(pos))
+    torch.testing.assert_close(out, attn.to_out(ref.transpose(1, 2).reshape(2, N, D)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(info.weights.sum(-1), torch.ones(2, HEADS, N))
+
+
+def test_rpe_bias_head_reads_its_groups_positions():
+    """Head h's bias is its own query grid sampled at the positions of group h // (heads/G)."""
+    attn = _attn()
+    _, x = _inputs()
+    pos = attn.positions(x)
+    bias = attn.rpe_bias(pos)  # (B, heads, N, HW)
+    h, n = 3, 2  # head 3 belongs to group 1 (2 heads per group)
+    want = F.grid_sample(attn.rpe_table[h, n][None, None].expand(2, 1, H, W), pos[:, 1],
+                         mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(bias[:, h, n], want.reshape(2, H * W))
+
+
+@pytest.mark.parametrize("pos_encoding", ["none", "absolute", "relative"])
+@pytest.mark.parametrize("deformable", [True, False])
+def test_gradients_reach_every_parameter(deformable, pos_encoding):
+    attn = _attn(deformable=deformable, pos_encoding=pos_encoding)
+    tokens, x = _inputs()
+    tokens.requires_grad_(True)
+    out, _ = attn(tokens, x)
+    out.square().mean().backward()
+    for name, p in attn.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+    assert tokens.grad.abs().sum() > 0
+
+
+def test_wrong_context_size_is_an_error():
+    attn = _attn()
+    tokens, _ = _inputs()
+    with pytest.raises(ValueError, match="built for"):
+        attn(tokens, torch.randn(2, C, H + 1, W))
