@@ -1,0 +1,141 @@
+"""The full model: heads, IEF from the mean parameters, SMPL outputs, presets, gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from model.config import get_config, preset_names
+from model.deforhmr import DeforHMR, ImageModel, ModelOutput
+from model.geometry import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
+from model.summary import table
+
+
+def _mean_params(seed=0) -> dict:
+    """Mean parameters in the `smpl_mean_params.npz` layout, from known rotations."""
+    g = torch.Generator().manual_seed(seed)
+    rot = axis_angle_to_matrix(torch.randn(24, 3, generator=g) * 0.3)
+    return {"pose": matrix_to_rot6d(rot).reshape(144).numpy(), "shape": torch.randn(10, generator=g).numpy(),
+            "cam": np.array([0.9, 0.0, 0.0], np.float32)}
+
+
+def _features(cfg, b=2, seed=0):
+    return torch.randn(b, cfg.context_dim, *cfg.feature_hw, generator=torch.Generator().manual_seed(seed))
+
+
+def _zero_heads(model: DeforHMR) -> None:
+    with torch.no_grad():
+        for head in (model.head_pose, model.head_betas, model.head_cam):
+            head.weight.zero_()
+            head.bias.zero_()
+
+
+@pytest.mark.parametrize("name", preset_names(tiny=True))
+def test_every_tiny_preset_runs(name):
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    model = DeforHMR(cfg, _mean_params())
+    out = model(_features(cfg), need_attention=True)
+    assert isinstance(out, ModelOutput)
+    assert out.pose_6d.shape == (2, 24, 6) and out.rotmats.shape == (2, 24, 3, 3)
+    assert out.betas.shape == (2, 10) and out.cam.shape == (2, 3) and out.cam_t.shape == (2, 3)
+    assert out.vertices is None  # no body model injected
+    assert len(out.attention) == cfg.depth
+    eye = torch.eye(3).expand(2, 24, 3, 3)
+    torch.testing.assert_close(out.rotmats @ out.rotmats.transpose(-1, -2), eye, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", preset_names(tiny=False))
+def test_every_full_preset_builds(name):
+    """Built on the meta device: shapes and parameter counts without the memory."""
+    cfg, mean = get_config(name), _mean_params()
+    with torch.device("meta"):
+        model = DeforHMR(cfg, mean)
+    n = sum(p.numel() for p in model.parameters())
+    assert 30e6 < n < 150e6, n
+    assert model.queries.tokens.shape == (cfg.num_queries, 1024)
+
+
+def test_zero_heads_return_the_mean_parameters():
+    cfg = get_config("def-m-tiny")
+    mean = _mean_params()
+    model = DeforHMR(cfg, mean)
+    _zero_heads(model)
+    out = model(_features(cfg))
+    torch.testing.assert_close(out.pose_6d, torch.as_tensor(mean["pose"]).reshape(1, 24, 6).expand(2, -1, -1))
+    torch.testing.assert_close(out.betas, torch.as_tensor(mean["shape"]).expand(2, -1))
+    torch.testing.assert_close(out.cam, torch.as_tensor(mean["cam"]).expand(2, -1))
+
+
+def test_rot6d_of_mean_parameters_is_the_mean_pose():
+    """The interleaved 6D layout of the mean parameters maps back onto the rotations it came from."""
+    g = torch.Generator().manual_seed(0)
+    rot = axis_angle_to_matrix(torch.randn(24, 3, generator=g) * 0.3)
+    model = DeforHMR(get_config("def-s-tiny"), _mean_params(seed=0))
+    torch.testing.assert_close(rot6d_to_matrix(model.mean_pose), rot, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["def-m-tiny", "def-s-tiny", "reg-s-tiny", "def-m-pe-absolute-tiny"])
+def test_gradients_reach_offsets_rpe_queries_and_heads(name):
+    cfg = get_config(name)
+    torch.manual_seed(0)
+    model = DeforHMR(cfg, _mean_params())
+    out = model(_features(cfg))
+    (out.pose_6d.square().sum() + out.betas.square().sum() + out.cam.square().sum()).backward()
+    named = dict(model.named_parameters())
+    must = ["queries.tokens", "head_pose.weight", "head_betas.weight", "head_cam.weight"]
+    if cfg.cross_attention == "deformable":
+        must += [n for n in named if ".offset_net." in n]
+    if cfg.pos_encoding == "relative":
+        must += [n for n in named if n.endswith("rpe_table")]
+    for name_ in must:
+        grad = named[name_].grad
+        assert grad is not None and torch.isfinite(grad).all(), name_
+        assert grad.abs().sum() > 0, name_
+    # and every other parameter gets a finite gradient too
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_full_def_m_forward_backward_on_cpu():
+    """Done-when: def-m at full size, a batch of 8 random 1280x16x12 feature maps."""
+    cfg = get_config("def-m")
+    torch.manual_seed(0)
+    model = DeforHMR(cfg, _mean_params())
+    features = torch.randn(8, 1280, 16, 12).half()  # the feature caches are fp16
+    out = model(features, need_attention=True)
+    loss = out.pose_6d.square().mean() + out.betas.square().mean() + out.cam.square().mean()
+    loss.backward()
+    rpe = model.decoder.layers[0].cross_attn.rpe_table
+    assert rpe.grad is not None and rpe.grad.abs().sum() > 0
+    assert out.attention[0].positions.shape == (8, 8, 16, 12, 2)
+    assert out.attention[-1].weights.shape == (8, 16, 25, 16 * 12)
+
+
+class _PatchEncoder(nn.Module):
+    """A stand-in encoder: 16x16 patches -> C channels (a ViT's output shape)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.proj = nn.Conv2d(3, c, 16, stride=16)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+def test_image_model_freezes_the_encoder():
+    cfg = get_config("def-m-tiny")
+    model = ImageModel(_PatchEncoder(cfg.context_dim), DeforHMR(cfg, _mean_params())).train()
+    assert not model.encoder.training and model.model.training
+    h, w = cfg.feature_hw
+    out = model(torch.randn(2, 3, 16 * h, 16 * w))
+    out.pose_6d.sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.model.queries.tokens.grad is not None
+
+
+def test_summary_table_lists_every_preset():
+    names = preset_names(tiny=True)
+    rows = table(names).splitlines()[2:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == names
+    assert all(float(r.split(" | ")[-1].rstrip(" |")) > 0 for r in rows)  # FLOPs counted
