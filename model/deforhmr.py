@@ -109,9 +109,8 @@ class DeforHMR(nn.Module):
         `datasets.assets.Assets` (real or synthetic); a missing asset is a clear error."""
         from model.body_model import BodyModel, load_mean_params
 
-        regressor = np.load(assets.require("h36m_regressor"))
         assets.require("smpl_neutral")
-        body = BodyModel(assets.body_model_dir, gender="neutral", h36m_regressor=regressor)
+        body = BodyModel(assets.body_model_dir, gender="neutral", h36m_regressor=assets.require("h36m_regressor"))
         return cls(cfg, load_mean_params(assets.require("mean_params")), body)
 
     # ---- IEF: condition the tokens on the estimate, read residuals off them --------------

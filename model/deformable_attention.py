@@ -120,7 +120,6 @@ class CrossAttention(nn.Module):
         self.groups = groups if deformable else 1
         self.deformable, self.offset_range = deformable, offset_range
         self.feature_hw, self.num_queries = tuple(feature_hw), num_queries
-        self.pos_encoding = pos_encoding
         # §3.2.2: Q = W_q Y1, K = W_k S, V = W_v S (S in C channels; projected C -> D)
         self.to_q = nn.Linear(dim, dim)
         self.to_k = nn.Linear(context_dim, dim)
@@ -130,6 +129,8 @@ class CrossAttention(nn.Module):
         h, w = self.feature_hw
         self.rpe_table = self.abs_pos = None
         if pos_encoding == "relative":
+            # ours: one cell per feature-map cell, indexed by absolute position (the queries
+            # have no position, so there is no displacement; DAT's table is (2H-1)x(2W-1))
             self.rpe_table = nn.Parameter(torch.zeros(heads, num_queries, h, w))
             nn.init.trunc_normal_(self.rpe_table, std=0.01)  # DAT's init of its rpe_table
         elif pos_encoding == "absolute":
