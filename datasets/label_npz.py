@@ -1,0 +1,189 @@
+"""SPIN/CLIFF/BEDLAM-style label `.npz` reader: one reader, configured per dataset.
+
+The family (SPIN `datasets/preprocess/*.py` writes it; CLIFF's pseudo-ground-truth
+`coco2014part_cliffGT.npz` / `mpii_cliffGT.npz` and BEDLAM's real-image labels keep it):
+one row per person, with
+- `imgname` (N,) str, image path relative to the image root;
+- `center` (N, 2) px and `scale` (N,) = box side / SPIN_SCALE_UNIT, the box already
+  expanded by the preprocessing (so the record's `box_expand` is 1.0);
+- `part` (N, 24, 3) 2D keypoints in SPIN-24 order (= KEYPOINTS_2D) with confidence;
+- `pose` (N, 72) SMPL axis-angle (global orientation in the camera frame), `shape`
+  (N, >= 10), `has_smpl` (N,);
+- optional: `S` (N, 24, 4) camera-frame 3D joints (m) + confidence, `global_t` (N, 3)
+  SMPL `transl` in the full-image camera and `focal_l` (N,) px (CLIFF
+  `viz_cliffGT_perImg.py`: principal point at the image centre), `gender` (N,)
+  'm'/'f'/'n' (absent: neutral, as CLIFF fits the neutral SMPL), `openpose` (unused).
+
+3D joints: from the SMPL mesh (`BodyModels.keypoints`) where `has_smpl`, else `S`,
+else absent. Without `global_t` the SMPL joints sit at the SMPL origin (camera axes,
+translation unknown; `has_transl` False).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw,
+                             require_file, resolve_assets_root, synthetic_assets)
+from datasets.record import NUM_BETAS, NUM_KEYPOINTS, PersonFrame, Reject
+
+REQUIRED_KEYS = ("imgname", "center", "scale", "part")
+GENDERS = {"m": "male", "f": "female", "n": "neutral", "male": "male", "female": "female", "neutral": "neutral"}
+NPZ_BOX_EXPAND = 1.0  # the file's box is already expanded by its preprocessing
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class NpzSource:
+    """Where one dataset's label files and images are, relative to its raw root.
+
+    files: record split -> label file; image_root: folder that `imgname` is relative to.
+    """
+
+    dataset: str
+    files: dict[str, str]
+    image_root: str = ""
+
+
+# The real file names of each source (CLIFF README for COCO/MPII; SPIN `config.py`
+# DATASET_FILES for Human3.6M).
+SOURCES: dict[str, NpzSource] = {
+    "coco": NpzSource("coco", {"train": "coco2014part_cliffGT.npz"}),
+    "mpii": NpzSource("mpii", {"train": "mpii_cliffGT.npz"}),
+    "h36m": NpzSource("h36m", {"train": "h36m_train.npz", "test": "h36m_valid_protocol2.npz"}),
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """assets_root: body models (None: the synthetic tree's own, else the configured root);
+    source: override the dataset's NpzSource (e.g. for an MPI-INF-3DHP or 3DPW-train npz)."""
+
+    assets_root: str | None = None
+    source: NpzSource | None = None
+
+
+class LabelNpzReader:
+    """Reads one dataset's label npz; a subclass per dataset names its SOURCES entry."""
+
+    name = ""
+
+    def __init__(self, root: str | Path, split: str, options: Options | None = None):
+        self.root, self.split, self.options = Path(root), split, options or Options()
+        self.source = self.options.source or SOURCES[self.name]
+        self.name = self.source.dataset
+        if split not in self.source.files:
+            raise ValueError(f"{self.name}: no label file for split {split!r}; known {sorted(self.source.files)}")
+        self.synthetic = synthetic_assets(self.root) is not None
+        self._models: BodyModels | None = None
+
+    @classmethod
+    def splits(cls, root: Path) -> list[str]:
+        return [s for s, f in SOURCES[cls.name].files.items() if (Path(root) / f).is_file()]
+
+    @property
+    def label_file(self) -> Path:
+        return self.root / self.source.files[self.split]
+
+    @property
+    def models(self) -> BodyModels:
+        if self._models is None:
+            self._models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))
+        return self._models
+
+    def frames(self) -> Iterator[PersonFrame | Reject]:
+        path = require_file(self.label_file, f"{self.name} label file")
+        z = _load(path)
+        n = len(z["imgname"])
+        src = str(path.relative_to(self.root))
+        names = [str(x) for x in z["imgname"]]
+        has_smpl = np.asarray(z.get("has_smpl", np.zeros(n)), bool) & ("pose" in z) & ("shape" in z)
+        genders = [GENDERS.get(str(g), None) for g in z.get("gender", ["n"] * n)]
+        if None in genders:
+            bad = z["gender"][genders.index(None)]
+            raise AnnotationError(f"{path}: field 'gender' has {bad!r}, expected 'm', 'f' or 'n'")
+        pose = z["pose"].reshape(n, 24, 3) if "pose" in z else np.zeros((n, 24, 3))
+        betas = z["shape"][:, :NUM_BETAS] if "shape" in z else np.zeros((n, NUM_BETAS))
+        transl = z.get("global_t")
+        joints = self._joints_3d(z, n, has_smpl, pose, betas, transl, genders)
+
+        person_of = _person_index(names)
+        sizes: dict[str, tuple[int, int] | None] = {}
+        for i, name in enumerate(names):
+            image_path = str(Path(self.source.image_root) / name) if self.source.image_root else name
+            if name not in sizes:
+                sizes[name] = image_hw(self.root / image_path)
+            hw = sizes[name]
+            sequence = str(Path(name).with_suffix(""))
+            fid = FrameId(self.name, self.split, sequence, 0, person_of[i], image_path, src)
+            K = None
+            if "focal_l" in z and hw is not None:
+                f = float(z["focal_l"][i])
+                # principal point at the image centre (CLIFF), in our pixel-centre convention
+                K = np.array([[f, 0, (hw[1] - 1) / 2], [0, f, (hw[0] - 1) / 2], [0, 0, 1]])
+            side = float(z["scale"][i]) * SPIN_SCALE_UNIT
+            yield finish(fid, hw, box_center=z["center"][i], box_size=(side, side), box_expand=NPZ_BOX_EXPAND,
+                         synthetic=self.synthetic, intrinsics=K,
+                         smpl_pose=pose[i] if has_smpl[i] else np.zeros((24, 3)),
+                         betas=betas[i] if has_smpl[i] else np.zeros(NUM_BETAS),
+                         smpl_transl=transl[i] if transl is not None else np.zeros(3),
+                         gender=genders[i], joints_3d=joints[i], keypoints_2d=z["part"][i],
+                         has_smpl=bool(has_smpl[i]), has_transl=bool(transl is not None and has_smpl[i]))
+
+    def _joints_3d(self, z, n, has_smpl, pose, betas, transl, genders) -> np.ndarray:
+        """(n, 24, 4): SMPL keypoints where has_smpl, else the file's `S`, else absent."""
+        joints = np.zeros((n, NUM_KEYPOINTS, 4))
+        if "S" in z:
+            joints[:] = z["S"]
+        t = transl if transl is not None else np.zeros((n, 3))
+        for gender in sorted(set(genders)):
+            idx = np.flatnonzero(has_smpl & (np.array(genders) == gender))
+            for s in range(0, len(idx), CHUNK):
+                sel = idx[s:s + CHUNK]
+                joints[sel] = self.models.keypoints(gender, pose[sel], betas[sel], t[sel])
+        return joints
+
+
+def _person_index(names: list[str]) -> list[int]:
+    """Index of each row among the rows of the same image, in file order."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        out.append(seen.get(name, 0))
+        seen[name] = out[-1] + 1
+    return out
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            z = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
+        raise AnnotationError(f"{path}: unreadable label npz ({e})") from e
+    missing = [k for k in REQUIRED_KEYS if k not in z]
+    if missing:
+        raise AnnotationError(f"{path}: label npz lacks {missing}")
+    n = len(z["imgname"])
+    shapes = {"center": (n, 2), "scale": (n,), "part": (n, NUM_KEYPOINTS, 3), "pose": (n, 72), "S": (n, NUM_KEYPOINTS, 4),
+              "global_t": (n, 3), "focal_l": (n,), "has_smpl": (n,), "gender": (n,)}
+    for k, shape in shapes.items():
+        if k in z and z[k].shape != shape:
+            raise AnnotationError(f"{path}: field '{k}' has shape {z[k].shape}, expected {shape}")
+    if "shape" in z and (z["shape"].ndim != 2 or z["shape"].shape[0] != n or z["shape"].shape[1] < NUM_BETAS):
+        raise AnnotationError(f"{path}: field 'shape' has shape {z['shape'].shape}, expected ({n}, >= {NUM_BETAS})")
+    return z
+
+
+class CocoReader(LabelNpzReader):
+    name = "coco"
+
+
+class MpiiReader(LabelNpzReader):
+    name = "mpii"
+
+
+class H36MReader(LabelNpzReader):
+    name = "h36m"

@@ -1,0 +1,323 @@
+"""What a raw-dataset reader is, and the pieces every reader shares.
+
+A reader is a class constructed as `Reader(root, split, options=None)`:
+- `root`: the dataset's raw root (e.g. `data/raw/3DPW`), `split` one of
+  `datasets.record.SPLITS`, `options` the reader's own `Options` dataclass (None: defaults);
+- `name`: the dataset name used in keys and shard paths;
+- `frames()`: yields `PersonFrame | Reject` in a deterministic order, one item per person
+  per input frame, so that every frame read is accounted for.
+
+Readers do not decode images. A record names its image by `image_path` (relative to the
+dataset root) and `video_frame` (>= 0 for videos); the reader checks that the file exists
+(`missing_image`) and reads the image size from its header, the shard pipeline decodes it
+(`corrupt_image`). A missing or unreadable annotation file is an `AnnotationError` naming
+the file; a bad frame is a `Reject` with a reason from `datasets.record.REJECT_REASONS`.
+
+The readers and the listing of what exists under a raw root are in `datasets.readers`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from datasets.record import PersonFrame, Reject, make_key, reject_reason
+
+SYNTHETIC_MARKER = "SYNTHETIC"  # file at a dataset root written by the synthetic generator
+# SPIN's `scale` unit: box side in px / 200 (SPIN `datasets/preprocess/*.py`: `scale = ... / 200`).
+SPIN_SCALE_UNIT = 200.0
+
+
+class AnnotationError(RuntimeError):
+    """An annotation file is missing or unreadable; the message names the file."""
+
+
+class Reader(Protocol):
+    name: str
+    root: Path
+    split: str
+
+    def frames(self) -> Iterator[PersonFrame | Reject]: ...
+
+
+# ---- synthetic trees -----------------------------------------------------------------------
+def synthetic_assets(root: Path) -> Path | None:
+    """The assets root a synthetic dataset was rendered with, or None for real data.
+
+    The generator writes `SYNTHETIC` (JSON: {"assets": <path relative to the dataset
+    root>}) at each dataset root; its ground truth only holds with those body models.
+    """
+    marker = Path(root) / SYNTHETIC_MARKER
+    if not marker.exists():
+        return None
+    try:
+        info = json.loads(marker.read_text())
+        return (Path(root) / info["assets"]).resolve()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AnnotationError(f"{marker}: unreadable synthetic marker ({e})") from e
+
+
+def write_synthetic_marker(root: Path, assets_root: Path) -> None:
+    """Mark `root` as synthetic, naming the assets it was rendered with (relative path)."""
+    rel = os.path.relpath(Path(assets_root).resolve(), Path(root).resolve())
+    (Path(root) / SYNTHETIC_MARKER).write_text(json.dumps({"assets": rel, "synthetic": True}) + "\n")
+
+
+def resolve_assets_root(root: Path, assets_root: str | Path | None) -> Path:
+    """Assets for a dataset: the explicit option, else a synthetic tree's own, else the default."""
+    if assets_root is not None:
+        return Path(assets_root)
+    own = synthetic_assets(root)
+    if own is not None:
+        return own
+    from datasets.assets import Assets
+
+    return Assets().root
+
+
+# ---- files ---------------------------------------------------------------------------------
+def require_file(path: Path, what: str) -> Path:
+    """An annotation file that must exist, else an AnnotationError naming it."""
+    if not Path(path).is_file():
+        raise AnnotationError(f"{path}: {what} not found")
+    return Path(path)
+
+
+def image_hw(path: Path) -> tuple[int, int] | None:
+    """(height, width) from an image file's header, None if it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    return int(h), int(w)
+
+
+# ---- SMPL ground truth -----------------------------------------------------------------------
+class BodyModels:
+    """Gendered SMPL models from an assets root, loaded on first use, in float64 (ground
+    truth is computed once; float32 would cost ~1e-6 m)."""
+
+    def __init__(self, assets_root: Path):
+        self.assets_root = Path(assets_root)
+        self._models: dict[str, object] = {}
+
+    def __call__(self, gender: str):
+        if gender not in self._models:
+            from datasets.assets import Assets
+            from model.body_model import BodyModel
+
+            assets = Assets(root=self.assets_root)
+            self._models[gender] = BodyModel(assets.body_model_dir, gender=gender,
+                                             h36m_regressor=assets.require("h36m_regressor")).double()
+        return self._models[gender]
+
+    def forward(self, gender: str, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> dict[str, np.ndarray]:
+        """SMPL of (N, 24, 3) axis-angle pose, (N, 10) betas, (N, 3) transl (float64 numpy) ->
+        {"vertices" (N, V, 3), "joints" (N, 24, 3) SMPL-24, "keypoints" (N, 24, 4)
+        KEYPOINTS_2D + confidence (0 where the mesh has no such point)}, in the frame of
+        `pose[:, 0]` and `transl`."""
+        import torch
+
+        n = len(pose)
+        with torch.no_grad():
+            out = self(gender)(betas=_t(betas), body_pose=_t(np.asarray(pose)[:, 1:].reshape(n, -1)),
+                               global_orient=_t(np.asarray(pose)[:, 0]), transl=_t(transl))
+        kp = out.keypoints.double().numpy()
+        conf = np.broadcast_to(np.asarray(out.keypoints_valid, np.float64).reshape(1, -1, 1), kp.shape[:2] + (1,))
+        return dict(vertices=out.vertices.double().numpy(), joints=out.joints[:, :24].double().numpy(),
+                    keypoints=np.concatenate([kp, conf], -1))
+
+    def keypoints(self, gender: str, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
+        """(N, 24, 4) KEYPOINTS_2D joints + confidence (see `forward`)."""
+        return self.forward(gender, pose, betas, transl)["keypoints"]
+
+    def root_joint(self, gender: str, betas: np.ndarray) -> np.ndarray:
+        """(N, 3) rest position of the SMPL root joint for (N, 10) betas (depends on shape only)."""
+        n = len(betas)
+        return self.forward(gender, np.zeros((n, 24, 3)), betas, np.zeros((n, 3)))["joints"][:, 0]
+
+
+    @property
+    def faces(self) -> np.ndarray:
+        """(F, 3) int64 SMPL faces (all genders share them)."""
+        return self("neutral").faces
+
+    def smplx(self) -> "SmplxBodies":
+        """The gendered SMPL-X bodies of the same assets (RICH)."""
+        if "smplx" not in self._models:
+            self._models["smplx"] = SmplxBodies(self)
+        return self._models["smplx"]
+
+
+def keypoints_from_vertices(model, vertices) -> "torch.Tensor":
+    """(N, 24, 3) KEYPOINTS_2D points of SMPL-topology vertices (N, 6890, 3), read by the
+    KEYPOINTS_FROM_MESH table with the joints *regressed* from the mesh (SMPL's
+    `J_regressor`, the H36M regressor): for meshes that come from elsewhere than SMPL's
+    own forward pass (RICH's SMPL-X mapped to SMPL topology); absent points are zero."""
+    import torch
+
+    from datasets.joints import H36M_17, KEYPOINTS_FROM_MESH, SMPL_24
+
+    rows = []
+    for entry in KEYPOINTS_FROM_MESH.values():
+        if entry is None or (entry[0] == "h36m17" and model.h36m_regressor is None):
+            rows.append(vertices.new_zeros(vertices.shape[0], 3))
+        elif entry[0] == "vertex":
+            rows.append(vertices[:, entry[1]])
+        else:
+            reg = model.smpl.J_regressor[SMPL_24.index[entry[1]]] if entry[0] == "smpl24" \
+                else model.h36m_regressor[H36M_17.index[entry[1]]]
+            rows.append(torch.einsum("v,nvc->nc", reg.to(vertices.dtype), vertices))
+    return torch.stack(rows, 1)
+
+
+class SmplxBodies:
+    """Gendered SMPL-X with the interface of `BodyModels` (forward / keypoints / faces), for RICH: `pose` rows 0-21 are the SMPL-X global orientation and
+    21 body joints (rows 22-23 ignored); vertices are SMPL-X's, keypoints are read off the
+    mesh mapped to SMPL topology by the `smplx2smpl` matrix (`keypoints_from_vertices`)."""
+
+    NUM_BODY = 22
+
+    def __init__(self, smpl: BodyModels):
+        self.smpl = smpl
+        self._models: dict[str, object] = {}
+        self._matrix = None
+
+    def __call__(self, gender: str):
+        if gender not in self._models:
+            from datasets.assets import Assets
+            from model.body_model import SMPLXModel, load_smplx2smpl
+
+            assets = Assets(root=self.smpl.assets_root)
+            self._models[gender] = SMPLXModel(assets.body_model_dir, gender=gender).double()
+            if self._matrix is None:
+                self._matrix = load_smplx2smpl(assets.require("smplx2smpl")).astype(np.float64)
+        return self._models[gender]
+
+    def forward(self, gender: str, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        model = self(gender)
+        n = len(pose)
+        body = np.asarray(pose)[:, :self.NUM_BODY]
+        with torch.no_grad():
+            verts = model(betas=_t(betas), global_orient=_t(body[:, 0]), body_pose=_t(body[:, 1:].reshape(n, -1)),
+                          transl=_t(transl))
+            smpl_verts = torch.as_tensor(np.stack([self._matrix @ v for v in verts.numpy()]))  # (N, 6890, 3)
+            smpl = self.smpl("neutral")
+            kp = keypoints_from_vertices(smpl, smpl_verts)
+            joints = torch.einsum("jv,nvc->njc", smpl.smpl.J_regressor.double(), smpl_verts)
+        conf = np.broadcast_to(np.asarray(smpl.keypoints_valid, np.float64).reshape(1, -1, 1), (n, kp.shape[1], 1))
+        return dict(vertices=verts.numpy(), joints=joints.numpy(), keypoints=np.concatenate([kp.numpy(), conf], -1))
+
+    def keypoints(self, gender: str, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> np.ndarray:
+        return self.forward(gender, pose, betas, transl)["keypoints"]
+
+    @property
+    def faces(self) -> np.ndarray:
+        """(F, 3) SMPL-X faces (both genders share them; there is no neutral SMPL-X asset)."""
+        return self("male").faces
+
+
+def _t(x):
+    import torch
+
+    return torch.as_tensor(np.array(x, dtype=np.float64))
+
+
+def smpl_to_camera(global_orient: np.ndarray, transl: np.ndarray, root: np.ndarray,
+                   R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SMPL (global_orient, transl) in a world frame -> the same body in a camera frame.
+
+    X_cam = R X_world + t. SMPL rotates about its root joint J0 (rest position, from the
+    betas), so transl_cam = R (transl + J0) + t - J0; the orientation becomes R R_go
+    (SPIN `datasets/preprocess/pw3d.py` for the rotation). Shapes (N, 3), (N, 3), (N, 3),
+    (N, 3, 3), (N, 3).
+    """
+    from scipy.spatial.transform import Rotation
+
+    R_go = Rotation.from_rotvec(global_orient).as_matrix()
+    go_cam = Rotation.from_matrix(R @ R_go).as_rotvec()
+    transl_cam = np.einsum("nij,nj->ni", R, transl + root) + t - root
+    return go_cam, transl_cam
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(..., N, 3) camera-frame points -> (..., N, 2) pixels (`model.geometry.project`)."""
+    import torch
+
+    from model.geometry import project as _project
+
+    return _project(_t(points), _t(K)).numpy()
+
+
+# ---- records ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameId:
+    """Identity and image of one person in one input frame."""
+
+    dataset: str
+    split: str
+    sequence: str
+    frame: int
+    person: int
+    image_path: str
+    source: str
+    video_frame: int = -1
+
+    @property
+    def key(self) -> str:
+        return make_key(self.dataset, self.split, self.sequence, self.frame, self.person)
+
+    def reject(self, code: str, detail: str = "") -> Reject:
+        return Reject(self.key, self.dataset, self.split, reject_reason(code, detail), self.source)
+
+
+def finish(fid: FrameId, hw: tuple[int, int] | None, *, box_center, box_size, box_expand: float,
+           synthetic: bool, intrinsics=None, require_keypoints: bool = True, **targets) -> PersonFrame | Reject:
+    """The record for `fid`, or a Reject naming the first thing wrong with it.
+
+    Checks, in order: image present (`hw` is None -> missing_image), finite labels,
+    at least one visible 2D keypoint (unless `require_keypoints` is False: a source
+    without 2D labels), box centre inside the image. `targets` are the PersonFrame
+    target fields (any missing ones are filled as absent).
+    """
+    if hw is None:
+        return fid.reject("missing_image", fid.image_path)
+    fields = PersonFrame.empty_targets()
+    fields.update(targets)
+    arrays = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
+    arrays.update(box_center=np.asarray(box_center, np.float64), box_size=np.asarray(box_size, np.float64))
+    if intrinsics is not None:
+        arrays["intrinsics"] = np.asarray(intrinsics, np.float64)
+    for name, value in arrays.items():
+        if not np.all(np.isfinite(value)):
+            return fid.reject("non_finite_label", name)
+    if require_keypoints and not np.any(fields["keypoints_2d"][:, 2] > 0):
+        return fid.reject("no_visible_keypoint")
+    h, w = hw
+    cx, cy = arrays["box_center"]
+    if not (0 <= cx < w and 0 <= cy < h):
+        return fid.reject("box_outside_image", f"centre ({cx:.1f}, {cy:.1f}) outside {w}x{h}")
+    rec = PersonFrame(key=fid.key, dataset=fid.dataset, split=fid.split, sequence=fid.sequence,
+                      frame=int(fid.frame), person=int(fid.person), image_path=fid.image_path,
+                      video_frame=int(fid.video_frame), image_hw=np.array(hw, np.int64),
+                      box_center=arrays["box_center"], box_size=arrays["box_size"], box_expand=float(box_expand),
+                      intrinsics=intrinsics, synthetic=synthetic, source=fid.source, **fields)
+    return rec.validate()
+
+
+def visible_in_image(keypoints: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Copy of (N, 3) keypoints with confidence 0 where the point lies outside the image."""
+    h, w = hw
+    out = keypoints.copy()
+    inside = (out[:, 0] >= 0) & (out[:, 0] < w) & (out[:, 1] >= 0) & (out[:, 1] < h)
+    out[~inside, 2] = 0
+    return out
