@@ -27,10 +27,13 @@ from typing import Iterator
 import numpy as np
 
 from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw,
-                             require_file, resolve_assets_root, synthetic_assets)
+                             load_label_npz, person_index, require_file, resolve_assets_root, synthetic_assets)
 from datasets.record import NUM_BETAS, NUM_KEYPOINTS, PersonFrame, Reject
 
 REQUIRED_KEYS = ("imgname", "center", "scale", "part")
+SHAPES = {"center": ("N", 2), "scale": ("N",), "part": ("N", NUM_KEYPOINTS, 3), "pose": ("N", 72),
+          "shape": ("N", -NUM_BETAS), "S": ("N", NUM_KEYPOINTS, 4), "global_t": ("N", 3), "focal_l": ("N",),
+          "has_smpl": ("N",), "gender": ("N",)}
 GENDERS = {"m": "male", "f": "female", "n": "neutral", "male": "male", "female": "female", "neutral": "neutral"}
 NPZ_BOX_EXPAND = 1.0  # the file's box is already expanded by its preprocessing
 CHUNK = 256
@@ -96,7 +99,7 @@ class LabelNpzReader:
 
     def frames(self) -> Iterator[PersonFrame | Reject]:
         path = require_file(self.label_file, f"{self.name} label file")
-        z = _load(path)
+        z = load_label_npz(path, "label npz", REQUIRED_KEYS, SHAPES)
         n = len(z["imgname"])
         src = str(path.relative_to(self.root))
         names = [str(x) for x in z["imgname"]]
@@ -110,7 +113,7 @@ class LabelNpzReader:
         transl = z.get("global_t")
         joints = self._joints_3d(z, n, has_smpl, pose, betas, transl, genders)
 
-        person_of = _person_index(names)
+        person_of = person_index(names)
         sizes: dict[str, tuple[int, int] | None] = {}
         for i, name in enumerate(names):
             image_path = str(Path(self.source.image_root) / name) if self.source.image_root else name
@@ -145,36 +148,6 @@ class LabelNpzReader:
                 sel = idx[s:s + CHUNK]
                 joints[sel] = self.models.keypoints(gender, pose[sel], betas[sel], t[sel])
         return joints
-
-
-def _person_index(names: list[str]) -> list[int]:
-    """Index of each row among the rows of the same image, in file order."""
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        out.append(seen.get(name, 0))
-        seen[name] = out[-1] + 1
-    return out
-
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            z = {k: f[k] for k in f.files}
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
-        raise AnnotationError(f"{path}: unreadable label npz ({e})") from e
-    missing = [k for k in REQUIRED_KEYS if k not in z]
-    if missing:
-        raise AnnotationError(f"{path}: label npz lacks {missing}")
-    n = len(z["imgname"])
-    shapes = {"center": (n, 2), "scale": (n,), "part": (n, NUM_KEYPOINTS, 3), "pose": (n, 72), "S": (n, NUM_KEYPOINTS, 4),
-              "global_t": (n, 3), "focal_l": (n,), "has_smpl": (n,), "gender": (n,)}
-    for k, shape in shapes.items():
-        if k in z and z[k].shape != shape:
-            raise AnnotationError(f"{path}: field '{k}' has shape {z[k].shape}, expected {shape}")
-    if "shape" in z and (z["shape"].ndim != 2 or z["shape"].shape[0] != n or z["shape"].shape[1] < NUM_BETAS):
-        raise AnnotationError(f"{path}: field 'shape' has shape {z['shape'].shape}, expected ({n}, >= {NUM_BETAS})")
-    return z
 
 
 class CocoReader(LabelNpzReader):

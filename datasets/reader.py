@@ -41,6 +41,12 @@ class Reader(Protocol):
     root: Path
     split: str
 
+    def __init__(self, root: str | Path, split: str, options=None): ...
+
+    @staticmethod
+    def splits(root: Path) -> list[str]:
+        """The splits whose annotation files exist under `root`."""
+
     def frames(self) -> Iterator[PersonFrame | Reject]: ...
 
 
@@ -85,6 +91,41 @@ def require_file(path: Path, what: str) -> Path:
     if not Path(path).is_file():
         raise AnnotationError(f"{path}: {what} not found")
     return Path(path)
+
+
+def load_label_npz(path: Path, what: str, required: tuple[str, ...], shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """Arrays of a per-person label npz (no pickles), checked: `required` keys present, and
+    each key of `shapes` that is present has that shape, where "N" is the row count (the
+    length of `imgname`) and -k means "at least k". Errors name the file and the field."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            z = {k: f[k] for k in f.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
+        raise AnnotationError(f"{path}: unreadable {what} ({e})") from e
+    missing = [k for k in required if k not in z]
+    if missing:
+        raise AnnotationError(f"{path}: {what} lacks {missing}")
+    n = len(z["imgname"])
+    for key, spec in shapes.items():
+        if key not in z:
+            continue
+        want = tuple(n if d == "N" else d for d in spec)
+        got = z[key].shape
+        if len(got) != len(want) or any(g < -w if w < 0 else g != w for g, w in zip(got, want)):
+            text = ", ".join(f">= {-w}" if w < 0 else str(w) for w in want)
+            raise AnnotationError(f"{path}: field '{key}' has shape {got}, expected ({text})")
+    return z
+
+
+def person_index(names: list[str]) -> list[int]:
+    """Index of each row among the rows of the same image, in file order (stable keys for
+    label files with one row per person)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        out.append(seen.get(name, 0))
+        seen[name] = out[-1] + 1
+    return out
 
 
 def image_hw(path: Path) -> tuple[int, int] | None:

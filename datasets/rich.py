@@ -28,13 +28,15 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw, project, require_file,
-                             resolve_assets_root, synthetic_assets)
+from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw, load_label_npz,
+                             person_index, project, require_file, resolve_assets_root, synthetic_assets)
 from datasets.record import NUM_BETAS, NUM_SMPL_JOINTS, PersonFrame, Reject
 
 LABEL_FILE = "rich_test.npz"
 NUM_JOINTS_SMPLX = 22  # global orientation + 21 body joints (BEDLAM `constants.py`)
 REQUIRED_KEYS = ("imgname", "center", "scale", "pose_cam", "shape", "gender")
+SHAPES = {"center": ("N", 2), "scale": ("N",), "pose_cam": ("N", -NUM_JOINTS_SMPLX * 3), "shape": ("N", -NUM_BETAS),
+          "gender": ("N",), "cam_int": ("N", 3, 3), "trans_cam": ("N", 3)}
 GENDERS = {"m": "male", "f": "female", "male": "male", "female": "female"}
 RICH_BOX_EXPAND = 1.0  # the file's box is already expanded
 CHUNK = 64
@@ -64,7 +66,7 @@ class RichReader:
 
     def frames(self) -> Iterator[PersonFrame | Reject]:
         path = require_file(self.root / self.options.label_file, "RICH label file")
-        z = _load(path)
+        z = load_label_npz(path, "RICH label npz", REQUIRED_KEYS, SHAPES)
         n = len(z["imgname"])
         src = str(path.relative_to(self.root))
         names = [str(x) for x in z["imgname"]]
@@ -77,15 +79,13 @@ class RichReader:
         has_cam = "cam_int" in z and "trans_cam" in z
         transl = z["trans_cam"] if has_cam else np.zeros((n, 3))
         joints = self._joints_3d(pose, betas, transl, genders)
-        seen: dict[str, int] = {}
+        person_of = person_index(names)
         sizes: dict[str, tuple[int, int] | None] = {}
         for i, name in enumerate(names):
-            person = seen.get(name, 0)
-            seen[name] = person + 1
             if name not in sizes:
                 sizes[name] = image_hw(self.root / name)
             sequence, frame = _sequence_frame(name)
-            fid = FrameId(self.name, self.split, sequence, frame, person, name, src)
+            fid = FrameId(self.name, self.split, sequence, frame, person_of[i], name, src)
             kp2d = np.zeros((len(joints[i]), 3))
             K = z["cam_int"][i] if has_cam else None
             if has_cam:
@@ -117,24 +117,3 @@ def _sequence_frame(name: str) -> tuple[str, int]:
         return f"{p.parent.parent.name}/{p.parent.name}", int(m.group(1))
     return str(p.with_suffix("")), 0
 
-
-def _load(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            z = {k: f[k] for k in f.files}
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
-        raise AnnotationError(f"{path}: unreadable RICH label npz ({e})") from e
-    missing = [k for k in REQUIRED_KEYS if k not in z]
-    if missing:
-        raise AnnotationError(f"{path}: RICH label npz lacks {missing}")
-    n = len(z["imgname"])
-    shapes = {"center": (n, 2), "scale": (n,), "gender": (n,), "cam_int": (n, 3, 3), "trans_cam": (n, 3)}
-    for k, shape in shapes.items():
-        if k in z and z[k].shape != shape:
-            raise AnnotationError(f"{path}: field '{k}' has shape {z[k].shape}, expected {shape}")
-    if z["pose_cam"].ndim != 2 or z["pose_cam"].shape[0] != n or z["pose_cam"].shape[1] < NUM_JOINTS_SMPLX * 3:
-        raise AnnotationError(f"{path}: field 'pose_cam' has shape {z['pose_cam'].shape}, "
-                              f"expected ({n}, >= {NUM_JOINTS_SMPLX * 3})")
-    if z["shape"].ndim != 2 or z["shape"].shape[0] != n or z["shape"].shape[1] < NUM_BETAS:
-        raise AnnotationError(f"{path}: field 'shape' has shape {z['shape'].shape}, expected ({n}, >= {NUM_BETAS})")
-    return z
