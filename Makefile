@@ -31,3 +31,6 @@ test: setup ## run the whole test suite (what .ci/run calls); "no tests collecte
 
 assets-check: setup ## which external assets are present / missing / synthetic (ASSETS=, RAW= override)
 	$(BIN)/python -m datasets.assets $(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW))
+
+synthetic: setup ## synthetic stand-ins in the real layouts under OUT (default data/synthetic; SEED=, SCALE= optional)
+	$(BIN)/python -m datasets.synthetic --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(SCALE),--scale $(SCALE))
