@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from datasets.joints import KEYPOINTS_2D
+from datasets.record import CROP_HW
 from model.config import get_config, preset_names
 from model.deforhmr import DeforHMR, ImageModel, ModelOutput
 from model.geometry import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
@@ -139,3 +141,56 @@ def test_summary_table_lists_every_preset():
     rows = table(names).splitlines()[2:]
     assert [r.split(" | ")[0].lstrip("| ") for r in rows] == names
     assert all(float(r.split(" | ")[-1].rstrip(" |")) > 0 for r in rows)  # FLOPs counted
+
+
+# ---- with the (synthetic) SMPL body model ----------------------------------------------------
+@pytest.fixture
+def smpl_model(synthetic_assets):
+    torch.manual_seed(0)
+    return DeforHMR.from_assets(get_config("def-m-tiny"), synthetic_assets)
+
+
+def test_rot6d_of_the_mean_params_file_is_the_mean_pose(synthetic_assets):
+    """smpl_mean_params.npz's interleaved 6D maps to rotations whose 6D is the file's again;
+    the root is SPIN's upright pose in the y-down camera frame (π about x)."""
+    from model.body_model import load_mean_params
+
+    pose = torch.as_tensor(load_mean_params(synthetic_assets.path("mean_params"))["pose"]).reshape(24, 6)
+    rot = rot6d_to_matrix(pose)
+    torch.testing.assert_close(matrix_to_rot6d(rot), pose, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rot[0], torch.diag(torch.tensor([1.0, -1.0, -1.0])), rtol=0, atol=1e-6)
+
+
+def test_zero_decoder_output_is_the_mean_smpl_body(smpl_model, synthetic_assets):
+    from model.body_model import BodyModel, load_mean_params
+
+    _zero_heads(smpl_model)
+    out = smpl_model(_features(smpl_model.cfg))
+    mean = load_mean_params(synthetic_assets.path("mean_params"))
+    rot = rot6d_to_matrix(torch.as_tensor(mean["pose"]).reshape(1, 24, 6))
+    body = BodyModel(synthetic_assets.body_model_dir, gender="neutral")
+    ref = body(betas=torch.as_tensor(mean["shape"])[None], body_pose=rot[:, 1:], global_orient=rot[:, :1])
+    assert out.vertices.shape == (2, 6890, 3) and out.joints.shape == (2, 24, 3)
+    torch.testing.assert_close(out.vertices, ref.vertices.expand(2, -1, -1))
+    torch.testing.assert_close(out.joints, ref.joints.expand(2, -1, -1))
+    assert out.h36m.shape == (2, 17, 3)
+    assert out.keypoints_3d.shape == (2, 24, 3)
+    # with the H36M regressor every KEYPOINTS_2D joint but the jaw is read off the mesh
+    assert out.keypoints_valid.tolist() == [n != "jaw" for n in KEYPOINTS_2D.names]
+    # the mean body under the mean camera stands upright inside the crop
+    kp = out.keypoints_2d[0, out.keypoints_valid]
+    h, w = CROP_HW
+    assert (kp[:, 0] > 0).all() and (kp[:, 0] < w).all() and (kp[:, 1] > 0).all() and (kp[:, 1] < h).all()
+    names = KEYPOINTS_2D.index
+    assert out.keypoints_2d[0, names["head_top"], 1] < out.keypoints_2d[0, names["left_ankle"], 1]
+
+
+def test_keypoints_2d_follow_the_weak_perspective_camera(smpl_model):
+    """Crop pixels ≈ (H/2) s (X_xy + t_xy) + centre (model.geometry's weak perspective), up
+    to the depth variation of the body at tz = 2 f / (H s) ≈ 43 m."""
+    out = smpl_model(_features(smpl_model.cfg, seed=3))
+    s, t = out.cam[:, None, :1], out.cam[:, None, 1:]  # (B, 1, 1), (B, 1, 2)
+    h, w = CROP_HW
+    weak = s * (out.keypoints_3d[..., :2] + t) * (h / 2) + torch.tensor([(w - 1) / 2, (h - 1) / 2])
+    valid = out.keypoints_valid
+    assert (out.keypoints_2d[:, valid] - weak[:, valid]).abs().max() < 2.0  # px
