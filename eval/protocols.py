@@ -110,17 +110,120 @@ def _as_f64(x) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x, dtype=np.float64))
 
 
-# The vertex-to-joint matrices a protocol may name (how each is loaded: `eval.evaluate`).
+# ---- what a protocol's names stand for: vertex-to-joint matrices and ground-truth bodies ----
+def _load_h36m_regressor(assets) -> np.ndarray:
+    from model.body_model import load_h36m_regressor
+
+    return load_h36m_regressor(assets.require("h36m_regressor"))  # (17, 6890)
+
+
+def _load_smpl_regressor(assets) -> np.ndarray:
+    from model.body_model import load_smpl_arrays
+
+    return load_smpl_arrays(assets.require("smpl_neutral"))["J_regressor"].astype(np.float32)  # (24, 6890)
+
+
+# name -> loader(assets) of the (J, 6890) vertex-to-joint matrix.
 REGRESSORS = {
-    "h36m": "the H36M 17-joint regressor asset (J_regressor_h36m.npy), (17, 6890)",
-    "smpl": "the neutral SMPL model's J_regressor, (24, 6890)",
+    "h36m": _load_h36m_regressor,  # the H36M 17-joint regressor asset (J_regressor_h36m.npy)
+    "smpl": _load_smpl_regressor,  # the neutral SMPL model's J_regressor (WHAM: smpl.J_regressor)
 }
-# How a protocol's ground-truth mesh is built from a record's SMPL(-X) targets.
+
+
+class SMPLGroundTruth:
+    """Gendered SMPL meshes from the record's pose (24 x 3 axis-angle, row 0 the global
+    orientation) and betas (10); no translation (the protocol centres on the root)."""
+
+    def __init__(self, assets, genders=("male", "female", "neutral")):
+        from model.body_model import BodyModel
+
+        self.models = {}
+        for g in genders:
+            assets.require(f"smpl_{g}")
+            self.models[g] = BodyModel(assets.body_model_dir, g)
+        self.is_synthetic = any(m.is_synthetic for m in self.models.values())
+
+    def _model(self, gender: str):
+        if gender not in self.models:
+            raise ValueError(f"ground truth: no SMPL model for gender {gender!r} (have {sorted(self.models)})")
+        return self.models[gender]
+
+    @torch.no_grad()
+    def vertices(self, pose, betas, genders) -> np.ndarray:
+        """pose (N, 24, 3), betas (N, 10), genders: N strings -> (N, 6890, 3) float32 metres."""
+        pose, betas = _as_f32(pose), _as_f32(betas)
+        out = np.zeros((len(pose), NUM_SMPL_VERTICES, 3), np.float32)
+        genders = np.asarray(genders)
+        for g in sorted(set(genders.tolist())):
+            idx = torch.from_numpy(np.flatnonzero(genders == g))
+            body = self._model(g)(betas=betas[idx], body_pose=pose[idx, 1:], global_orient=pose[idx, 0])
+            out[idx.numpy()] = body.vertices.numpy()
+        return out
+
+
+class SMPLXToSMPLGroundTruth:
+    """Gendered SMPL-X meshes (global orientation = pose row 0, body pose = rows 1-21,
+    betas; hands, jaw, eyes and expression at zero, i.e. smplx's mean hands as WHAM's
+    `SMPLX(gender=...)` call) mapped to SMPL topology by the smplx2smpl matrix."""
+
+    NUM_BODY_JOINTS = 21  # SMPL-X body joints after the global orientation
+
+    def __init__(self, assets, genders=("male", "female")):
+        from model.body_model import SMPLXModel, load_smplx2smpl
+
+        self.models = {}
+        for g in genders:
+            assets.require(f"smplx_{g}")
+            self.models[g] = SMPLXModel(assets.body_model_dir, g)
+        self.matrix = load_smplx2smpl(assets.require("smplx2smpl"))  # (6890, 10475) CSR
+        self.is_synthetic = any(m.is_synthetic for m in self.models.values())
+
+    @torch.no_grad()
+    def vertices(self, pose, betas, genders) -> np.ndarray:
+        """pose (N, 24, 3) with SMPL-X rows 0-21, betas (N, 10) SMPL-X, genders -> (N, 6890, 3)."""
+        pose, betas = _as_f32(pose), _as_f32(betas)
+        n = len(pose)
+        out = np.zeros((n, NUM_SMPL_VERTICES, 3), np.float32)
+        genders = np.asarray(genders)
+        for g in sorted(set(genders.tolist())):
+            if g not in self.models:
+                raise ValueError(f"ground truth: no SMPL-X model for gender {g!r} (have {sorted(self.models)})")
+            idx = np.flatnonzero(genders == g)
+            t = torch.from_numpy(idx)
+            body = pose[t, 1:1 + self.NUM_BODY_JOINTS].reshape(len(idx), -1)  # (n, 63)
+            v = self.models[g](betas=betas[t], global_orient=pose[t, 0], body_pose=body).numpy()  # (n, 10475, 3)
+            mapped = self.matrix @ v.transpose(1, 0, 2).reshape(NUM_SMPLX_VERTICES, -1)  # (6890, n*3)
+            out[idx] = mapped.reshape(NUM_SMPL_VERTICES, len(idx), 3).transpose(1, 0, 2)
+        return out
+
+
+def _as_f32(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float32)
+    return torch.from_numpy(np.asarray(x, dtype=np.float32))
+
+
+# name -> class built from `assets` whose `.vertices(pose, betas, genders)` is the GT mesh.
 GROUND_TRUTH_BODIES = {
-    "smpl": "gendered SMPL from the record's pose (24x3) and betas",
-    "smplx_to_smpl": "gendered SMPL-X from the record's global orientation, 21 body joints and betas, "
-                     "times the smplx2smpl matrix (6890, 10475)",
+    "smpl": SMPLGroundTruth,
+    "smplx_to_smpl": SMPLXToSMPLGroundTruth,
 }
+
+
+def load_regressor(protocol: Protocol, assets) -> np.ndarray:
+    """The protocol's (len(joint_set), 6890) vertex-to-joint matrix from `assets`
+    (a missing file is a FileNotFoundError naming the asset and where it is expected)."""
+    reg = REGRESSORS[protocol.regressor](assets)
+    if reg.shape != (len(protocol.joint_set), NUM_SMPL_VERTICES):
+        raise ValueError(f"protocol {protocol.name}: regressor '{protocol.regressor}' has shape {reg.shape}, "
+                         f"expected ({len(protocol.joint_set)}, {NUM_SMPL_VERTICES})")
+    return reg
+
+
+def load_ground_truth(protocol: Protocol, assets):
+    """The protocol's ground-truth body builder from `assets`."""
+    return GROUND_TRUTH_BODIES[protocol.ground_truth](assets)
+
 
 THREEDPW = Protocol(
     name="3dpw",

@@ -105,6 +105,9 @@ PAPER_TABLE1_NOTE = "(*) trained without 3DPW (paper's note)."
 # DeforHMR Table 2 (3DPW test; mm): the cross-attention × query ablation.
 ABLATION_CONFIGS = ("Reg-S", "Reg-M", "Def-S", "Def-M")
 ABLATION_LABELS = {"Reg-S": "Reg-S (HMR2.0†)", "Reg-M": "Reg-M", "Def-S": "Def-S", "Def-M": "Def-M (DeforHMR)"}
+# The model preset (model/config.py) of each configuration: the method name its measured
+# rows carry by default (the evaluator labels rows by preset).
+ABLATION_PRESETS = {"Reg-S": "reg-s", "Reg-M": "reg-m", "Def-S": "def-s", "Def-M": "def-m"}
 PAPER_TABLE2: dict[str, tuple[float, float, float]] = {
     # configuration: (PA-MPJPE, MPJPE, PVE) on 3DPW
     "Reg-S": (41.5, 67.2, 81.2),
@@ -166,6 +169,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -269,8 +273,8 @@ def render_table2(rows: Sequence[ResultRow], methods: Mapping[str, str] | None =
     """Markdown in the layout of the paper's Table 2 (Reg/Def × S/M on 3DPW).
 
     `methods` maps each configuration of ABLATION_CONFIGS to the method name its measured
-    rows carry (default: the configuration name itself)."""
-    methods = dict(methods or {c: c for c in ABLATION_CONFIGS})
+    rows carry (default: ABLATION_PRESETS, the preset names)."""
+    methods = dict(methods or ABLATION_PRESETS)
     rows = list(rows)
     cell = latest(r for r in rows if r.kind == "measured")
     if include_reported:

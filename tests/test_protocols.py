@@ -113,3 +113,92 @@ def test_shape_errors_name_the_protocol(body):
         P.PROTOCOLS["3dpw"].score(verts, verts, np.zeros((24, V)))
     with pytest.raises(ValueError, match="rich.*vertices"):
         P.PROTOCOLS["rich"].score(verts[:, :100], verts[:, :100], np.zeros((24, V)))
+
+
+# ---- the protocols on synthetic stand-in assets (the same code reads the real ones) ----
+def _rot_y(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def _gt_batch(name, n=6, seed=3):
+    rng = np.random.default_rng(seed)
+    pose = rng.normal(scale=0.25, size=(n, 24, 3))
+    pose[:, 0] = [np.pi, 0, 0]  # upright in the OpenCV camera frame
+    if name == "rich":
+        pose[:, 22:] = 0  # SMPL-X record convention: rows 22-23 unused
+    betas = rng.normal(scale=0.8, size=(n, 10))
+    genders = np.array(["male", "female"] * (n // 2))
+    return pose, betas, genders
+
+
+@pytest.fixture(scope="module")
+def loaded(synthetic_assets):
+    return {name: (P.load_regressor(p, synthetic_assets), P.load_ground_truth(p, synthetic_assets))
+            for name, p in P.PROTOCOLS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+def test_synthetic_ground_truth_body_scores_zero_and_known_perturbations(name, loaded):
+    proto = P.PROTOCOLS[name]
+    reg, gt_body = loaded[name]
+    assert gt_body.is_synthetic
+    pose, betas, genders = _gt_batch(name)
+    gt = gt_body.vertices(pose, betas, genders)
+    assert gt.shape == (6, V, 3) and np.isfinite(gt).all()
+    for v in proto.score(gt, gt, reg).values():
+        np.testing.assert_allclose(v, 0.0, atol=1e-6)
+    # 10 mm shift of every vertex: removed by the root, all three metrics 0
+    for v in proto.score(gt + np.array([0.0, 0.006, 0.008]), gt, reg).values():
+        np.testing.assert_allclose(v, 0.0, atol=1e-4)
+    # rotation by theta about the vertical axis through each sample's root: every point
+    # moves 2 sin(theta/2) x its distance from that axis; PA-MPJPE 0.
+    theta = 0.2
+    joints = np.einsum("jv,nvc->njc", reg, gt.astype(np.float64))
+    root = joints[:, proto.root_index].mean(1, keepdims=True)  # (N, 1, 3)
+    pred = np.einsum("ij,nvj->nvi", _rot_y(theta), gt - root) + root
+    radial = lambda x: np.linalg.norm((x - root)[..., [0, 2]], axis=-1)  # noqa: E731  distance to the y axis
+    out = proto.score(pred, gt, reg)
+    np.testing.assert_allclose(out["mpjpe"], 1000 * 2 * np.sin(theta / 2) * radial(joints[:, proto.eval_index]).mean(1),
+                               rtol=1e-4)
+    np.testing.assert_allclose(out["pve"], 1000 * 2 * np.sin(theta / 2) * radial(gt).mean(1), rtol=1e-4)
+    np.testing.assert_allclose(out["pa_mpjpe"], 0.0, atol=1e-3)
+    assert out["mpjpe"].min() > 1.0
+
+
+@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+def test_synthetic_ground_truth_is_gendered(name, loaded):
+    reg, gt_body = loaded[name]
+    pose, betas, _ = _gt_batch(name, n=2)
+    male = gt_body.vertices(pose, betas, ["male", "male"])
+    female = gt_body.vertices(pose, betas, ["female", "female"])
+    mixed = gt_body.vertices(pose, betas, ["male", "female"])
+    np.testing.assert_allclose(mixed[0], male[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], female[1], atol=1e-5)
+    assert np.abs(male - female).max() > 1e-3
+    with pytest.raises(ValueError, match="gender"):
+        gt_body.vertices(pose, betas, ["male", "robot"])
+
+
+def test_rich_ground_truth_goes_through_smplx_and_the_matrix(synthetic_assets, loaded):
+    """The RICH mesh is smplx2smpl @ (SMPL-X vertices): check against smplx.SMPLX directly."""
+    from model.body_model import SMPLXModel, load_smplx2smpl
+
+    _, gt_body = loaded["rich"]
+    pose, betas, genders = _gt_batch("rich", n=2)
+    m = SMPLXModel(synthetic_assets.body_model_dir, "female")
+    assert m.smplx.get_num_verts() == P.NUM_SMPLX_VERTICES and m.smplx.J_regressor.shape[0] == 55
+    v = m(betas=torch.tensor(betas, dtype=torch.float32), global_orient=torch.tensor(pose[:, 0], dtype=torch.float32),
+          body_pose=torch.tensor(pose[:, 1:22].reshape(2, 63), dtype=torch.float32)).numpy()
+    matrix = load_smplx2smpl(synthetic_assets.path("smplx2smpl"))
+    expected = np.stack([matrix @ x for x in v])
+    np.testing.assert_allclose(gt_body.vertices(pose, betas, ["female", "female"]), expected, atol=1e-5)
+
+
+def test_missing_asset_is_a_clear_error(tmp_path):
+    from datasets.assets import Assets
+
+    with pytest.raises(FileNotFoundError, match="h36m_regressor.*expected at"):
+        P.load_regressor(P.PROTOCOLS["3dpw"], Assets(root=tmp_path, raw_root=tmp_path))
+    with pytest.raises(FileNotFoundError, match="smplx_male"):
+        P.load_ground_truth(P.PROTOCOLS["rich"], Assets(root=tmp_path, raw_root=tmp_path))

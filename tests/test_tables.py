@@ -104,3 +104,8 @@ def test_table2_layout():
         ("Def-M (DeforHMR)", "reported", "38.3", "63.6", "75.2", "–"),
         ("Def-M (DeforHMR)", "measured", "40.0", "66.0", "78.0", "50"),
     ]
+
+
+def test_table2_default_methods_are_the_presets():
+    md = T.render_table2(_measured("reg-m", "3dpw", (39.0, 65.0, 78.0), 7))
+    assert "| Reg-M | measured, run r1 | 39.0 | 65.0 | 78.0 | 7 |" in md
