@@ -107,8 +107,9 @@ PRESETS: dict[str, dict] = {
     "def-m-pe-absolute": {"pos_encoding": "absolute"},
 }
 # `<preset>-tiny`: the same variant small enough for CPU tests in seconds (heads, groups,
-# λ_o and the variant switches are kept; 64/16 = 4 channels per head).
-TINY: dict = {"depth": 2, "dim": 64, "ffn_dim": 64, "context_dim": 32, "feature_hw": (4, 3)}
+# λ_o and the variant switches are kept; 64/16 = 4 channels per head). It reads the
+# 32x16x12 maps of the tiny encoder (`model.vitpose.CONFIGS["tiny"]`) of the CPU demo.
+TINY: dict = {"depth": 2, "dim": 64, "ffn_dim": 64, "context_dim": 32}
 TINY_SUFFIX = "-tiny"
 
 

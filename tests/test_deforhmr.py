@@ -11,7 +11,6 @@ from datasets.record import CROP_HW
 from model.config import get_config, preset_names
 from model.deforhmr import DeforHMR, ImageModel, ModelOutput
 from model.geometry import axis_angle_to_matrix, matrix_to_rot6d, rot6d_to_matrix
-from model.summary import table
 
 
 def _mean_params(seed=0) -> dict:
@@ -136,11 +135,16 @@ def test_image_model_freezes_the_encoder():
     assert model.model.queries.tokens.grad is not None
 
 
-def test_summary_table_lists_every_preset():
-    names = preset_names(tiny=True)
-    rows = table(names).splitlines()[2:]
+def test_summary_command_prints_params_and_flops(capsys):
+    from model.summary import main
+
+    names = ["def-m-tiny", "reg-s-tiny", "def-m-pe-absolute-tiny"]
+    assert main(names) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[2:]
     assert [r.split(" | ")[0].lstrip("| ") for r in rows] == names
     assert all(float(r.split(" | ")[-1].rstrip(" |")) > 0 for r in rows)  # FLOPs counted
+    params = sum(p.numel() for p in DeforHMR(get_config("reg-s-tiny"), _mean_params()).parameters())
+    assert rows[1].split(" | ")[-2] == f"{params / 1e6:.2f}"
 
 
 # ---- with the (synthetic) SMPL body model ----------------------------------------------------
