@@ -83,12 +83,15 @@ class DeforHMR(nn.Module):
         d = cfg.dim
         self.queries = Queries(cfg)
         self.decoder = Decoder(cfg)
-        self.body_model = body_model
+        # The body model is a fixed function, not state: kept out of the module tree so that
+        # checkpoints hold no SMPL data (nor overwrite the real SMPL with a synthetic one on
+        # load); `_apply` still moves it with the model (.to, .cuda, .double).
+        object.__setattr__(self, "body_model", body_model)
         pose = torch.as_tensor(np.asarray(mean_params["pose"]), dtype=torch.float32).reshape(NUM_JOINTS, 6)
         self.register_buffer("mean_pose", pose)  # (24, 6)
         self.register_buffer("mean_betas", torch.as_tensor(np.asarray(mean_params["shape"]), dtype=torch.float32).reshape(NUM_BETAS))
         self.register_buffer("mean_cam", torch.as_tensor(np.asarray(mean_params["cam"]), dtype=torch.float32).reshape(CAM_DIM))
-        self.register_buffer("crop_K", torch.as_tensor(crop_intrinsics(), dtype=torch.float32))  # (3, 3)
+        self.register_buffer("crop_K", torch.as_tensor(crop_intrinsics(), dtype=torch.float32), persistent=False)
         if cfg.queries == "multi":
             self.embed_pose = nn.Linear(6, d)  # IEF: joint token j += W (6D of joint j), ours
             self.embed_shape = nn.Linear(NUM_BETAS + CAM_DIM, d)  # shape token += W (betas, cam), ours
@@ -102,6 +105,12 @@ class DeforHMR(nn.Module):
             # small residuals at the start (HMR2.0 `init_decoder_xavier`: gain 0.01)
             nn.init.xavier_uniform_(head.weight, gain=0.01)
             nn.init.zeros_(head.bias)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        if self.body_model is not None:
+            self.body_model._apply(fn, *args, **kwargs)
+        return self
 
     @classmethod
     def from_assets(cls, cfg: ModelConfig, assets) -> "DeforHMR":

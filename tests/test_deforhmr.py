@@ -189,6 +189,26 @@ def test_zero_decoder_output_is_the_mean_smpl_body(smpl_model, synthetic_assets)
     assert out.keypoints_2d[0, names["head_top"], 1] < out.keypoints_2d[0, names["left_ankle"], 1]
 
 
+def test_missing_assets_are_named(tmp_path):
+    from datasets.assets import Assets
+
+    with pytest.raises(FileNotFoundError, match="missing asset 'smpl_neutral'"):
+        DeforHMR.from_assets(get_config("def-m-tiny"), Assets(root=tmp_path, raw_root=tmp_path))
+
+
+def test_checkpoints_hold_no_smpl_data_and_the_body_moves_with_the_model(smpl_model):
+    sd = smpl_model.state_dict()
+    assert not [k for k in sd if k.startswith("body_model.")]
+    assert {"mean_pose", "mean_betas", "mean_cam", "queries.tokens"} <= set(sd)
+    fresh = DeforHMR(smpl_model.cfg, _mean_params(seed=5))
+    fresh.load_state_dict(sd)  # strict: the same keys without a body model
+    torch.testing.assert_close(fresh.mean_pose, smpl_model.mean_pose)
+    smpl_model.double()
+    assert smpl_model.body_model.h36m_regressor.dtype == torch.float64
+    out = smpl_model(_features(smpl_model.cfg).double())
+    assert out.vertices.dtype == torch.float64
+
+
 def test_keypoints_2d_follow_the_weak_perspective_camera(smpl_model):
     """Crop pixels ≈ (H/2) s (X_xy + t_xy) + centre (model.geometry's weak perspective), up
     to the depth variation of the body at tz = 2 f / (H s) ≈ 43 m."""
