@@ -34,3 +34,22 @@ assets-check: setup ## which external assets are present / missing / synthetic (
 
 synthetic: setup ## synthetic stand-ins in the real layouts under OUT (default data/synthetic; SEED=, SCALE= optional)
 	$(BIN)/python -m datasets.synthetic --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(SCALE),--scale $(SCALE))
+
+# ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
+SHARDS ?= data/shards
+ENCODER ?= vitpose-h
+CKPT ?=
+VIEWS ?= 1
+FEATURES_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/features)
+.PHONY: features bench bench-features
+
+features: setup ## encoder features of every shard set under SHARDS into OUT/<ENCODER> (default data/features; ENCODER=vitpose-h|tiny, CKPT=, VIEWS=)
+	$(BIN)/python -m pipelines.features --shards $(SHARDS) --out $(FEATURES_OUT) --encoder $(ENCODER) \
+		$(if $(CKPT),--ckpt $(CKPT)) --views $(VIEWS)
+
+# `make bench` gathers every throughput figure: each bench-<name> target adds itself with a
+# plain `bench: bench-<name>` line.
+bench: bench-features ## throughput figures against limits measured in the same run (BENCHMARKS.md)
+
+bench-features: setup ## ViT-H crops/s on this machine (random weights) and the feature pipeline's rate against it
+	$(BIN)/python -m pipelines.bench_features

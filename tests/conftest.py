@@ -28,3 +28,16 @@ def synthetic_assets(synthetic_dir):
     from datasets.assets import Assets
 
     return Assets(root=synthetic_dir / "assets", raw_root=synthetic_dir / "raw")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray (2 CPUs) shared by the tests that run Ray pipelines, started once."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()

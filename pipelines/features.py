@@ -1,0 +1,552 @@
+"""`make features`: image shards -> feature shards of a frozen ViTPose encoder, with Ray Data.
+
+Launch:
+    python -m pipelines.features --shards data/shards --out data/features --encoder vitpose-h \
+        --ckpt data/assets/vitpose_h.pth [--views 4]
+    RAY_ADDRESS=ray://head:10001 python -m pipelines.features --shards s3://b/shards --out s3://b/features ...
+
+Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
+- `CACHE/encoder.json`: the encoder (config, preprocessing, weights sha256 or random seed,
+  synthetic flag, `encoder_id`), the storage (`shape`, `dtype`), views, seed, augmentation.
+- `CACHE/<dataset>/<split>/<dataset>-<split>-%06d.tar`: one feature shard per image shard,
+  same name, same keys in the same order. A sample `<key>` holds
+  `<key>.enc` the `encoder_id` (ASCII), so features of different encoders never mix, and
+  per view v = 0..K-1 (the view index is in the member name, and in `PersonFrame.view`):
+  `<key>.v<v>.f16` the feature map, raw little-endian float16, C-order (C, 16, 12);
+  `<key>.v<v>.npz` the record (`PersonFrame.to_npz_bytes`, targets moved with the view).
+  One sample per image keeps an epoch one pass over the images whatever K: the loader
+  draws one view per sample (`sample_views`, `decode_view`).
+- beside each tar a `.json` sidecar (its manifest rows), and `manifest.parquet` per split:
+  one row per image-shard sample (`ok`, or `rejected` with the reason).
+
+Stages, top to bottom:
+1. plan (driver): every image shard set under SHARDS; a shard is done when its feature tar
+   and sidecar exist; the rest, with their sample counts, is the work list.
+2. read (Ray tasks, CPU): one image shard -> chunk rows of at most `batch_size` (sample,
+   view) crops, in key then view order (`pipelines.augment.views`); a JPEG that does not decode is a `corrupt_image`
+   reject. Holds after: a chunk's composition depends on the shard alone (not on the run),
+   so batched forwards, and hence the bytes, are the same after a restart.
+3. encode (actor pool: one actor per GPU with `num_gpus=1`, else `cpu_actors` CPU actors):
+   normalise, forward (bf16 autocast on GPU), -> float16 bytes.
+4. write (driver, in order): chunk rows stream into `.tmp-<shard>`; at a shard's last chunk
+   the sidecar is written, then the tar is renamed into place. A killed run leaves no half
+   shard; a rerun writes only what is missing, with the same bytes.
+5. manifest (driver): the split's sidecars -> `manifest.parquet`, checked against the image
+   manifest (every image-shard sample accounted for); summary table.
+
+Reading: `read_cache_spec(CACHE)` once, then per WebDataset sample `sample_views(sample)` and
+`decode_view(sample, view, spec)` -> ((C, 16, 12) float16, a read-only view of the member's
+bytes, no copy; PersonFrame); `iter_feature_shard(tar, spec)` reads one shard plainly.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from datasets.record import SPLITS, PersonFrame, reject_reason
+from pipelines.augment import AugmentSettings, views
+from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join,
+                                    list_samples, list_shards, read_manifest, resolve)
+from pipelines.shards import TMP_PREFIX, _tarinfo, _write_atomic, ensure_ray
+
+SPEC = "encoder.json"
+FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
+FEATURE_DTYPE = "<f2"  # little-endian float16
+SIDECAR_SUFFIX = ".json"
+OK, REJECTED = "ok", "rejected"
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("shard", pa.string()), ("image_shard", pa.string()), ("views", pa.int32()),
+    ("status", pa.string()), ("reason", pa.string()),
+])
+DEFAULT_BATCH = 32
+
+log = logging.getLogger(__name__)
+
+
+# ---- members and decoding (what the training loader calls) -------------------------------------
+def view_ext(view: int, ext: str) -> str:
+    """Member extension of view `view`: `v<view>.<ext>` (the member is `<key>.v<view>.<ext>`)."""
+    return f"v{view}.{ext}"
+
+
+def sample_views(sample: dict) -> list[int]:
+    """The views a WebDataset sample (extensions -> bytes) holds, sorted."""
+    return sorted(int(k[1:-len(RECORD_EXT) - 1]) for k in sample
+                  if k.startswith("v") and k.endswith("." + RECORD_EXT))
+
+
+def read_cache_spec(cache: str) -> dict:
+    """`CACHE/encoder.json` of a feature cache (local path or URI)."""
+    fs, path = resolve(join(cache, SPEC))
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{join(cache, SPEC)}: not a feature cache (run `make features`)") from None
+
+
+def decode_features(data: bytes | memoryview, spec: dict) -> np.ndarray:
+    """A `.f16` member -> (C, H, W) float16, a read-only view of `data` (no copy)."""
+    shape = tuple(spec["storage"]["shape"])
+    arr = np.frombuffer(data, dtype=spec["storage"]["dtype"])
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"feature member holds {arr.size} values, the cache's shape {shape} needs {np.prod(shape)}")
+    return arr.reshape(shape)
+
+
+def decode_view(sample: dict, view: int, spec: dict) -> tuple[np.ndarray, PersonFrame]:
+    """((C, H, W) float16 view of the bytes, record) of view `view` of a sample; checks
+    the sample's encoder id against the cache's `spec`."""
+    where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+    enc = sample.get(ENCODER_EXT, b"").decode()
+    if enc != spec["encoder_id"]:
+        raise ShardError(f"{where}: made by encoder {enc!r}, the cache's is {spec['encoder_id']!r}")
+    try:
+        data, rec = sample[view_ext(view, FEATURE_EXT)], sample[view_ext(view, RECORD_EXT)]
+    except KeyError:
+        raise ShardError(f"{where}: no view {view} (views {sample_views(sample)})") from None
+    return decode_features(data, spec), PersonFrame.from_npz_bytes(rec, source=f"{where}.{view_ext(view, RECORD_EXT)}")
+
+
+def iter_feature_shard(shard: str, spec: dict) -> Iterator[tuple[str, list[tuple[np.ndarray, PersonFrame]]]]:
+    """(key, [(features, record) per view]) per sample of one feature shard, in order."""
+    fs, path = resolve(shard)
+    with fs.open_input_stream(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        sample: dict = {}
+        for m in tar:
+            key, ext = m.name.split(".", 1)
+            if sample and key != sample["__key__"]:
+                yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
+                sample = {}
+            sample.update({"__key__": key, "__url__": shard, ext: tar.extractfile(m).read()})
+        if sample:
+            yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
+
+
+# ---- configuration --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSettings:
+    """One feature cache. `encoder`, `ckpt`, `views`, `seed` and `augment` decide its bytes;
+    the rest decides how it is computed."""
+
+    encoder: str = "vitpose-h"
+    ckpt: str | None = None  # None: random weights seeded by `seed` (tests, benchmarks)
+    views: int = 1
+    seed: int = 0
+    augment: AugmentSettings = AugmentSettings()
+    batch_size: int = DEFAULT_BATCH  # crops per forward (a chunk)
+    device: str = "auto"  # auto | cpu | cuda
+    cpu_actors: int = 1  # encoder actors when there is no GPU (each uses `threads` threads)
+    threads: int | None = None  # torch threads of a CPU actor (default: the node's CPUs)
+
+    def __post_init__(self):
+        if self.views < 1:
+            raise ValueError(f"views must be >= 1, got {self.views}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def cache_name(self) -> str:
+        return self.encoder if self.views == 1 else f"{self.encoder}-views{self.views}"
+
+
+def cache_spec(settings: FeatureSettings) -> dict:
+    """The content of `encoder.json` (checks the checkpoint's keys; no network is built)."""
+    from model.vitpose import encoder_spec
+
+    enc = encoder_spec(settings.encoder, settings.ckpt, settings.seed)
+    enc_id = f"{settings.encoder}-" + hashlib.sha256(json.dumps(enc, sort_keys=True).encode()).hexdigest()[:16]
+    return {"encoder_id": enc_id, "encoder": enc,
+            "storage": {"member": FEATURE_EXT, "dtype": FEATURE_DTYPE, "shape": enc["feature_shape"], "order": "C"},
+            "views": settings.views, "seed": settings.seed,
+            "augment": dataclasses.asdict(settings.augment) if settings.views > 1 else None,
+            "members": "<key>.enc, and per view v: <key>.v<v>.f16, <key>.v<v>.npz",
+            "synthetic": enc["synthetic"]}
+
+
+# ---- stage 2: read an image shard into chunks (Ray task) ---------------------------------------
+def read_chunks(item: dict, settings: FeatureSettings) -> Iterator[dict]:
+    """Chunk rows of one image shard: crops (n, H, W, 3) uint8 RGB as bytes, the records,
+    and (with the last chunk) the shard's rejects. `meta` is JSON: index (in the work
+    list), chunk, last, items ([key, view] per crop), record sizes, rejects."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one task per CPU
+    shard, index = item["shard"], int(item["index"])
+    items, records, crops, rejects, chunk = [], [], [], [], 0
+
+    def emit(last: bool) -> dict:
+        meta = {"index": index, "chunk": chunk, "last": last, "items": items,
+                "record_sizes": [len(r) for r in records], "rejects": rejects if last else []}
+        return {"meta": json.dumps(meta), "records": b"".join(records),
+                "crops": np.stack(crops).tobytes() if crops else b""}
+
+    for record, jpg in iter_shard(shard):
+        try:
+            image = decode_jpeg(jpg)
+        except ShardError:
+            rejects.append([record.key, reject_reason("corrupt_image", f"{record.key}.jpg is not decodable")])
+            continue
+        for rec, img in views(record.replace(source=""), image, settings.views, settings.seed, settings.augment):
+            items.append([record.key, rec.view])
+            records.append(rec.to_npz_bytes())
+            crops.append(img)
+            if len(items) == settings.batch_size:
+                yield emit(False)
+                items, records, crops, chunk = [], [], [], chunk + 1
+    yield emit(True)
+
+
+# ---- stage 3: encode (Ray actor) ------------------------------------------------------------
+class EncodeChunks:
+    """Ray Data batch-inference class: the frozen encoder is built once per actor."""
+
+    def __init__(self, settings: FeatureSettings, device: str):
+        import torch
+
+        from model.vitpose import load_encoder
+
+        if device == "cpu":
+            torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        self.device = torch.device(device)
+        self.encoder = load_encoder(settings.encoder, settings.ckpt, settings.seed).to(self.device)
+        self.hw = self.encoder.config.image_hw
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        from model.vitpose import encode_crops
+
+        out = []
+        for data in batch["crops"]:  # one chunk per call (batch_size=1)
+            crops = np.frombuffer(data, np.uint8).reshape(-1, *self.hw, 3)  # (n, H, W, 3)
+            if len(crops) == 0:  # a shard's last chunk can be empty
+                out.append(b"")
+                continue
+            feats = encode_crops(self.encoder, crops, self.device, torch.float16)  # (n, C, h, w)
+            out.append(feats.astype(FEATURE_DTYPE, copy=False).tobytes())  # C-order
+        batch["features"] = np.array(out, dtype=object)
+        return batch
+
+
+# ---- stage 4: write (driver) ----------------------------------------------------------------
+@dataclass
+class _Work:
+    """One image shard to turn into a feature shard."""
+
+    shard: str  # image shard location
+    out_dir: str  # CACHE/<dataset>/<split>
+    samples: int  # image samples in it
+
+    @property
+    def name(self) -> str:
+        return self.shard.rsplit("/", 1)[-1]
+
+
+class _ShardWriter:
+    """Streams one feature shard into `.tmp-<name>`; `close` writes the sidecar, then renames."""
+
+    def __init__(self, work: _Work, encoder_id: str):
+        self.work, self.encoder_id = work, encoder_id.encode()
+        self.fs, out_dir = resolve(work.out_dir)
+        self.final = f"{out_dir}/{work.name}"
+        self.tmp = f"{out_dir}/{TMP_PREFIX}{work.name}"
+        self.stream = self.fs.open_output_stream(self.tmp)
+        self.tar = tarfile.open(fileobj=self.stream, mode="w|", format=tarfile.PAX_FORMAT)
+        self.rows: list[dict] = []
+        self.chunks = 0
+
+    def add_chunk(self, meta: dict, records: bytes, features: bytes, views: int) -> None:
+        if meta["chunk"] != self.chunks:
+            raise RuntimeError(f"{self.work.shard}: chunk {meta['chunk']} arrived, expected {self.chunks}")
+        self.chunks += 1
+        n = len(meta["items"])
+        per = len(features) // n if n else 0
+        offsets = np.cumsum([0, *meta["record_sizes"]])
+        for i, (key, view) in enumerate(meta["items"]):  # a sample's views are consecutive
+            if view == 0:
+                self._add(f"{key}.{ENCODER_EXT}", self.encoder_id)
+                self.rows.append(_row(key, self.work, views, OK, None))
+            self._add(f"{key}.{view_ext(view, FEATURE_EXT)}", features[i * per:(i + 1) * per])
+            self._add(f"{key}.{view_ext(view, RECORD_EXT)}", records[offsets[i]:offsets[i + 1]])
+
+    def _add(self, name: str, data: bytes) -> None:
+        self.tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+
+    def close(self, rejects: list) -> None:
+        self.rows += [_row(key, self.work, 0, REJECTED, reason) for key, reason in rejects]
+        self.rows.sort(key=lambda r: r["key"])
+        self.tar.close()
+        self.stream.close()
+        sidecar = {"encoder_id": self.encoder_id.decode(), "image_shard": self.work.name, "rows": self.rows}
+        _write_atomic(self.fs, _sidecar(self.final), (json.dumps(sidecar, indent=0) + "\n").encode())
+        self.fs.move(self.tmp, self.final)
+
+
+def _row(key: str, work: _Work, views: int, status: str, reason: str | None) -> dict:
+    return dict(key=key, shard=work.name if status == OK else None, image_shard=work.name, views=views,
+                status=status, reason=reason)
+
+
+def _sidecar(tar_path: str) -> str:
+    return tar_path[: -len(".tar")] + SIDECAR_SUFFIX
+
+
+# ---- stage 1 and 5: plan and manifest (driver) -----------------------------------------------
+def shard_sets(shards: str) -> list[tuple[str, str]]:
+    """(dataset, split) of every image shard set under `shards`."""
+    fs, root = resolve(shards)
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        if info.type != pafs.FileType.Directory:
+            continue
+        for split in SPLITS:
+            if list_shards(shards, info.base_name, split):
+                found.append((info.base_name, split))
+    return sorted(found)
+
+
+def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
+    """Create CACHE and its `encoder.json`, or refuse a cache made by another encoder /
+    other views. Returns the cache location."""
+    cache = join(out, settings.cache_name)
+    fs, path = resolve(cache)
+    fs.create_dir(path, recursive=True)
+    spec_path = f"{path}/{SPEC}"
+    wanted = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+    if fs.get_file_info(spec_path).type == pafs.FileType.File:
+        with fs.open_input_stream(spec_path) as f:
+            have = json.loads(f.read())
+        if have != spec:
+            diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
+            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder or views "
+                               f"(differs in {diff}); use another OUT or remove {cache}")
+    else:
+        _write_atomic(fs, spec_path, wanted.encode())
+    return cache
+
+
+def plan_split(shards: str, cache: str, dataset: str, split: str) -> tuple[list[str], list[_Work]]:
+    """(all image shards of the split, the ones whose feature shard is missing)."""
+    out_dir = join(cache, dataset, split)
+    fs, path = resolve(out_dir)
+    fs.create_dir(path, recursive=True)
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        if info.base_name.startswith(TMP_PREFIX):  # left by a killed run
+            fs.delete_file(info.path)
+    all_shards = list_shards(shards, dataset, split)
+    todo = []
+    for shard in all_shards:
+        name = shard.rsplit("/", 1)[-1]
+        done = [fs.get_file_info(p).type == pafs.FileType.File
+                for p in (f"{path}/{name}", _sidecar(f"{path}/{name}"))]
+        if not all(done):
+            todo.append(_Work(shard, out_dir, len(list_samples(shard))))
+    return all_shards, todo
+
+
+def write_manifest(shards: str, cache: str, dataset: str, split: str, image_shards: list[str]) -> list[dict]:
+    """Gather the split's sidecars into `manifest.parquet`; check that every sample of the
+    image manifest (when there is one) is accounted for."""
+    fs, path = resolve(join(cache, dataset, split))
+    rows = []
+    for shard in image_shards:
+        name = shard.rsplit("/", 1)[-1]
+        with fs.open_input_stream(_sidecar(f"{path}/{name}")) as f:
+            rows += json.loads(f.read())["rows"]
+    image_manifest = join(shards, dataset, split, MANIFEST)
+    fs_img, p_img = resolve(image_manifest)
+    if fs_img.get_file_info(p_img).type == pafs.FileType.File:
+        table = read_manifest(shards, dataset, split)
+        expected = {k for k, s in zip(table.column("key").to_pylist(), table.column("status").to_pylist()) if s == OK}
+        seen = {r["key"] for r in rows}
+        if expected != seen:
+            missing, extra = sorted(expected - seen), sorted(seen - expected)
+            raise RuntimeError(f"{dataset}/{split}: image manifest {image_manifest} and feature shards disagree: "
+                               f"{len(missing)} samples without features (e.g. {missing[:3]}), "
+                               f"{len(extra)} features of samples the manifest lacks (e.g. {extra[:3]})")
+    tmp = f"{path}/{TMP_PREFIX}{MANIFEST}"
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp, filesystem=fs)
+    fs.move(tmp, f"{path}/{MANIFEST}")
+    return rows
+
+
+# ---- run --------------------------------------------------------------------------------------
+@dataclass
+class SplitStats:
+    dataset: str
+    split: str
+    shards: int
+    written: int
+    ok: int
+    rejected: int
+    megabytes: float
+
+
+@dataclass
+class RunStats:
+    cache: str
+    views: int
+    splits: list[SplitStats]
+    crops: int  # crops encoded in this run
+    seconds: float  # whole run (Ray start, actors, all shards)
+    steady_seconds: float  # from the first chunk written to the last (the pipeline's throughput)
+    steady_crops: int  # crops after the first chunk
+
+
+def _device(settings: FeatureSettings) -> tuple[str, int]:
+    """(device, number of encoder actors): one per GPU of the cluster, else CPU actors."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if settings.device == "cuda" and gpus == 0:
+        raise RuntimeError("--device cuda: the Ray cluster has no GPU")
+    if settings.device != "cpu" and gpus > 0:
+        return "cuda", gpus
+    return "cpu", settings.cpu_actors
+
+
+def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), progress: bool = False,
+        num_cpus: int | None = None) -> RunStats:
+    """Compute the feature cache of every image shard set under `shards` into `out`."""
+    t0 = time.perf_counter()
+    sets = shard_sets(shards)
+    if not sets:
+        raise FileNotFoundError(f"{shards}: no image shards found (<dataset>/<split>/<dataset>-<split>-%06d.tar)")
+    spec = cache_spec(settings)
+    cache = prepare_cache(out, settings, spec)
+    plans = {s: plan_split(shards, cache, *s) for s in sets}
+    work = [w for s in sets for w in plans[s][1]]
+    written = {s: len(plans[s][1]) for s in sets}
+
+    crops = steady_crops = 0
+    first = last = None
+    if work:
+        ensure_ray(num_cpus)
+        crops, steady_crops, first, last = _encode(work, settings, spec, progress)
+    splits = []
+    for s in sets:
+        rows = write_manifest(shards, cache, *s, plans[s][0])
+        fs, path = resolve(join(cache, *s))
+        nbytes = sum(i.size for i in fs.get_file_info(pafs.FileSelector(path)) if SHARD_RE.match(i.base_name))
+        splits.append(SplitStats(*s, len(plans[s][0]), written[s], sum(r["status"] == OK for r in rows),
+                                 sum(r["status"] == REJECTED for r in rows), nbytes / 1e6))
+    steady = (last - first) if first is not None else 0.0
+    return RunStats(cache, settings.views, splits, crops, time.perf_counter() - t0, steady, steady_crops)
+
+
+def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: bool):
+    """Stages 2-4 over the work list; returns (crops, crops after the first chunk, t first, t last)."""
+    import ray
+    from tqdm import tqdm
+
+    device, actors = _device(settings)
+    items = [{"shard": w.shard, "index": i} for i, w in enumerate(work)]
+    ds = (ray.data.from_items(items, override_num_blocks=len(items))
+          .flat_map(read_chunks, fn_kwargs={"settings": settings}, num_cpus=1)
+          .map_batches(EncodeChunks, fn_constructor_kwargs={"settings": settings, "device": device},
+                       batch_size=1, batch_format="numpy", concurrency=actors,
+                       num_gpus=1 if device == "cuda" else 0, num_cpus=1))
+    ds.context.execution_options.preserve_order = True  # the writer needs each shard's chunks in order
+    ds.context.enable_progress_bars = False  # ours counts crops
+    total = sum(w.samples for w in work) * settings.views
+    crops = steady = 0
+    first = last = None
+    writer: _ShardWriter | None = None
+    with tqdm(total=total, desc=f"features {settings.cache_name} ({device} x{actors})", unit=" crops",
+              disable=not progress) as bar:
+        for row in ds.iter_rows():
+            meta = json.loads(row["meta"])
+            w = work[meta["index"]]
+            if writer is None:
+                writer = _ShardWriter(w, spec["encoder_id"])
+            elif writer.work is not w:
+                raise RuntimeError(f"{w.shard}: chunks arrived out of order (expected {writer.work.shard})")
+            writer.add_chunk(meta, row["records"], row["features"], settings.views)
+            n = len(meta["items"])
+            crops += n
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            else:
+                steady += n
+            last = now
+            bar.update(n)
+            if meta["last"]:
+                writer.close(meta["rejects"])
+                bar.update(len(meta["rejects"]) * settings.views)
+                writer = None
+    return crops, steady, first, last
+
+
+# ---- command line ------------------------------------------------------------------------------
+def summary_table(stats: RunStats) -> str:
+    header = ("dataset", "split", "shards", "samples", "rejected", "MB")
+    lines = [(s.dataset, s.split, f"{s.shards} ({s.written} new)", str(s.ok), str(s.rejected), f"{s.megabytes:.1f}")
+             for s in stats.splits]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    from model.vitpose import CONFIGS
+
+    ap = argparse.ArgumentParser(description="Image shards -> frozen-encoder feature shards (Ray Data).")
+    ap.add_argument("--shards", default="data/shards", help="image shards root, local or URI")
+    ap.add_argument("--out", default="data/features", help="feature caches root (the cache is OUT/<encoder>)")
+    ap.add_argument("--encoder", default="vitpose-h", choices=sorted(CONFIGS))
+    ap.add_argument("--ckpt", default=None,
+                    help="ViTPose (mmpose), HMR2.0 or plain backbone checkpoint; default for vitpose-h: the "
+                         "`vitpose_h` asset (datasets/assets.yaml); other encoders: random weights")
+    ap.add_argument("--random-weights", action="store_true", help="random weights (seeded) even for vitpose-h")
+    ap.add_argument("--views", type=int, default=1, help="view 0 = the crop, plus K-1 augmented views")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of random weights")
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="crops per forward")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--cpu-actors", type=int, default=1, help="encoder actors when there is no GPU")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per CPU actor (default: all)")
+    ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+    ckpt = args.ckpt
+    if ckpt is None and args.encoder == "vitpose-h" and not args.random_weights:
+        from datasets.assets import Assets
+
+        ckpt = str(Assets().require("vitpose_h"))
+    settings = FeatureSettings(encoder=args.encoder, ckpt=ckpt, views=args.views, seed=args.seed,
+                               batch_size=args.batch_size, device=args.device, cpu_actors=args.cpu_actors,
+                               threads=args.threads)
+    weights = ckpt or f"random weights (seed {args.seed})"
+    print(f"== features: {args.shards} -> {join(args.out, settings.cache_name)} "
+          f"(encoder {args.encoder}, {weights}, {args.views} view(s))", flush=True)
+    stats = run(args.shards, args.out, settings, progress=not args.no_progress, num_cpus=args.num_cpus)
+    print(summary_table(stats))
+    rate = f", {stats.crops / stats.seconds:.1f} crops/s overall" if stats.crops else ""
+    print(f"{sum(s.ok for s in stats.splits)} samples x {stats.views} view(s) in {stats.cache}; "
+          f"{stats.crops} crops encoded this run in {stats.seconds:.1f} s{rate}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

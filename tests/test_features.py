@@ -1,0 +1,204 @@
+"""The feature pipeline on hand-made image shards with the tiny encoder (Ray local, 2 CPUs):
+keys one to one, features equal a direct forward, views, manifest, resume after a kill."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datasets.record import make_key
+from model.vitpose import encode_crops, load_encoder
+from pipelines import shard_reader as sr
+from pipelines.augment import views
+from pipelines.crop import crop_frame, encode_jpeg
+from pipelines.features import (FeatureSettings, decode_view, iter_feature_shard, read_cache_spec, run,
+                                sample_views, summary_table)
+from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
+from test_crop import IMAGE_HW, make_record
+
+REPO = Path(__file__).resolve().parents[1]
+CORRUPT = make_key("other", "test", "seq", 1, 0)
+# (dataset, split) -> samples per shard
+LAYOUT = {("synth", "train"): [3, 3, 3, 2], ("other", "test"): [3]}
+
+
+@pytest.fixture(scope="module")
+def image_shards(tmp_path_factory):
+    """SHARDS/<dataset>/<split>/ with crops of random images, one undecodable JPEG in
+    other/test, and an image manifest for synth/train."""
+    root = tmp_path_factory.mktemp("image_shards")
+    fs, _ = sr.resolve(root)
+    for (dataset, split), sizes in LAYOUT.items():
+        d = root / dataset / split
+        d.mkdir(parents=True)
+        frame, rows = 0, []
+        for index, n in enumerate(sizes):
+            samples = []
+            for _ in range(n):
+                rng = np.random.default_rng(frame)
+                image = rng.integers(0, 256, (*IMAGE_HW, 3), np.uint8)
+                crop, rec = crop_frame(image, make_record(frame=frame, dataset=dataset, split=split, seed=frame,
+                                                          center=(300.0 + 3 * frame, 240.0), side=200.0))
+                jpg = b"\xff\xd8 not a jpeg" if rec.key == CORRUPT else encode_jpeg(crop)
+                samples.append((rec.key, jpg, rec.to_npz_bytes()))
+                rows.append(dict(key=rec.key, dataset=dataset, split=split, shard=sr.shard_name(dataset, split, index),
+                                 status="ok", reason=None, bytes=len(jpg)))
+                frame += 1
+            write_tar(fs, str(d / sr.shard_name(dataset, split, index)), samples)
+        if dataset == "synth":
+            rows.append(dict(key=make_key(dataset, split, "seq", 99, 0), dataset=dataset, split=split, shard=None,
+                             status="rejected", reason="missing_image", bytes=None))
+            pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), d / sr.MANIFEST)
+    return root
+
+
+def _image_samples(shards_root):
+    """{key: (record, JPEG bytes)} over every image shard."""
+    out = {}
+    for dataset, split in LAYOUT:
+        for rec, jpg in sr.iter_split(shards_root, dataset, split):
+            out[rec.key] = (rec, jpg)
+    return out
+
+
+def _complete_shards(cache: Path) -> list[Path]:
+    return [p for p in cache.glob("*/*/*.tar") if not p.name.startswith(TMP_PREFIX)]
+
+
+def _files(cache: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(cache)): p.read_bytes() for p in sorted(cache.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(image_shards, ray_session, tmp_path_factory):
+    """A 3-view cache of the tiny encoder; chunks of 2 crops split samples' views."""
+    out = tmp_path_factory.mktemp("features")
+    settings = FeatureSettings(encoder="tiny", views=3, batch_size=2)
+    return out, run(str(image_shards), str(out), settings), settings
+
+
+def _close_in_fp16(feats: np.ndarray, direct: np.ndarray) -> None:
+    assert feats.dtype == np.float16
+    np.testing.assert_allclose(feats.astype(np.float32), direct, rtol=2 ** -11, atol=2 ** -24)
+
+
+def test_keys_one_to_one_and_features_equal_a_direct_forward(image_shards, built):
+    out, stats, settings = built
+    cache = out / "tiny-views3"
+    spec = read_cache_spec(str(cache))
+    assert spec["storage"] == {"member": "f16", "dtype": "<f2", "shape": [32, 16, 12], "order": "C"}
+    assert spec["encoder"]["weights"] == {"random_seed": 0} and spec["synthetic"] and spec["views"] == 3
+    encoder = load_encoder("tiny")
+    images = _image_samples(image_shards)
+    seen = []
+    for dataset, split in LAYOUT:
+        image_names = [s.rsplit("/", 1)[1] for s in sr.list_shards(image_shards, dataset, split)]
+        assert sorted(p.name for p in (cache / dataset / split).glob("*.tar")) == image_names
+        for name in image_names:
+            image_keys = [k for k, _ in sr.list_samples(str(image_shards / dataset / split / name))]
+            feature_keys = []
+            for key, per_view in iter_feature_shard(str(cache / dataset / split / name), spec):
+                feature_keys.append(key)
+                feats, rec = per_view[0]  # view 0: the plain crop, the image shard's targets
+                rec_in, jpg = images[key]
+                assert rec.view == 0 and rec.key == key
+                for field in ("smpl_pose", "betas", "joints_3d", "keypoints_2d", "intrinsics", "crop_affine"):
+                    np.testing.assert_array_equal(getattr(rec, field), getattr(rec_in, field))
+                _close_in_fp16(feats, encode_crops(encoder, sr.decode_jpeg(jpg)[None])[0])
+            assert feature_keys == [k for k in image_keys if k != CORRUPT]  # same keys, same order
+            seen += feature_keys
+    assert len(seen) == len(images) - 1
+    manifest = pq.read_table(cache / "other" / "test" / "manifest.parquet").to_pylist()
+    assert [(r["key"], r["status"]) for r in manifest] == [
+        (make_key("other", "test", "seq", f, 0), "rejected" if f == 1 else "ok") for f in range(3)]
+    assert manifest[1]["reason"].startswith("corrupt_image") and manifest[1]["shard"] is None
+    by_split = {(s.dataset, s.split): s for s in stats.splits}
+    assert (by_split["synth", "train"].ok, by_split["other", "test"].rejected) == (11, 1)
+    assert stats.crops == 13 * 3 and "synth" in summary_table(stats)
+
+
+def test_views_hold_the_augmented_crops_and_targets(image_shards, built):
+    out, _, settings = built
+    cache = out / "tiny-views3"
+    spec = read_cache_spec(str(cache))
+    assert spec["augment"]["rot_rate"] == 0.6 and spec["seed"] == 0
+    encoder = load_encoder("tiny")
+    images = _image_samples(image_shards)
+    for key, per_view in iter_feature_shard(str(cache / "synth" / "train" / "synth-train-000001.tar"), spec):
+        assert len(per_view) == 3
+        rec_in, jpg = images[key]
+        expected = views(rec_in.replace(source=""), sr.decode_jpeg(jpg), 3, settings.seed, settings.augment)
+        for v, ((feats, rec), (rec_want, crop)) in enumerate(zip(per_view, expected)):
+            assert rec.view == v
+            np.testing.assert_array_equal(rec.keypoints_2d, rec_want.keypoints_2d)
+            np.testing.assert_array_equal(rec.smpl_pose, rec_want.smpl_pose)
+            _close_in_fp16(feats, encode_crops(encoder, crop[None])[0])
+        assert not np.array_equal(per_view[1][0], per_view[0][0])
+    rows = pq.read_table(cache / "synth" / "train" / "manifest.parquet").to_pylist()
+    assert len(rows) == 11 and all(r["views"] == 3 and r["status"] == "ok" for r in rows)
+
+
+def test_decoding_is_a_view_of_the_member_bytes(built):
+    out, _, _ = built
+    cache = out / "tiny-views3"
+    spec = read_cache_spec(str(cache))
+    import webdataset as wds
+
+    sample = next(iter(wds.WebDataset(str(cache / "synth" / "train" / "synth-train-000000.tar"),
+                                      shardshuffle=False, empty_check=False)))
+    assert sample_views(sample) == [0, 1, 2] and sample["enc"].decode() == spec["encoder_id"]
+    feats, rec = decode_view(sample, 2, spec)
+    assert feats.shape == (32, 16, 12) and rec.view == 2
+    assert not feats.flags.owndata and not feats.flags.writeable
+    assert np.shares_memory(feats, np.frombuffer(sample["v2.f16"], np.uint8))
+    with pytest.raises(ValueError, match="made by encoder 'vitpose-h-0000'"):
+        decode_view(dict(sample, enc=b"vitpose-h-0000"), 0, spec)
+    with pytest.raises(ValueError, match=r"no view 3 \(views \[0, 1, 2\]\)"):
+        decode_view(sample, 3, spec)
+
+
+def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built):
+    out, _, settings = built
+    before = _files(out / "tiny-views3")
+    stats = run(str(image_shards), str(out), settings)
+    assert stats.crops == 0 and all(s.written == 0 for s in stats.splits)
+    assert _files(out / "tiny-views3") == before
+    with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
+        run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
+
+
+def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_path):
+    """SIGKILL the command line (on the tests' Ray, via RAY_ADDRESS) once its first shard is
+    in, run again: the same bytes as the uninterrupted run with the same settings."""
+    import ray
+
+    ref_out, _, settings = built
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipelines.features", "--shards", str(image_shards), "--out", str(out),
+           "--encoder", "tiny", "--views", "3", "--batch-size", "2", "--no-progress"]
+    env = dict(os.environ, RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cache = out / "tiny-views3"
+    deadline = time.monotonic() + 120
+    try:
+        while not _complete_shards(cache):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no shard written in 120 s"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = _complete_shards(cache)
+    assert 0 < len(done) < 5, "the kill came too late to leave work undone"
+    print(f"killed after {time.monotonic() - deadline + 120:.1f} s with {len(done)} shard(s) done")
+    stats = run(str(image_shards), str(out), settings)
+    assert 0 < stats.crops < 13 * 3
+    assert _files(cache) == _files(ref_out / "tiny-views3")
