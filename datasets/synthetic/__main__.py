@@ -1,10 +1,12 @@
 """Write the synthetic stand-ins in the real layouts: `make synthetic OUT=data/synthetic`.
 
-    python -m datasets.synthetic --out data/synthetic [--seed 0] [--scale 1]
+    python -m datasets.synthetic --out data/synthetic [--seed 0] [--scale 1] [--people 2] [--faults all]
 
 Steps, in order (each a function of the parsed arguments returning the paths it wrote):
 - assets: OUT/assets/, the SMPL-family stand-ins at the paths of datasets/assets.yaml
   (use them with ASSETS=OUT/assets).
+- raw: OUT/raw/<dataset>/, the raw datasets in their real layouts, rendered with those
+  stand-ins (`datasets.synthetic.raw`; use them with RAW=OUT/raw).
 Add a step by appending (name, function) to STEPS.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from datasets.assets import is_synthetic
+from datasets.synthetic import raw
 
 
 def _assets(args: argparse.Namespace) -> list[Path]:
@@ -30,6 +33,7 @@ def _assets(args: argparse.Namespace) -> list[Path]:
 
 STEPS: list[tuple[str, Callable[[argparse.Namespace], list[Path]]]] = [
     ("assets", _assets),
+    ("raw", raw.step),
 ]
 
 
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of everything generated (default 0)")
     ap.add_argument("--scale", type=int, default=1,
                     help="size multiplier of generated datasets (the assets do not depend on it)")
+    raw.add_arguments(ap)
     args = ap.parse_args(argv)
     if args.scale < 1:
         ap.error("--scale must be >= 1")

@@ -1,0 +1,84 @@
+"""Synthetic RICH test labels in BEDLAM's parsed layout (`datasets.rich`): `rich/rich_test.npz`
+(`imgname`, `center`, `scale`, `pose_cam` (N, 66), `shape` (N, 10), `gender`, and the
+optional `cam_int`, `trans_cam`) + `rich/test/<seq>/cam_<cc>/<frame:05d>_<cc>.jpeg`.
+
+The people are the synthetic gendered SMPL-X, rendered as SMPL-X meshes; the box is
+SPIN's rule on the projection of their SMPL-topology keypoints. Images are 1/10 of RICH's
+4112x3008 frames.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from datasets.reader import SPIN_SCALE_UNIT
+from datasets.rich import LABEL_FILE, NUM_JOINTS_SMPLX
+from datasets.record import make_key
+from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, intrinsics, place,
+                                          pose_people, project_np, render, sample_angles, sample_betas,
+                                          sample_orient, write_jpeg)
+from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
+
+HW = (300, 412)  # 1/10 of 3008 x 4112
+FOCAL = 4100.0 / 10  # RICH-like focal at 1/10 scale (ours)
+SEQUENCES = ("Synthetic_001_walk", "Synthetic_002_stretch")
+CAMERAS = (0, 3)
+FRAMES = 3
+# fault -> (sequence index, camera, frame)
+FAULTS = {"missing_image": (0, 0, 0), "corrupt_jpeg": (0, 0, 1), "nan_label": (0, 0, 2), "box_outside": (0, 3, 0)}
+
+
+def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_people: int, faults: set[str]) -> Truth:
+    """One person per sequence (RICH's test sequences are single-subject), seen by each camera."""
+    root = Path(raw_root) / "rich"
+    smplx = models.smplx()
+    truth = Truth()
+    rows = []
+    K = intrinsics(FOCAL, HW)
+    for r in range(scale):
+        for q, base in enumerate(SEQUENCES):
+            seq = base if r == 0 else f"{base}{r}"
+            gender = ("male", "female")[rng.integers(2)]
+            betas = sample_betas(rng)
+            for c in CAMERAS:
+                ang0, ang1 = sample_angles(rng), sample_angles(rng)
+                orient = sample_orient(rng)
+                start = place(smplx, rng, gender, _pose(orient, ang0), betas, K, HW, height_frac=(0.55, 0.8))
+                poses = np.stack([_pose(orient, (1 - w) * ang0 + w * ang1) for w in np.linspace(0, 1, FRAMES)])
+                people = pose_people(smplx, gender, poses, betas, np.tile(start.transl, (FRAMES, 1)))
+                for i, person in enumerate(people):
+                    image, masks = render(background(rng, HW), [person], smplx.faces, K, rng)
+                    name = f"test/{seq}/cam_{c:02d}/{i:05d}_{c:02d}.jpeg"
+                    write_jpeg(root / name, image)
+                    kp = person.keypoints
+                    part = np.concatenate([project_np(kp[:, :3], K), kp[:, 3:]], 1)
+                    center, size = box_from_keypoints(part, SPIN_BOX_EXPAND)
+                    fault = next((f for f, at in FAULTS.items() if f in faults and r == 0 and at == (q, c, i)), "")
+                    rows.append(dict(imgname=name, center=center, scale=size[0] / SPIN_SCALE_UNIT,
+                                     pose_cam=person.pose[:NUM_JOINTS_SMPLX].reshape(-1), shape=betas,
+                                     gender=gender[0], cam_int=K, trans_cam=person.transl))
+                    _inject(fault, root / name, rows[-1])
+                    truth.add(make_key("rich", "test", f"{seq}/cam_{c:02d}", i, 0), person, K, masks[0], fault)
+    cols = {k: np.array([row[k] for row in rows]) for k in rows[0]}
+    np.savez(root / LABEL_FILE, **cols)
+    return truth
+
+
+def _pose(orient: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """(24, 3) rows 0-21 = SMPL-X global orientation + 21 body joints; 22-23 (SMPL's hands) zero."""
+    pose = np.concatenate([orient[None], angles_to_pose(angles)])
+    pose[NUM_JOINTS_SMPLX:] = 0
+    return pose
+
+
+def _inject(fault: str, image: Path, row: dict) -> None:
+    if fault == "missing_image":
+        image.unlink()
+    elif fault == "corrupt_jpeg":
+        corrupt_jpeg(image)
+    elif fault == "nan_label":
+        row["pose_cam"] = row["pose_cam"].copy()
+        row["pose_cam"][10] = np.nan
+    elif fault == "box_outside":
+        row["center"] = np.array([HW[1] + 500.0, HW[0] / 2])
