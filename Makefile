@@ -53,3 +53,13 @@ bench: bench-features ## throughput figures against limits measured in the same 
 
 bench-features: setup ## ViT-H crops/s on this machine (random weights) and the feature pipeline's rate against it
 	$(BIN)/python -m pipelines.bench_features
+
+# ---- evaluation: standardized protocols, tables, figures (eval/) ----
+RUN ?= runs/demo
+FEATURES ?= data/features
+EVAL_ARGS ?=
+.PHONY: eval
+
+eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT= decoder ckpt, ASSETS=, RAW=, EVAL_ARGS=)
+	$(BIN)/python -m eval.evaluate --run $(RUN) --features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT)) \
+		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)

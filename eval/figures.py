@@ -140,7 +140,7 @@ def save_attention_figure(path: str | Path, crop: np.ndarray, first: AttentionPo
                           title: str = "", head: int = 0, layers: tuple[int, int] | None = None) -> Path:
     """Two panels on the crop: the first and the last decoder layer (paper Fig. 5)."""
     plt = _mpl()
-    fig, axes = plt.subplots(1, 2, figsize=(5.2, 3.9), dpi=150)
+    fig, axes = plt.subplots(1, 2, figsize=(5.2, 3.9), dpi=110)
     names = ("first", "last") if layers is None else (f"layer {layers[0] + 1}", f"layer {layers[1] + 1}")
     for ax, pts, name in zip(axes, (first, last), names):
         _draw_points(ax, crop, pts, f"{name} layer, head {head + 1}" if layers is None else f"{name}, head {head + 1}")

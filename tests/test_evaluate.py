@@ -1,0 +1,257 @@
+"""eval.evaluate / eval.predict through their command lines, on a hand-made feature cache
+(the layout of pipelines/features.py), synthetic assets and a checkpoint in the layout
+`make train` writes (an untrained tiny model: the numbers are not the point here, the
+counting, the tables, the figures and the errors are)."""
+import csv
+import io
+import json
+import tarfile
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from datasets.record import PersonFrame, make_key
+from eval import evaluate as E
+from eval import tables as T
+from eval.protocols import PROTOCOLS
+
+PRESET = "def-m-tiny"
+FEATURE_HW = (16, 12)
+# protocol dataset -> (raw folder under RAW (datasets/assets.yaml), sequences, samples per sequence)
+LAYOUT = {"3dpw": ("3DPW", ("courtyard_a", "office_b"), (3, 2)), "rich": ("rich", ("Gym_010", "Pavallion_002"), (2, 2))}
+IMAGE_HW = (360, 480)
+
+
+def _model_config():
+    from model.config import get_config
+
+    return get_config(PRESET, feature_hw=FEATURE_HW)
+
+
+def _record(dataset, sequence, frame, rng):
+    from model.geometry import crop_affine
+
+    pose = rng.normal(scale=0.2, size=(24, 3))
+    pose[0] = [np.pi, 0.0, 0.0]
+    if dataset == "rich":
+        pose[22:] = 0.0
+    center, size = np.array([240.0, 180.0]) + rng.normal(scale=5, size=2), np.array([180.0, 240.0])
+    return PersonFrame(
+        key=make_key(dataset, "test", sequence, frame, 0), dataset=dataset, split="test", sequence=sequence,
+        frame=frame, person=0, image_path=f"images/{sequence}/{frame:05d}.jpg", image_hw=np.array(IMAGE_HW),
+        box_center=center, box_size=size, box_expand=1.2, smpl_pose=pose, betas=rng.normal(scale=0.5, size=10),
+        smpl_transl=np.zeros(3), gender=("male", "female")[frame % 2], joints_3d=np.zeros((24, 4)),
+        keypoints_2d=np.zeros((24, 3)), has_smpl=True, has_transl=False, synthetic=True,
+        crop_affine=crop_affine(center, size)).validate()
+
+
+def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
+    from pipelines.features import MANIFEST_SCHEMA
+
+    cache = features / "tiny"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "encoder.json").write_text(json.dumps(spec))
+    shape = tuple(spec["storage"]["shape"])
+    for dataset, (raw_dir, seqs, counts) in LAYOUT.items():
+        d = cache / dataset / "test"
+        d.mkdir(parents=True, exist_ok=True)
+        rows, members = [], []
+        frame = 0
+        for seq, n in zip(seqs, counts):
+            for _ in range(n):
+                rec = _record(dataset, seq, frame, rng)
+                frame += 1
+                feats = rng.normal(size=shape).astype("<f2")
+                members += [(f"{rec.key}.enc", spec["encoder_id"].encode()), (f"{rec.key}.v0.f16", feats.tobytes()),
+                            (f"{rec.key}.v0.npz", rec.to_npz_bytes())]
+                rows.append(dict(key=rec.key, shard=f"{dataset}-test-000000.tar", image_shard=f"{dataset}-test-000000.tar",
+                                 views=1, status="ok", reason=None))
+                img = np.full((*IMAGE_HW, 3), 60 + 20 * frame, np.uint8)
+                path = raw / raw_dir / rec.image_path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), img)
+        rows += [dict(key=make_key(dataset, "test", "rejected", i, 0), shard=None, image_shard=None, views=0,
+                      status="rejected", reason="invalid_camera_pose") for i in range(2)]
+        rows += [dict(key=make_key(dataset, "test", "lost", i, 0), shard=None, image_shard=None, views=1,
+                      status="ok", reason=None) for i in range(extra_manifest_rows)]
+        with tarfile.open(d / f"{dataset}-test-000000.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in sorted(members):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), d / "manifest.parquet")
+    return cache
+
+
+def _write_checkpoint(path, assets, cfg, preset=PRESET, meta=None):
+    from model.deforhmr import DeforHMR
+
+    torch.manual_seed(0)
+    model = DeforHMR.from_assets(cfg, assets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "model_config": cfg.to_dict(), "model_preset": preset,
+                "train_config": {"data": {"cache": "tiny"}},
+                "meta": meta or {"synthetic": True, "features": str(path.parents[3] / "features" / "tiny")}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tree(synthetic_assets, tmp_path_factory):
+    from pipelines.features import FeatureSettings, cache_spec
+
+    root = tmp_path_factory.mktemp("evaltree")
+    spec = cache_spec(FeatureSettings(encoder="tiny"))
+    cache = _write_cache(root / "features", root / "raw", spec, np.random.default_rng(0))
+    ckpt = _write_checkpoint(root / "runs" / "demo" / "checkpoints" / "best.ckpt", synthetic_assets, _model_config())
+    return {"root": root, "assets": synthetic_assets.root, "spec": spec, "cache": cache, "ckpt": ckpt,
+            "run": root / "runs" / "demo"}
+
+
+def _args(tree, *extra):
+    return ["--run", str(tree["run"]), "--features", str(tree["root"] / "features"), "--assets", str(tree["assets"]),
+            "--raw", str(tree["root"] / "raw"), "--device", "cpu", "--examples", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def first_eval(tree):
+    assert E.main(_args(tree, "--run-id", "first")) == 0
+    return tree["run"] / "eval"
+
+
+def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
+    rows = T.load_rows(first_eval / "results.json")
+    measured = [r for r in rows if r.kind != "reported"]
+    expected_n = {ds: sum(counts) for ds, (_, _, counts) in LAYOUT.items()}
+    # every protocol x {model, mean pose} x 3 metrics, each over exactly the manifest's ok rows
+    assert {(r.method, r.dataset, r.metric) for r in measured} == {
+        (m, ds, metric) for m in (PRESET, T.MEAN_POSE_METHOD) for ds in LAYOUT for metric in T.METRICS}
+    for r in measured:
+        assert r.n_samples == expected_n[r.dataset] and r.synthetic and r.run_id == "first"
+        assert np.isfinite(r.value_mm) and r.value_mm > 0
+    assert [r for r in rows if r.kind == "reported"] == T.reported_table1_rows()
+    md = (first_eval / "results.md").read_text()
+    assert "SYNTHETIC" in md.splitlines()[0]
+    assert "| DeforHMR | reported (paper Table 1) | 38.3 | 63.6 | 75.2 |" in md
+    assert "3dpw: 5 person-frames in 2 sequences" in md and "2 invalid_camera_pose" in md
+    with open(first_eval / "per_sequence.csv") as f:
+        seq_rows = list(csv.DictReader(f))
+    got = {(r["method"], r["dataset"], r["sequence"]): int(r["n_samples"]) for r in seq_rows}
+    for ds, (_, seqs, counts) in LAYOUT.items():
+        for s, n in zip(seqs, counts):
+            assert got[(PRESET, ds, s)] == n and got[(T.MEAN_POSE_METHOD, ds, s)] == n
+    # the per-sequence means average back to the table's number
+    for ds in LAYOUT:
+        per = [r for r in seq_rows if r["method"] == PRESET and r["dataset"] == ds]
+        mean = sum(float(r["pve_mm"]) * int(r["n_samples"]) for r in per) / expected_n[ds]
+        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "pve"][0]
+        assert abs(mean - table.value_mm) < 0.01
+    figs = sorted(p.name for p in (first_eval / "figures").iterdir())
+    assert figs == sorted(f"{ds}_{k}.png" for ds in LAYOUT for k in ("best", "worst", "attention_best", "attention_worst"))
+
+
+def test_rerun_appends_under_a_new_run_id(tree, first_eval):
+    assert E.main(_args(tree, "--run-id", "second", "--protocols", "3dpw", "--examples", "0")) == 0
+    rows = T.load_rows(first_eval / "results.json")
+    assert sum(r.run_id == "first" for r in rows) == 2 * 2 * 3  # untouched
+    assert sum(r.run_id == "second" for r in rows) == 2 * 3
+    assert sum(r.kind == "reported" for r in rows) == len(T.reported_table1_rows())
+    with open(first_eval / "per_sequence.csv") as f:
+        assert {r["run_id"] for r in csv.DictReader(f)} == {"first", "second"}
+
+
+def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
+    """The evaluator's per-sample numbers = Protocol.score on the model's own meshes."""
+    loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))
+    cache = E.open_cache(str(tree["root"] / "features"), loaded)
+    proto = PROTOCOLS["rich"]
+    res = E.evaluate_protocol(proto, loaded, cache, synthetic_assets, "m", batch_size=3)
+    shards, ok, rejected = E.split_counts(cache, proto)
+    assert res.n == ok == 4 and rejected == {"invalid_camera_pose": 2}
+    samples = list(E.iter_samples(shards, cache.spec))
+    from eval.protocols import load_ground_truth, load_regressor
+
+    with torch.no_grad():
+        pred = loaded.model(torch.from_numpy(np.stack([f for f, _ in samples]))).vertices.numpy()
+    gt = load_ground_truth(proto, synthetic_assets).vertices(
+        np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), [r.gender for _, r in samples])
+    direct = proto.score(pred, gt, load_regressor(proto, synthetic_assets))
+    for m in T.METRICS:
+        np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
+    # the mean-pose baseline is scored on the same samples
+    assert len(res.values(T.MEAN_POSE_METHOD, "pve")) == 4
+
+
+def test_incomplete_shards_are_an_error(tree, synthetic_assets, tmp_path):
+    _write_cache(tmp_path / "features", tmp_path / "raw", tree["spec"], np.random.default_rng(1), extra_manifest_rows=1)
+    loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))
+    cache = E.open_cache(str(tmp_path / "features"), loaded)
+    with pytest.raises(E.EvalError, match="scored 5 samples but the manifest .* lists 6 ok"):
+        E.evaluate_protocol(PROTOCOLS["3dpw"], loaded, cache, synthetic_assets, "m")
+
+
+def test_features_of_another_encoder_are_refused(tree, synthetic_assets, tmp_path):
+    spec = json.loads(json.dumps(tree["spec"]))
+    spec["storage"]["shape"] = [1280, 16, 12]
+    spec["encoder"]["encoder"] = "vitpose-h"
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "encoder.json").write_text(json.dumps(spec))
+    loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))
+    with pytest.raises(E.EvalError, match="encoder 'vitpose-h' have shape \\[1280, 16, 12\\].*another encoder"):
+        E.open_cache(str(tmp_path), loaded)
+    loaded.meta["encoder_id"] = "vitpose-h-0123456789abcdef"
+    with pytest.raises(E.EvalError, match="another encoder"):
+        E.open_cache(str(tree["root"] / "features"), loaded)
+
+
+def test_checkpoint_of_another_preset_is_refused(tree, synthetic_assets, tmp_path):
+    train_config = pytest.importorskip("train.config")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = train_config.from_dict({"model": {"preset": PRESET, "feature_hw": list(FEATURE_HW)}, "data": {"cache": "tiny"}})
+    cfg.save(run / "config.yaml")
+    from model.config import get_config
+
+    other = _write_checkpoint(run / "checkpoints" / "best.ckpt", synthetic_assets,
+                              get_config("reg-s-tiny", feature_hw=FEATURE_HW), preset="reg-s-tiny")
+    with pytest.raises(E.EvalError, match="'reg-s-tiny' model but .*config.yaml is preset 'def-m-tiny'"):
+        E.load_run(run, other, synthetic_assets, torch.device("cpu"))
+    assert E.main(["--run", str(run), "--features", str(tree["root"] / "features"), "--assets",
+                   str(tree["assets"]), "--device", "cpu"]) == 2
+
+
+def test_missing_things_are_clear_errors(tree, tmp_path, capsys):
+    # no checkpoint in the run
+    assert E.main(["--run", str(tmp_path / "nothing"), "--features", str(tmp_path), "--assets", str(tree["assets"])]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    # a missing asset names itself and where it was expected
+    assert E.main(_args(tree) [:-2] + ["--assets", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "missing asset" in err and "expected at" in err
+    # a named protocol without feature shards
+    assert E.main(_args(tree, "--protocols", "rich", "--features", str(tmp_path / "nofeatures"))) == 2
+    assert "not a feature cache" in capsys.readouterr().err
+
+
+def test_predict_writes_overlay_npz_obj(tree, tmp_path):
+    from eval import predict as P
+
+    img = np.full((300, 400, 3), 90, np.uint8)
+    cv2.rectangle(img, (150, 40), (250, 280), (200, 120, 80), -1)
+    cv2.imwrite(str(tmp_path / "in.jpg"), img)
+    out = tmp_path / "pred" / "out.png"
+    assert P.main([str(tmp_path / "in.jpg"), "--box", "150,40,100,240", "--run", str(tree["run"]), "--out", str(out),
+                   "--assets", str(tree["assets"]), "--device", "cpu"]) == 0
+    pic = cv2.imread(str(out))
+    assert pic.shape == (300, 700, 3)  # overlay (400 wide) + side view (300)
+    z = np.load(out.with_suffix(".npz"))
+    assert z["vertices"].shape == (6890, 3) and bool(z["synthetic"])
+    np.testing.assert_allclose(z["vertices_camera"], z["vertices"] + z["cam_t"], atol=1e-6)
+    obj = out.with_suffix(".obj").read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj) == 6890 and sum(line.startswith("f ") for line in obj) == 13776
+    with pytest.raises(P.EvalError, match="x,y,w,h"):
+        P.parse_box("1,2,3")
