@@ -26,15 +26,15 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw,
-                             load_label_npz, person_index, require_file, resolve_assets_root, synthetic_assets)
+from datasets.reader import (GENDER_CODES, SPIN_SCALE_UNIT, AnnotationError, BodyModels, FrameId, centred_intrinsics,
+                             finish, image_hw, load_label_npz, person_index, require_file, resolve_assets_root,
+                             synthetic_assets)
 from datasets.record import NUM_BETAS, NUM_KEYPOINTS, PersonFrame, Reject
 
 REQUIRED_KEYS = ("imgname", "center", "scale", "part")
 SHAPES = {"center": ("N", 2), "scale": ("N",), "part": ("N", NUM_KEYPOINTS, 3), "pose": ("N", 72),
           "shape": ("N", -NUM_BETAS), "S": ("N", NUM_KEYPOINTS, 4), "global_t": ("N", 3), "focal_l": ("N",),
           "has_smpl": ("N",), "gender": ("N",)}
-GENDERS = {"m": "male", "f": "female", "n": "neutral", "male": "male", "female": "female", "neutral": "neutral"}
 NPZ_BOX_EXPAND = 1.0  # the file's box is already expanded by its preprocessing
 CHUNK = 256
 
@@ -104,7 +104,7 @@ class LabelNpzReader:
         src = str(path.relative_to(self.root))
         names = [str(x) for x in z["imgname"]]
         has_smpl = np.asarray(z.get("has_smpl", np.zeros(n)), bool) & ("pose" in z) & ("shape" in z)
-        genders = [GENDERS.get(str(g), None) for g in z.get("gender", ["n"] * n)]
+        genders = [GENDER_CODES.get(str(g)) for g in z.get("gender", ["n"] * n)]
         if None in genders:
             bad = z["gender"][genders.index(None)]
             raise AnnotationError(f"{path}: field 'gender' has {bad!r}, expected 'm', 'f' or 'n'")
@@ -122,11 +122,7 @@ class LabelNpzReader:
             hw = sizes[name]
             sequence = str(Path(name).with_suffix(""))
             fid = FrameId(self.name, self.split, sequence, 0, person_of[i], image_path, src)
-            K = None
-            if "focal_l" in z and hw is not None:
-                f = float(z["focal_l"][i])
-                # principal point at the image centre (CLIFF), in our pixel-centre convention
-                K = np.array([[f, 0, (hw[1] - 1) / 2], [0, f, (hw[0] - 1) / 2], [0, 0, 1]])
+            K = centred_intrinsics(float(z["focal_l"][i]), hw) if "focal_l" in z and hw is not None else None
             side = float(z["scale"][i]) * SPIN_SCALE_UNIT
             yield finish(fid, hw, box_center=z["center"][i], box_size=(side, side), box_expand=NPZ_BOX_EXPAND,
                          synthetic=self.synthetic, intrinsics=K,

@@ -23,14 +23,13 @@ import numpy as np
 
 from datasets import safe_pickle
 from datasets.joints import COCO_18, KEYPOINTS_2D, SMPL_24, convert
-from datasets.reader import (AnnotationError, BodyModels, FrameId, finish, image_hw, resolve_assets_root,
-                             smpl_to_camera, synthetic_assets)
+from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, finish, image_hw,
+                             resolve_assets_root, smpl_to_camera, synthetic_assets)
 from datasets.record import NUM_BETAS, PersonFrame, Reject
 from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
 
 # record split -> folder under sequenceFiles/ (3DPW calls its validation split "validation")
 SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}
-GENDERS = {"m": "male", "f": "female", "male": "male", "female": "female"}
 REQUIRED_KEYS = ("sequence", "genders", "poses", "betas", "trans", "poses2d", "cam_poses",
                  "cam_intrinsics", "campose_valid")
 IMAGE_PATTERN = "imageFiles/{seq}/image_{frame:05d}.jpg"
@@ -119,8 +118,8 @@ class PW3DReader:
     def _actor(self, data: dict, a: int, cam: np.ndarray, K: np.ndarray, path: Path) -> dict:
         """Camera-frame SMPL targets of actor `a` over the whole sequence."""
         n = len(cam)
-        gender = GENDERS.get(str(data["genders"][a]))
-        if gender is None:
+        gender = GENDER_CODES.get(str(data["genders"][a]))
+        if gender not in ("male", "female"):
             raise AnnotationError(f"{path}: 'genders'[{a}] is {data['genders'][a]!r}, expected 'm' or 'f'")
         poses = _array(data["poses"][a], (n, 72), path, f"poses[{a}]")
         trans = _array(data["trans"][a], (n, 3), path, f"trans[{a}]")
@@ -141,8 +140,7 @@ class PW3DReader:
         else:
             if "jointPositions" not in data:
                 raise AnnotationError(f"{path}: options.joints_3d='joint_positions' but the file has no 'jointPositions'")
-            root = _array(data["jointPositions"][a], (n, 72), path, f"jointPositions[{a}]").reshape(n, 24, 3)
-            world = root
+            world = _array(data["jointPositions"][a], (n, 72), path, f"jointPositions[{a}]").reshape(n, 24, 3)
             # the SMPL root joint J0 is the posed pelvis minus transl (the root does not move under its own rotation)
             pose[:, 0], transl = smpl_to_camera(pose[:, 0], trans, world[:, 0] - trans, R, t)
             cam_joints = np.einsum("nij,nkj->nki", R, world) + t[:, None]

@@ -27,6 +27,8 @@ import numpy as np
 
 from datasets.record import PersonFrame, Reject, make_key, reject_reason
 
+# gender codes of the label files ('m' / 'f' in 3DPW, BEDLAM, SPIN) -> the record's names
+GENDER_CODES = {"m": "male", "f": "female", "n": "neutral", "male": "male", "female": "female", "neutral": "neutral"}
 SYNTHETIC_MARKER = "SYNTHETIC"  # file at a dataset root written by the synthetic generator
 # SPIN's `scale` unit: box side in px / 200 (SPIN `datasets/preprocess/*.py`: `scale = ... / 200`).
 SPIN_SCALE_UNIT = 200.0
@@ -288,6 +290,13 @@ def smpl_to_camera(global_orient: np.ndarray, transl: np.ndarray, root: np.ndarr
     go_cam = Rotation.from_matrix(R @ R_go).as_rotvec()
     transl_cam = np.einsum("nij,nj->ni", R, transl + root) + t - root
     return go_cam, transl_cam
+
+
+def centred_intrinsics(focal: float, hw: tuple[int, int]) -> np.ndarray:
+    """(3, 3) K with the principal point at the image centre ((w - 1) / 2, (h - 1) / 2 in
+    the pixel-centre convention), as CLIFF assumes for images without calibration."""
+    h, w = hw
+    return np.array([[focal, 0, (w - 1) / 2], [0, focal, (h - 1) / 2], [0, 0, 1]], np.float64)
 
 
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:

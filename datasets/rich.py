@@ -28,8 +28,9 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets.reader import (AnnotationError, BodyModels, FrameId, SPIN_SCALE_UNIT, finish, image_hw, load_label_npz,
-                             person_index, project, require_file, resolve_assets_root, synthetic_assets)
+from datasets.reader import (GENDER_CODES, SPIN_SCALE_UNIT, AnnotationError, BodyModels, FrameId, finish, image_hw,
+                             load_label_npz, person_index, project, require_file, resolve_assets_root,
+                             synthetic_assets)
 from datasets.record import NUM_BETAS, NUM_SMPL_JOINTS, PersonFrame, Reject
 
 LABEL_FILE = "rich_test.npz"
@@ -37,7 +38,6 @@ NUM_JOINTS_SMPLX = 22  # global orientation + 21 body joints (BEDLAM `constants.
 REQUIRED_KEYS = ("imgname", "center", "scale", "pose_cam", "shape", "gender")
 SHAPES = {"center": ("N", 2), "scale": ("N",), "pose_cam": ("N", -NUM_JOINTS_SMPLX * 3), "shape": ("N", -NUM_BETAS),
           "gender": ("N",), "cam_int": ("N", 3, 3), "trans_cam": ("N", 3)}
-GENDERS = {"m": "male", "f": "female", "male": "male", "female": "female"}
 RICH_BOX_EXPAND = 1.0  # the file's box is already expanded
 CHUNK = 64
 
@@ -70,9 +70,10 @@ class RichReader:
         n = len(z["imgname"])
         src = str(path.relative_to(self.root))
         names = [str(x) for x in z["imgname"]]
-        genders = [GENDERS.get(str(g)) for g in z["gender"]]
-        if None in genders:
-            raise AnnotationError(f"{path}: field 'gender' has {z['gender'][genders.index(None)]!r}, expected 'm' or 'f'")
+        genders = [GENDER_CODES.get(str(g)) for g in z["gender"]]
+        bad = [g for g, name in zip(z["gender"], genders) if name not in ("male", "female")]
+        if bad:
+            raise AnnotationError(f"{path}: field 'gender' has {bad[0]!r}, expected 'm' or 'f' (SMPL-X has no neutral here)")
         pose = np.zeros((n, NUM_SMPL_JOINTS, 3))
         pose[:, :NUM_JOINTS_SMPLX] = z["pose_cam"][:, :NUM_JOINTS_SMPLX * 3].reshape(n, NUM_JOINTS_SMPLX, 3)
         betas = z["shape"][:, :NUM_BETAS]

@@ -21,11 +21,10 @@ from scipy.spatial.transform import Rotation
 
 from datasets.joints import KEYPOINTS_2D, MPI_INF_3DHP_17, MPI_INF_3DHP_28, SMPL_24, JointSet
 from datasets.mpi_inf_3dhp import SPIN_CAMERAS, SPIN_IMGNAME, TEST_DIR, TEST_IMAGE_PATTERN, VIDEO_PATTERN
-from datasets.reader import smpl_to_camera
+from datasets.reader import centred_intrinsics, project, smpl_to_camera
 from datasets.record import make_key
-from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, intrinsics, place,
-                                          pose_people, project_np, render, sample_angles, sample_betas,
-                                          sample_orient, write_jpeg)
+from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, place, pose_people,
+                                          render, sample_angles, sample_betas, sample_orient, write_jpeg)
 
 M_TO_MM = 1000.0
 NUM_CAMERAS = 14
@@ -90,7 +89,7 @@ def _cameras(rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndar
 def _train_sequence(root: Path, s: int, q: int, models, rng, truth: Truth, fits: dict, faults: set[str]) -> None:
     seq_dir = root / f"S{s}" / f"Seq{q}"
     seq_dir.mkdir(parents=True, exist_ok=True)
-    K = intrinsics(TRAIN_FOCAL, TRAIN_HW)
+    K = centred_intrinsics(TRAIN_FOCAL, TRAIN_HW)
     gender = "neutral"  # SPIN's fits are of the neutral SMPL
     betas = sample_betas(rng)
     ang0, ang1 = sample_angles(rng), sample_angles(rng)
@@ -129,7 +128,7 @@ def _train_sequence(root: Path, s: int, q: int, models, rng, truth: Truth, fits:
             image, masks = render(background(rng, TRAIN_HW), [person], models.faces, K, rng)
             writer.write(np.ascontiguousarray(image[..., ::-1]))  # RGB -> OpenCV's BGR
             j3 = joints_3dhp(person, MPI_INF_3DHP_28)
-            a2.append(project_np(j3, K).reshape(-1))
+            a2.append(project(j3, K).reshape(-1))
             a3.append((j3 * M_TO_MM).reshape(-1))
             fault = next((f for f, (fc, fi) in TRAIN_FAULTS.items() if f in faults and fc == c and fi in (None, i)), "")
             key = make_key("mpi_inf_3dhp", "train", f"S{s}-Seq{q}-cam{c}", i, 0)
@@ -174,7 +173,7 @@ def _video_writer(path: Path, hw: tuple[int, int]):
 
 def _test_sequence(root: Path, t: int, models, rng, truth: Truth, faults: set[str]) -> None:
     hw = TEST_HW[t]
-    K = intrinsics(TEST_FOCAL[t], hw)
+    K = centred_intrinsics(TEST_FOCAL[t], hw)
     gender = ("male", "female")[rng.integers(2)]
     betas = sample_betas(rng)
     ang0, ang1 = sample_angles(rng), sample_angles(rng)
@@ -190,7 +189,7 @@ def _test_sequence(root: Path, t: int, models, rng, truth: Truth, faults: set[st
         path = root / TEST_IMAGE_PATTERN.format(t=t, k=i + 1)
         write_jpeg(path, image)
         j3 = joints_3dhp(person, MPI_INF_3DHP_17)
-        a2.append(project_np(j3, K))
+        a2.append(project(j3, K))
         a3.append(j3 * M_TO_MM)
         fault = next((f for f, fi in TEST_FAULTS.items() if f in faults and fi == i), "")
         valid.append(0.0 if fault == "invalid_frame" else 1.0)

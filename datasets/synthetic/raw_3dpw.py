@@ -16,9 +16,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from datasets.joints import COCO_18, KEYPOINTS_2D
+from datasets.reader import project, visible_in_image
 from datasets.record import make_key
 from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, place, pose_people,
-                                          project_np, render, sample_angles, sample_betas, sample_orient, write_jpeg)
+                                          render, sample_angles, sample_betas, sample_orient, write_jpeg)
 
 ROOT = "3DPW"
 SPLITS = (("train", "train"), ("validation", "val"), ("test", "test"))  # folder, record split
@@ -111,9 +112,8 @@ def _sequence(models, rng: np.random.Generator, seq: str, n_actors: int):
             go_w = Rotation.from_matrix(R.T @ Rotation.from_rotvec(person.pose[0]).as_matrix()).as_rotvec()
             trans.append(R.T @ (person.transl + root - t) - root)
             poses.append(np.concatenate([go_w, person.pose[1:].reshape(-1)]))
-            uv = project_np(coco18_points(person.keypoints), K)
-            inside = (uv[:, 0] >= 0) & (uv[:, 0] < HW[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < HW[0])
-            p2d.append(np.concatenate([uv, inside[:, None].astype(float)], 1).T)  # (3, 18)
+            uv = project(coco18_points(person.keypoints), K)
+            p2d.append(visible_in_image(np.concatenate([uv, np.ones((len(uv), 1))], 1), HW).T)  # (3, 18)
             jpos.append(((person.joints - t) @ R).reshape(-1))  # world = R^T (X - t)
         people.append(frames)
         data["genders"].append(gender[0])

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from datasets.label_npz import SOURCES
-from datasets.reader import SPIN_SCALE_UNIT
+from datasets.reader import SPIN_SCALE_UNIT, centred_intrinsics, project, visible_in_image
 from datasets.record import make_key
-from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, intrinsics, place,
-                                          project_np, render, sample_angles, sample_betas, sample_orient, write_jpeg)
+from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, place, render,
+                                          sample_angles, sample_betas, sample_orient, write_jpeg)
 from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
 
 # fault -> row of the train file it is injected at (rows of distinct images; see _rows)
@@ -58,7 +58,7 @@ def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_peop
         n_images = style.images * scale
         for i in range(n_images):
             hw = style.sizes[rng.integers(len(style.sizes))]
-            K = intrinsics(style.focal or float(np.hypot(*hw)), hw)
+            K = centred_intrinsics(style.focal or float(np.hypot(*hw)), hw)
             name = style.image_name.format(i=i + 1, subject=1 + i % 2 * 4 if split == "train" else 9, cam=54138969)
             n_people = 1 if i < len(FAULT_ROWS) else int(rng.integers(1, max_people + 1))
             people = []
@@ -70,9 +70,8 @@ def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_peop
             image, masks = render(background(rng, hw), people, faces, K, rng)
             write_jpeg(root / name, image)
             for p, (person, mask) in enumerate(zip(people, masks)):
-                uv = project_np(person.keypoints[:, :3], K)
-                inside = (uv[:, 0] >= 0) & (uv[:, 0] < hw[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < hw[0])
-                part = np.concatenate([uv, (inside & (person.keypoints[:, 3] > 0))[:, None]], 1)
+                part = visible_in_image(np.concatenate([project(person.keypoints[:, :3], K),
+                                                        person.keypoints[:, 3:]], 1), hw)
                 part[part[:, 2] == 0, :2] = 0
                 center, size = box_from_keypoints(part, SPIN_BOX_EXPAND)
                 rows.append(dict(imgname=name, center=center, scale=size[0] / SPIN_SCALE_UNIT, part=part,

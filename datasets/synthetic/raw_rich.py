@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.reader import SPIN_SCALE_UNIT
+from datasets.reader import SPIN_SCALE_UNIT, centred_intrinsics, project
 from datasets.rich import LABEL_FILE, NUM_JOINTS_SMPLX
 from datasets.record import make_key
-from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, intrinsics, place,
-                                          pose_people, project_np, render, sample_angles, sample_betas,
-                                          sample_orient, write_jpeg)
+from datasets.synthetic.raw_scene import (Truth, angles_to_pose, background, corrupt_jpeg, place, pose_people,
+                                          render, sample_angles, sample_betas, sample_orient, write_jpeg)
 from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
 
 HW = (300, 412)  # 1/10 of 3008 x 4112
@@ -35,7 +34,7 @@ def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_peop
     smplx = models.smplx()
     truth = Truth()
     rows = []
-    K = intrinsics(FOCAL, HW)
+    K = centred_intrinsics(FOCAL, HW)
     for r in range(scale):
         for q, base in enumerate(SEQUENCES):
             seq = base if r == 0 else f"{base}{r}"
@@ -52,7 +51,7 @@ def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_peop
                     name = f"test/{seq}/cam_{c:02d}/{i:05d}_{c:02d}.jpeg"
                     write_jpeg(root / name, image)
                     kp = person.keypoints
-                    part = np.concatenate([project_np(kp[:, :3], K), kp[:, 3:]], 1)
+                    part = np.concatenate([project(kp[:, :3], K), kp[:, 3:]], 1)
                     center, size = box_from_keypoints(part, SPIN_BOX_EXPAND)
                     fault = next((f for f, at in FAULTS.items() if f in faults and r == 0 and at == (q, c, i)), "")
                     rows.append(dict(imgname=name, center=center, scale=size[0] / SPIN_SCALE_UNIT,

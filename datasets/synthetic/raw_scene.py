@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from datasets.joints import SMPL_24
+from datasets.reader import project
 from datasets.record import NUM_BETAS
 
 # ---- poses ----------------------------------------------------------------------------------
@@ -103,13 +104,6 @@ def sample_orient(rng: np.random.Generator) -> np.ndarray:
     return facing_camera(yaw, rng.uniform(-0.12, 0.12), rng.uniform(-0.08, 0.08))
 
 
-# ---- cameras --------------------------------------------------------------------------------
-def intrinsics(focal: float, hw: tuple[int, int]) -> np.ndarray:
-    """(3, 3) K, principal point at the image centre (pixel-centre convention)."""
-    h, w = hw
-    return np.array([[focal, 0, (w - 1) / 2], [0, focal, (h - 1) / 2], [0, 0, 1]], np.float64)
-
-
 # ---- people -----------------------------------------------------------------------------------
 @dataclass
 class Person:
@@ -157,7 +151,7 @@ def place(models, rng: np.random.Generator, gender: str, pose: np.ndarray, betas
         z = K[0, 0] * 1.7 / (frac * h)  # a 1.7 m person spans frac * h pixels at depth z
         person = base.moved(np.array([0.0, 0.0, z]) - pelvis)
         for _ in range(2):  # move the box centre to a random point where the box fits
-            uv = project_np(person.vertices, K)
+            uv = project(person.vertices, K)
             lo, hi = uv.min(0), uv.max(0)
             size = hi - lo
             if np.any(size > np.array([w, h]) - 2 * margin - 1):
@@ -166,18 +160,11 @@ def place(models, rng: np.random.Generator, gender: str, pose: np.ndarray, betas
                             rng.uniform(margin + size[1] / 2, h - margin - 1 - size[1] / 2)])
             d = new - (lo + hi) / 2
             person = person.moved(np.array([d[0] * z / K[0, 0], d[1] * z / K[1, 1], 0.0]))
-            uv = project_np(person.vertices, K)
+            uv = project(person.vertices, K)
             if np.all(uv.min(0) >= margin) and np.all(uv.max(0) <= np.array([w, h]) - margin - 1):
                 return person
         frac *= 0.85
     return person
-
-
-def project_np(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """(..., 3) camera points -> (..., 2) pixels; NaN for points at z = 0 (absent keypoints)."""
-    uvw = points @ K.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return uvw[..., :2] / uvw[..., 2:3]
 
 
 # ---- images ---------------------------------------------------------------------------------
