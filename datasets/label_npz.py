@@ -81,7 +81,7 @@ class LabelNpzReader:
         if split not in self.source.files:
             raise ValueError(f"{self.name}: no label file for split {split!r}; known {sorted(self.source.files)}")
         self.synthetic = synthetic_assets(self.root) is not None
-        self._models: BodyModels | None = None
+        self.models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))  # loaded on first use
 
     @classmethod
     def splits(cls, root: Path) -> list[str]:
@@ -90,12 +90,6 @@ class LabelNpzReader:
     @property
     def label_file(self) -> Path:
         return self.root / self.source.files[self.split]
-
-    @property
-    def models(self) -> BodyModels:
-        if self._models is None:
-            self._models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))
-        return self._models
 
     def frames(self) -> Iterator[PersonFrame | Reject]:
         path = require_file(self.label_file, f"{self.name} label file")

@@ -56,7 +56,7 @@ class PW3DReader:
         if self.options.joints_3d not in ("smpl", "joint_positions"):
             raise ValueError(f"3dpw: options.joints_3d must be 'smpl' or 'joint_positions', got {self.options.joints_3d!r}")
         self.synthetic = synthetic_assets(self.root) is not None
-        self._models: BodyModels | None = None
+        self.models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))  # loaded on first use
 
     @staticmethod
     def splits(root: Path) -> list[str]:
@@ -67,12 +67,6 @@ class PW3DReader:
         if not d.is_dir():
             raise AnnotationError(f"{d}: 3DPW sequence folder not found")
         return sorted(d.glob("*.pkl"))
-
-    @property
-    def models(self) -> BodyModels:
-        if self._models is None:
-            self._models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))
-        return self._models
 
     def frames(self) -> Iterator[PersonFrame | Reject]:
         for path in self.sequence_files():

@@ -59,6 +59,7 @@ class RichReader:
             raise ValueError(f"rich: only the 'test' split is read, got {split!r}")
         self.root, self.split, self.options = Path(root), split, options or Options()
         self.synthetic = synthetic_assets(self.root) is not None
+        self.models = BodyModels(resolve_assets_root(self.root, self.options.assets_root))  # loaded on first use
 
     @staticmethod
     def splits(root: Path) -> list[str]:
@@ -100,7 +101,7 @@ class RichReader:
 
     def _joints_3d(self, pose, betas, transl, genders) -> np.ndarray:
         """(N, 24, 4): KEYPOINTS_2D points of the SMPL-X mesh in SMPL topology + confidence."""
-        gt = BodyModels(resolve_assets_root(self.root, self.options.assets_root)).smplx()
+        gt = self.models.smplx()
         out = np.zeros((len(pose), NUM_SMPL_JOINTS, 4))
         for gender in sorted(set(genders)):
             idx = np.flatnonzero(np.array(genders) == gender)

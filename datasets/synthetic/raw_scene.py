@@ -113,10 +113,9 @@ class Person:
     pose: np.ndarray  # (24, 3) axis-angle, row 0 camera-frame orientation
     betas: np.ndarray  # (10,)
     transl: np.ndarray  # (3,) camera frame
-    vertices: np.ndarray = field(repr=False, default=None)  # (V, 3) camera frame
-    keypoints: np.ndarray = field(repr=False, default=None)  # (24, 4) KEYPOINTS_2D + confidence
-    joints: np.ndarray = field(repr=False, default=None)  # (24, 3) SMPL-24 joints
-
+    vertices: np.ndarray = field(repr=False)  # (V, 3) camera frame
+    keypoints: np.ndarray = field(repr=False)  # (24, 4) KEYPOINTS_2D + confidence
+    joints: np.ndarray = field(repr=False)  # (24, 3) SMPL-24 joints
 
     def moved(self, d: np.ndarray) -> "Person":
         """The same body translated by d (camera frame): SMPL's translation is additive."""
@@ -256,10 +255,10 @@ class Truth:
 
     rows: dict[str, dict] = field(default_factory=dict)
 
-    def add(self, key: str, person: Person, K: np.ndarray | None, mask: np.ndarray | None, fault: str = "") -> None:
+    def add(self, key: str, person: Person, K: np.ndarray, mask: np.ndarray, fault: str = "") -> None:
+        """`person` as rendered with camera `K`, its visible pixels `mask`, the fault injected."""
         self.rows[key] = dict(pose=person.pose, betas=person.betas, transl=person.transl, gender=person.gender,
-                              K=np.zeros((3, 3)) if K is None else K, joints_3d=person.keypoints,
-                              mask_box=mask_box(mask) if mask is not None else np.full(4, np.nan),
+                              K=K, joints_3d=person.keypoints, mask_box=mask_box(mask),
                               reason=FAULT_REASONS[fault] if fault else "")
 
     def save(self, path: Path) -> None:
