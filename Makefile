@@ -32,8 +32,9 @@ test: setup ## run the whole test suite (what .ci/run calls); "no tests collecte
 assets-check: setup ## which external assets are present / missing / synthetic (ASSETS=, RAW= override)
 	$(BIN)/python -m datasets.assets $(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW))
 
-synthetic: setup ## synthetic stand-ins in the real layouts under OUT (default data/synthetic; SEED=, SCALE= optional)
-	$(BIN)/python -m datasets.synthetic --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(SCALE),--scale $(SCALE))
+synthetic: setup ## synthetic assets + raw datasets in the real layouts under OUT (default data/synthetic; SEED=, SCALE=, PEOPLE= optional)
+	$(BIN)/python -m datasets.synthetic --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(SCALE),--scale $(SCALE)) \
+		$(if $(PEOPLE),--people $(PEOPLE))
 
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
 SHARDS ?= data/shards
