@@ -188,6 +188,15 @@ def _as_rotmats(x: torch.Tensor, n: int, name: str) -> torch.Tensor:
                      f"or (B, {3 * n}) / (B, {n}, 3) axis-angle")
 
 
+def _stateless(module: torch.nn.Module) -> None:
+    """Make every buffer non-persistent: a body model's arrays come from its files, never
+    from a checkpoint (so a checkpoint neither carries SMPL data nor replaces the model
+    files it is evaluated with)."""
+    for mod in module.modules():
+        for name, buf in list(mod.named_buffers(recurse=False)):
+            mod.register_buffer(name, buf, persistent=False)
+
+
 def _quiet():
     """smplx prints a warning for every model with 10 shape components (all real SMPL files)."""
     return contextlib.redirect_stdout(io.StringIO())
@@ -199,6 +208,7 @@ class BodyModel(torch.nn.Module):
     model_dir: the folder `smplx.create` expects (holds `smpl/SMPL_{NEUTRAL,MALE,FEMALE}.pkl`;
     `Assets.body_model_dir`). h36m_regressor: path of `J_regressor_h36m.npy` or a
     (17, 6890) array, or None (then `h36m` is None and its keypoints are invalid).
+    No parameters and an empty state_dict: everything comes from the files.
     """
 
     def __init__(self, model_dir: str | os.PathLike, gender: str = "neutral",
@@ -238,6 +248,7 @@ class BodyModel(torch.nn.Module):
         self.register_buffer("_kp_vertex_ids", torch.as_tensor(vertex_ids, dtype=torch.long), persistent=False)
         self.register_buffer("_kp_index", torch.as_tensor(index), persistent=False)
         self.register_buffer("keypoints_valid", torch.as_tensor(valid), persistent=False)
+        _stateless(self)
 
     def forward(self, betas: torch.Tensor, body_pose: torch.Tensor, global_orient: torch.Tensor,
                 transl: torch.Tensor | None = None) -> BodyOutput:
@@ -319,6 +330,7 @@ class SMPLXModel(torch.nn.Module):
                                      create_left_hand_pose=False, create_right_hand_pose=False,
                                      create_jaw_pose=False, create_leye_pose=False, create_reye_pose=False,
                                      create_expression=False, create_transl=False)
+        _stateless(self)
 
     def forward(self, betas: torch.Tensor, global_orient: torch.Tensor, body_pose: torch.Tensor,
                 left_hand_pose: torch.Tensor | None = None, right_hand_pose: torch.Tensor | None = None,

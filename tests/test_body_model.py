@@ -203,6 +203,18 @@ def test_genders_load_and_differ_plausibly(assets):
         BodyModel(a.body_model_dir, "other")
 
 
+def test_body_models_keep_no_state_for_checkpoints(assets, neutral):
+    a, _ = assets
+    assert neutral.state_dict() == {} and not list(neutral.parameters())
+    assert SMPLXModel(a.body_model_dir, "male").state_dict() == {}
+    holder = torch.nn.Module()
+    holder.body = neutral
+    holder.head = torch.nn.Linear(2, 2)
+    assert set(holder.state_dict()) == {"head.weight", "head.bias"}
+    assert neutral.double().smpl.v_template.dtype == torch.float64  # buffers still follow .to()/.double()
+    neutral.float()
+
+
 def test_mean_params_in_spin_layout(assets):
     a, _ = assets
     mp = load_mean_params(a.path("mean_params"))
