@@ -41,6 +41,15 @@ class _ChumpyArray(_Inert):
 
 class _SparseMatrix(_Inert):
     kind = "sparse"
+    format = ""  # the class the pickle named; scipy's pickled state may omit 'format'
+
+
+class _CscMatrix(_SparseMatrix):
+    format = "csc"
+
+
+class _CsrMatrix(_SparseMatrix):
+    format = "csr"
 
 
 def _np_core(name: str):
@@ -59,10 +68,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("_codecs", "encode"): None,  # filled below: how protocol-2 pickles carry bytes
     ("builtins", "object"): object,
     ("chumpy.ch", "Ch"): _ChumpyArray,
-    ("scipy.sparse.csc", "csc_matrix"): _SparseMatrix,
-    ("scipy.sparse._csc", "csc_matrix"): _SparseMatrix,
-    ("scipy.sparse.csr", "csr_matrix"): _SparseMatrix,
-    ("scipy.sparse._csr", "csr_matrix"): _SparseMatrix,
+    ("scipy.sparse.csc", "csc_matrix"): _CscMatrix,
+    ("scipy.sparse._csc", "csc_matrix"): _CscMatrix,
+    ("scipy.sparse.csr", "csr_matrix"): _CsrMatrix,
+    ("scipy.sparse._csr", "csr_matrix"): _CsrMatrix,
 }
 for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     for _name in ("_reconstruct", "scalar"):
@@ -102,7 +111,7 @@ def _convert(obj: Any, source: str) -> Any:
             raise UnsafePickleError(f"{source}: chumpy object without an 'x' array")
         return np.asarray(state["x"])
     if isinstance(obj, _SparseMatrix):
-        return _sparse_to_dense(obj.state, source)
+        return _sparse_to_dense(obj.state, obj.format, source)
     if isinstance(obj, dict):
         return {k: _convert(v, source) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -112,13 +121,13 @@ def _convert(obj: Any, source: str) -> Any:
     return obj
 
 
-def _sparse_to_dense(state: Any, source: str) -> np.ndarray:
+def _sparse_to_dense(state: Any, named_format: str, source: str) -> np.ndarray:
     import scipy.sparse as sp
 
     if not isinstance(state, dict):
         raise UnsafePickleError(f"{source}: sparse matrix without a state dict")
     shape = state.get("_shape", state.get("shape"))
-    fmt = state.get("format", "csc")
+    fmt = state.get("format", named_format)
     try:
         cls = {"csc": sp.csc_matrix, "csr": sp.csr_matrix}[fmt]
         m = cls((state["data"], state["indices"], state["indptr"]), shape=tuple(shape))

@@ -40,12 +40,14 @@ def test_chumpy_and_sparse_become_numpy(tmp_path):
     sys.modules["chumpy"], sys.modules["chumpy.ch"] = pkg, mod
     try:
         data = pickle.dumps({"shapedirs": Ch(np.ones((4, 3, 2))), "J_regressor": sp.csc_matrix(np.eye(4)[:2]),
+                             "matrix": sp.csr_matrix(np.arange(12.0).reshape(3, 4)),
                              "f": np.arange(6, dtype=np.uint32).reshape(2, 3)}, protocol=2)
     finally:
         del sys.modules["chumpy"], sys.modules["chumpy.ch"]
     out = safe_pickle.loads(data, "model.pkl")
     assert isinstance(out["shapedirs"], np.ndarray) and out["shapedirs"].shape == (4, 3, 2)
     np.testing.assert_array_equal(out["J_regressor"], np.eye(4)[:2])
+    np.testing.assert_array_equal(out["matrix"], np.arange(12.0).reshape(3, 4))
     assert out["f"].dtype == np.uint32
 
 
