@@ -167,8 +167,27 @@ def split_counts(cache: FeatureCache, protocol: Protocol) -> tuple[list[str], in
     table = read_manifest(cache.root, protocol.dataset, protocol.split).to_pydict()
     status = table["status"]
     ok = sum(s == "ok" for s in status)
-    rejected = Counter(r for s, r in zip(status, table["reason"]) if s != "ok")
+    rejected = Counter(_reason_code(r) for s, r in zip(status, table["reason"]) if s != "ok")
     return shards, ok, rejected
+
+
+def _reason_code(reason: str | None) -> str:
+    """The reject code of a manifest reason (`code` or `code: detail`)."""
+    return (reason or "unknown").split(":", 1)[0]
+
+
+def image_rejects(shards_root: str | None, protocol: Protocol) -> Counter | None:
+    """Rejected frames by reason in the image shards' manifest of the protocol's split
+    (3DPW: `invalid_camera_pose` frames), or None when that manifest is not at hand."""
+    if not shards_root:
+        return None
+    from pipelines.shard_reader import read_manifest
+
+    try:
+        table = read_manifest(shards_root, protocol.dataset, protocol.split).to_pydict()
+    except (FileNotFoundError, OSError):
+        return None
+    return Counter(_reason_code(r) for s, r in zip(table["status"], table["reason"]) if s != "ok")
 
 
 def iter_samples(shards: list[str], spec: dict) -> Iterator[tuple[np.ndarray, PersonFrame]]:
@@ -206,7 +225,8 @@ class ProtocolResult:
     sequences: list[str] = field(default_factory=list)
     errors: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)  # method -> metric -> chunks
     manifest_ok: int = 0
-    rejected: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)  # feature stage (e.g. corrupt_image)
+    image_rejected: Counter | None = None  # shard stage (e.g. invalid_camera_pose); None: manifest not at hand
     synthetic: bool = False
     gt_body: object = field(default=None, repr=False, compare=False)  # the loaded ground-truth builder
 
@@ -307,9 +327,13 @@ def append_per_sequence(path: Path, rows: list[dict]) -> None:
 
 
 def describe_counts(result: ProtocolResult) -> str:
-    rej = ", ".join(f"{n} {r}" for r, n in sorted(result.rejected.items())) or "none"
+    def fmt(c: Counter) -> str:
+        return ", ".join(f"{n} {r}" for r, n in sorted(c.items())) or "none"
+
+    shards = "image manifest not given" if result.image_rejected is None else fmt(result.image_rejected)
     return (f"{result.protocol.name}: {result.n} person-frames in {len(set(result.sequences))} sequences "
-            f"(= the manifest's ok rows; rejected upstream: {rej})")
+            f"(= the feature manifest's ok rows; not scored because rejected before: at the shards {shards}, "
+            f"at the features {fmt(result.rejected)})")
 
 
 # ---- figures ----------------------------------------------------------------------------------
@@ -467,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"   {name}: scoring {ok} samples ({protocol.source})")
             res = evaluate_protocol(protocol, loaded, cache, assets, method, args.batch_size)
+            res.image_rejected = image_rejects(args.shards, protocol)
             print("   " + describe_counts(res))
             results.append(res)
         if not results:

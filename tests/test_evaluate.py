@@ -75,7 +75,7 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(path), img)
         rows += [dict(key=make_key(dataset, "test", "rejected", i, 0), shard=None, image_shard=None, views=0,
-                      status="rejected", reason="invalid_camera_pose") for i in range(2)]
+                      status="rejected", reason="corrupt_image") for i in range(2)]
         rows += [dict(key=make_key(dataset, "test", "lost", i, 0), shard=None, image_shard=None, views=1,
                       status="ok", reason=None) for i in range(extra_manifest_rows)]
         with tarfile.open(d / f"{dataset}-test-000000.tar", "w", format=tarfile.PAX_FORMAT) as tar:
@@ -84,6 +84,16 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), d / "manifest.parquet")
+        # the image shards' manifest: the frames rejected before cropping (3DPW: invalid camera pose)
+        from pipelines.shards import MANIFEST_SCHEMA as IMAGE_SCHEMA
+
+        img_dir = features.parent / "shards" / dataset / "test"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        img_rows = [dict(key=r["key"], dataset=dataset, split="test", shard=r["image_shard"], status="ok", reason=None,
+                         bytes=1) for r in rows if r["views"]]
+        img_rows += [dict(key=make_key(dataset, "test", "campose", i, 0), dataset=dataset, split="test", shard=None,
+                          status="rejected", reason="invalid_camera_pose: campose_valid 0", bytes=None) for i in range(3)]
+        pq.write_table(pa.Table.from_pylist(img_rows, schema=IMAGE_SCHEMA), img_dir / "manifest.parquet")
     return cache
 
 
@@ -114,7 +124,8 @@ def tree(synthetic_assets, tmp_path_factory):
 
 def _args(tree, *extra):
     return ["--run", str(tree["run"]), "--features", str(tree["root"] / "features"), "--assets", str(tree["assets"]),
-            "--raw", str(tree["root"] / "raw"), "--device", "cpu", "--examples", "2", *extra]
+            "--raw", str(tree["root"] / "raw"), "--shards", str(tree["root"] / "shards"), "--device", "cpu",
+            "--examples", "2", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +148,7 @@ def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
     md = (first_eval / "results.md").read_text()
     assert "SYNTHETIC" in md.splitlines()[0]
     assert "| DeforHMR | reported (paper Table 1) | 38.3 | 63.6 | 75.2 |" in md
-    assert "3dpw: 5 person-frames in 2 sequences" in md and "2 invalid_camera_pose" in md
+    assert "3dpw: 5 person-frames in 2 sequences" in md and "at the shards 3 invalid_camera_pose, at the features 2 corrupt_image" in md
     with open(first_eval / "per_sequence.csv") as f:
         seq_rows = list(csv.DictReader(f))
     got = {(r["method"], r["dataset"], r["sequence"]): int(r["n_samples"]) for r in seq_rows}
@@ -171,7 +182,7 @@ def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
     proto = PROTOCOLS["rich"]
     res = E.evaluate_protocol(proto, loaded, cache, synthetic_assets, "m", batch_size=3)
     shards, ok, rejected = E.split_counts(cache, proto)
-    assert res.n == ok == 4 and rejected == {"invalid_camera_pose": 2}
+    assert res.n == ok == 4 and rejected == {"corrupt_image": 2}
     samples = list(E.iter_samples(shards, cache.spec))
     from eval.protocols import load_ground_truth, load_regressor
 
@@ -229,7 +240,7 @@ def test_missing_things_are_clear_errors(tree, tmp_path, capsys):
     assert E.main(["--run", str(tmp_path / "nothing"), "--features", str(tmp_path), "--assets", str(tree["assets"])]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     # a missing asset names itself and where it was expected
-    assert E.main(_args(tree) [:-2] + ["--assets", str(tmp_path / "empty")]) == 2
+    assert E.main(_args(tree, "--assets", str(tmp_path / "empty"))) == 2  # the last --assets wins
     err = capsys.readouterr().err
     assert "missing asset" in err and "expected at" in err
     # a named protocol without feature shards
