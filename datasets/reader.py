@@ -182,10 +182,16 @@ class BodyModels:
         return self.forward(gender, pose, betas, transl)["keypoints"]
 
     def root_joint(self, gender: str, betas: np.ndarray) -> np.ndarray:
-        """(N, 3) rest position of the SMPL root joint for (N, 10) betas (depends on shape only)."""
-        n = len(betas)
-        return self.forward(gender, np.zeros((n, 24, 3)), betas, np.zeros((n, 3)))["joints"][:, 0]
+        """(N, 3) rest position of the SMPL root joint for (N, 10) betas: J_regressor row 0 of
+        the shaped template (smplx `lbs`: v_shaped = v_template + blend_shapes, J = J_regressor
+        v_shaped); it depends on the shape only, so no posing is needed."""
+        import torch
 
+        smpl = self(gender).smpl
+        b = _t(betas)
+        with torch.no_grad():
+            v_shaped = smpl.v_template + torch.einsum("nl,vcl->nvc", b, smpl.shapedirs[..., :b.shape[1]])
+            return torch.einsum("v,nvc->nc", smpl.J_regressor[0], v_shaped).numpy()
 
     @property
     def faces(self) -> np.ndarray:
