@@ -32,6 +32,7 @@ NUM_BETAS = 10
 NUM_SMPL_JOINTS = 24
 NUM_KEYPOINTS = len(KEYPOINTS_2D)
 GENDERS = ("neutral", "male", "female")
+BODY_MODELS = ("smpl", "smplx")
 SPLITS = ("train", "val", "test")
 
 _KEY_PART = re.compile(r"[^A-Za-z0-9-]+")
@@ -75,6 +76,9 @@ class PersonFrame:
     - betas: (10,) float32, SMPL shape. Valid iff `has_smpl`.
     - smpl_transl: (3,) float32, metres, camera frame, SMPL `transl`. Valid iff `has_transl`.
     - gender: 'neutral' | 'male' | 'female', the body model the SMPL targets belong to.
+    - body_model: 'smpl' | 'smplx', the model family of `smpl_pose` / `betas` (RICH's
+      ground truth is SMPL-X: rows 0-21 hold its global orientation and body joints);
+      only 'smpl' targets may supervise SMPL parameters.
     - joints_3d: (24, 4) float32, metres, camera frame, KEYPOINTS_2D order; column 3 is
       the confidence (0 = absent).
     - keypoints_2d: (24, 3) float32, pixels (see module doc), KEYPOINTS_2D order;
@@ -107,6 +111,7 @@ class PersonFrame:
     crop_affine: np.ndarray | None = None
     intrinsics: np.ndarray | None = None
     view: int = 0
+    body_model: str = "smpl"
     source: str = field(default="", compare=False)  # file the record came from, for errors
 
     # ---- construction helpers -------------------------------------------------------
@@ -157,6 +162,8 @@ class PersonFrame:
             raise RecordError(f"{where}: field 'key' {self.key!r} has characters outside [A-Za-z0-9_-]")
         if self.gender not in GENDERS:
             raise RecordError(f"{where}: field 'gender' is {self.gender!r}, expected one of {GENDERS}")
+        if self.body_model not in BODY_MODELS:
+            raise RecordError(f"{where}: field 'body_model' is {self.body_model!r}, expected one of {BODY_MODELS}")
         if self.split not in SPLITS:
             raise RecordError(f"{where}: field 'split' is {self.split!r}, expected one of {SPLITS}")
         if not self.box_expand > 0:

@@ -96,7 +96,7 @@ class RichReader:
             yield finish(fid, sizes[name], box_center=z["center"][i], box_size=(side, side),
                          box_expand=RICH_BOX_EXPAND, synthetic=self.synthetic, intrinsics=K,
                          require_keypoints=has_cam, smpl_pose=pose[i], betas=betas[i], smpl_transl=transl[i],
-                         gender=genders[i], joints_3d=joints[i], keypoints_2d=kp2d, has_smpl=True,
+                         gender=genders[i], joints_3d=joints[i], keypoints_2d=kp2d, has_smpl=True, body_model="smplx",
                          has_transl=has_cam)
 
     def _joints_3d(self, pose, betas, transl, genders) -> np.ndarray:
