@@ -243,6 +243,7 @@ class EncodeChunks:
             feats = encode_crops(self.encoder, crops, self.device, torch.float16)  # (n, C, h, w)
             out.append(feats.astype(FEATURE_DTYPE, copy=False).tobytes())  # C-order
         batch["features"] = np.array(out, dtype=object)
+        batch["encoded_at"] = np.full(len(out), time.time())  # for the pipeline's throughput
         return batch
 
 
@@ -407,8 +408,9 @@ class RunStats:
     splits: list[SplitStats]
     crops: int  # crops encoded in this run
     seconds: float  # whole run (Ray start, actors, all shards)
-    steady_seconds: float  # from the first chunk written to the last (the pipeline's throughput)
-    steady_crops: int  # crops after the first chunk
+    steady_seconds: float  # encoder actors' time from the first chunk done to the last
+    steady_crops: int  # crops of the chunks done after the first: / steady_seconds = the rate the
+    # pipeline keeps the encoder at (gaps from a starving read stage or a slow writer count)
 
 
 def _device(settings: FeatureSettings) -> tuple[str, int]:
@@ -436,11 +438,10 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     work = [w for s in sets for w in plans[s][1]]
     written = {s: len(plans[s][1]) for s in sets}
 
-    crops = steady_crops = 0
-    first = last = None
+    done: list[tuple[float, int]] = []
     if work:
         ensure_ray(num_cpus)
-        crops, steady_crops, first, last = _encode(work, settings, spec, progress)
+        done = _encode(work, settings, spec, progress)
     splits = []
     for s in sets:
         rows = write_manifest(shards, cache, *s, plans[s][0])
@@ -448,12 +449,14 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
         nbytes = sum(i.size for i in fs.get_file_info(pafs.FileSelector(path)) if SHARD_RE.match(i.base_name))
         splits.append(SplitStats(*s, len(plans[s][0]), written[s], sum(r["status"] == OK for r in rows),
                                  sum(r["status"] == REJECTED for r in rows), nbytes / 1e6))
-    steady = (last - first) if first is not None else 0.0
-    return RunStats(cache, settings.views, splits, crops, time.perf_counter() - t0, steady, steady_crops)
+    done.sort()
+    steady = done[-1][0] - done[0][0] if done else 0.0
+    return RunStats(cache, settings.views, splits, sum(n for _, n in done), time.perf_counter() - t0,
+                    steady, sum(n for _, n in done[1:]))
 
 
 def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: bool):
-    """Stages 2-4 over the work list; returns (crops, crops after the first chunk, t first, t last)."""
+    """Stages 2-4 over the work list; returns (time the actor finished it, crops) per chunk."""
     import ray
     from tqdm import tqdm
 
@@ -467,8 +470,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
     ds.context.execution_options.preserve_order = True  # the writer needs each shard's chunks in order
     ds.context.enable_progress_bars = False  # ours counts crops
     total = sum(w.samples for w in work) * settings.views
-    crops = steady = 0
-    first = last = None
+    done = []
     writer: _ShardWriter | None = None
     with tqdm(total=total, desc=f"features {settings.cache_name} ({device} x{actors})", unit=" crops",
               disable=not progress) as bar:
@@ -481,19 +483,14 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
                 raise RuntimeError(f"{w.shard}: chunks arrived out of order (expected {writer.work.shard})")
             writer.add_chunk(meta, row["records"], row["features"], settings.views)
             n = len(meta["items"])
-            crops += n
-            now = time.perf_counter()
-            if first is None:
-                first = now
-            else:
-                steady += n
-            last = now
+            if n:
+                done.append((float(row["encoded_at"]), n))
             bar.update(n)
             if meta["last"]:
                 writer.close(meta["rejects"])
                 bar.update(len(meta["rejects"]) * settings.views)
                 writer = None
-    return crops, steady, first, last
+    return done
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -549,4 +546,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main, so that what Ray pickles names `pipelines.features`, not `__main__`
+    from pipelines.features import main as _main
+
+    sys.exit(_main())
