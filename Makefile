@@ -36,6 +36,23 @@ synthetic: setup ## synthetic assets + raw datasets in the real layouts under OU
 	$(BIN)/python -m datasets.synthetic --out $(OUT) $(if $(SEED),--seed $(SEED)) $(if $(SCALE),--scale $(SCALE)) \
 		$(if $(PEOPLE),--people $(PEOPLE))
 
+# ---- image shards: raw datasets -> 256x192 WebDataset shards + manifest (pipelines/shards.py) ----
+# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/shards.
+SHARDS_RAW = $(or $(RAW),data/synthetic/raw)
+SHARDS_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/shards)
+SHARDS_ARGS ?=
+.PHONY: shards bench-shards
+
+shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, SHARDS_ARGS=)
+	$(BIN)/python -m pipelines.shards --raw $(SHARDS_RAW) --out $(SHARDS_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
+		$(if $(MAX_SAMPLES),--max-samples $(MAX_SAMPLES)) $(if $(JPEG_QUALITY),--jpeg-quality $(JPEG_QUALITY)) \
+		$(if $(EXPAND),--expand $(EXPAND)) $(SHARDS_ARGS)
+
+bench: bench-shards
+
+bench-shards: setup ## shard pipeline crops/s against decode+warp+encode in a tight loop on all cores (synthetic data)
+	$(BIN)/python -m pipelines.bench_shards
+
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
 SHARDS ?= data/shards
 ENCODER ?= vitpose-h

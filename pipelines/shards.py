@@ -43,8 +43,9 @@ import sys
 import tarfile
 import tempfile
 import time
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -64,7 +65,7 @@ from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, join, list_sample
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 1_000_000_000
 BUILD = "build.json"
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"  # `.tmp-<name>.<unique>`: a file being written; removed by the next run
 TAR_BLOCK = tarfile.BLOCKSIZE  # 512
 # A sample's tar overhead: two headers, two paddings, and room for PAX headers of long names.
 TAR_SAMPLE_OVERHEAD = 8 * TAR_BLOCK
@@ -129,7 +130,7 @@ class ImageSource:
     sequentially, seeking only across gaps (`SEEK_GAP` frames or more).
     """
 
-    SEEK_GAP = 16
+    SEEK_GAP = 4
 
     def __init__(self, root: str):
         self.root = root
@@ -305,7 +306,7 @@ def _write_shard(task: ShardTask, source: ImageSource, fs: pafs.FileSystem, fina
             rows.append(_row(rec, task.name, OK, None, len(jpg) + len(npz)))
             yield rec.key, jpg, npz
 
-    tmp = f"{os.path.dirname(final)}/{TMP_PREFIX}{task.name}"
+    tmp = _tmp_path(final)
     write_tar(fs, tmp, samples())
     fs.move(tmp, final)
     return rows
@@ -351,7 +352,6 @@ class SplitPlan:
     rows: list[dict]
     tasks: list[ShardTask]
     read_seconds: float
-    started: float = field(default_factory=time.perf_counter)
 
 
 def read_split(reader, settings: ShardSettings, progress: bool = False) -> tuple[list[dict], list[PersonFrame]]:
@@ -403,8 +403,14 @@ def prepare_out_dir(out_dir: str, n_shards: int, settings: ShardSettings) -> Non
                                f"remove it and run again")
 
 
+def _tmp_path(path: str) -> str:
+    """A temporary name beside `path`, unique per writer (a stray worker of a killed run
+    never writes into the file of a live one)."""
+    return f"{os.path.dirname(path)}/{TMP_PREFIX}{os.path.basename(path)}.{uuid.uuid4().hex[:12]}"
+
+
 def _write_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    tmp = f"{os.path.dirname(path)}/{TMP_PREFIX}{os.path.basename(path)}"
+    tmp = _tmp_path(path)
     with fs.open_output_stream(tmp) as f:
         f.write(data)
     fs.move(tmp, path)
@@ -420,7 +426,7 @@ def plan_split(reader, root: str, out: str, settings: ShardSettings, progress: b
              for i in range(0, len(records), per)]
     prepare_out_dir(out_dir, len(tasks), settings)
     return SplitPlan(reader.name, reader.split, out_dir, len(rows) + len(records), rows, tasks,
-                     time.perf_counter() - t0, started=t0)
+                     time.perf_counter() - t0)
 
 
 # ---- run ---------------------------------------------------------------------------------------
@@ -469,8 +475,10 @@ def run_tasks(tasks: list[ShardTask], progress: bool = False) -> Iterator[dict]:
             yield result
 
 
-def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, wall: float) -> dict:
-    """Write the split's manifest (last, atomically) and stats.json; return the stats."""
+def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, stage_seconds: float) -> dict:
+    """Write the split's manifest (last, atomically) and stats.json; return the stats.
+
+    stage_seconds: wall time from the start of the crop stage to this split's last shard."""
     rows = list(plan.rows)
     for r in results:
         rows.extend(r["rows"])
@@ -479,7 +487,7 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
         raise RuntimeError(f"{plan.dataset}/{plan.split}: {len(rows)} manifest rows for {plan.frames} frames")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     fs, out_dir = resolve(plan.out_dir)
-    tmp = f"{out_dir}/{TMP_PREFIX}{MANIFEST}"
+    tmp = _tmp_path(f"{out_dir}/{MANIFEST}")
     pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, f"{out_dir}/{MANIFEST}")
 
@@ -489,8 +497,8 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
         status={OK: sum(r["status"] == OK for r in rows), REJECTED: sum(reasons.values())},
         reasons=dict(sorted(reasons.items())), shards=len(plan.tasks),
         shards_written=sum(r["written"] for r in results), bytes=sum(r["bytes"] for r in results),
-        seconds=dict(read=round(plan.read_seconds, 3), split=round(wall, 3),
-                     tasks=round(sum(r["seconds"] for r in results), 3)),
+        seconds=dict(read=round(plan.read_seconds, 3), tasks=round(sum(r["seconds"] for r in results), 3),
+                     stage=round(stage_seconds, 3)),
         settings=settings.as_dict(),
     )
     _write_atomic(fs, f"{out_dir}/{STATS}", (json.dumps(stats, indent=1) + "\n").encode())
@@ -546,35 +554,35 @@ def build(raw: str, out: str, settings: ShardSettings = ShardSettings(), names: 
     by_split = {(p.dataset, p.split): p for p in plans}
     results: dict[tuple[str, str], list[dict]] = {k: [] for k in by_split}
     remaining = Counter((t.dataset, t.split) for p in plans for t in p.tasks)
-    stats = [finish_split(p, [], settings, time.perf_counter() - p.started)
-             for k, p in by_split.items() if remaining[k] == 0]
+    stats = [finish_split(p, [], settings, 0.0) for k, p in by_split.items() if remaining[k] == 0]
     tasks = [t for p in plans for t in p.tasks]
     if tasks:
         ensure_ray(num_cpus)
+    stage_t0 = time.perf_counter()
     for result in run_tasks(tasks, progress):
         k = (result["dataset"], result["split"])
         results[k].append(result)
         remaining[k] -= 1
         if remaining[k] == 0:
             p = by_split[k]
-            stats.append(finish_split(p, results[k], settings, time.perf_counter() - p.started))
+            stats.append(finish_split(p, results[k], settings, time.perf_counter() - stage_t0))
     stats.sort(key=lambda s: (s["dataset"], s["split"]))
     return stats, skipped
 
 
 # ---- command line ------------------------------------------------------------------------------
 def summary_table(stats: list[dict], skipped: dict[str, str]) -> str:
-    header = ("dataset", "split", "frames", "ok", "rejected", "shards", "MB", "s")
-    lines = []
-    for s in stats:
-        rej = ", ".join(f"{k} {v}" for k, v in s["reasons"].items())
-        rej = f"{s['status'][REJECTED]} ({rej})" if rej else "0"
-        lines.append((s["dataset"], s["split"], str(s["frames"]), str(s["status"][OK]), rej,
-                      f"{s['shards']} ({s['shards_written']} new)", f"{s['bytes'] / 1e6:.1f}",
-                      f"{s['seconds']['split']:.1f}"))
+    """One line per split: frames, ok, rejected (by reason), shards (new), MB, work seconds
+    (reading on the driver + shard tasks); then the datasets skipped or failed."""
+    header = ("dataset", "split", "frames", "ok", "rejected", "shards", "new", "MB", "s", "rejected by reason")
+    lines = [(s["dataset"], s["split"], str(s["frames"]), str(s["status"][OK]), str(s["status"][REJECTED]),
+              str(s["shards"]), str(s["shards_written"]), f"{s['bytes'] / 1e6:.1f}",
+              f"{s['seconds']['read'] + s['seconds']['tasks']:.1f}",
+              ", ".join(f"{k} {v}" for k, v in s["reasons"].items()))
+             for s in stats]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 2 or i == 4 else c.rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths)))
+    fmt = lambda r: "  ".join(c.ljust(w) if i in (0, 1, len(r) - 1) else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
     out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
     out += [f"{name}: {why}" for name, why in sorted(skipped.items())]
     return "\n".join(out)
@@ -614,4 +622,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main, so that pickled classes and functions name
+    # `pipelines.shards`, which Ray's and the pool's workers can import, not `__main__`
+    from pipelines.shards import main as _main
+
+    sys.exit(_main())

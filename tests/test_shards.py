@@ -18,18 +18,6 @@ from test_crop import make_record
 SETTINGS = ShardSettings(max_samples=3)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 class AnnotationFailure(RuntimeError):
     pass
 
@@ -103,7 +91,7 @@ def _build(raw, out, readers, settings=SETTINGS):
 
 
 @pytest.fixture(scope="module")
-def built(hand_made, ray_local, tmp_path_factory):
+def built(hand_made, ray_session, tmp_path_factory):
     raw, readers, _, _ = hand_made
     out = tmp_path_factory.mktemp("shards")
     stats, skipped = _build(raw, out, readers)
@@ -272,3 +260,162 @@ def test_video_frames_decode_the_same_by_seek_or_in_sequence(tmp_path):
     with pytest.raises(ImageError, match="missing_image: w.avi"):
         source.read("w.avi", 0)
     source.close()
+
+
+# ---- the synthetic raw trees, through the real readers ------------------------------------------
+E2E = ShardSettings(max_samples=2)
+KILLED_DATASETS = ("coco", "mpi_inf_3dhp")  # an npz dataset and a video one
+
+
+@pytest.fixture(scope="module")
+def faulty_raw(synthetic_dir, tmp_path_factory):
+    """The synthetic raw datasets with every fault injected, rendered with the session's
+    synthetic assets (the session's own raw tree is fault-free)."""
+    from datasets.synthetic.raw import write_raw
+    from datasets.synthetic.raw_scene import FAULTS
+
+    d = tmp_path_factory.mktemp("synthetic-faults")
+    (d / "assets").symlink_to(synthetic_dir / "assets")
+    write_raw(d, faults=FAULTS, log=lambda *a: None)
+    return d / "raw"
+
+
+@pytest.fixture(scope="module")
+def synthetic_built(faulty_raw, ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic-shards")
+    stats, skipped = build(str(faulty_raw), str(out), E2E)
+    return out, stats, skipped
+
+
+def _reader_items(raw, dataset, split):
+    from datasets.readers import READERS
+    from pipelines.shards import dataset_roots
+
+    return list(READERS[dataset](dataset_roots(str(raw))[dataset], split).frames())
+
+
+def _source_image(raw, dataset, rec):
+    from pipelines.shards import dataset_roots
+
+    path = os.path.join(dataset_roots(str(raw))[dataset], rec.image_path)
+    if rec.video_frame < 0:
+        return cv2.imread(path, cv2.IMREAD_COLOR)
+    cap = cv2.VideoCapture(path)  # sequential decode, independent of the pipeline's seeking
+    for _ in range(rec.video_frame + 1):
+        ok, img = cap.read()
+    cap.release()
+    return img
+
+
+def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
+    from datasets.readers import available
+
+    out, stats, skipped = synthetic_built
+    pairs = available(faulty_raw)
+    assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich"}
+    assert sorted((s["dataset"], s["split"]) for s in stats) == sorted(pairs) and not skipped
+    for dataset, split in pairs:
+        items = _reader_items(faulty_raw, dataset, split)
+        manifest = sr.read_manifest(out, dataset, split).to_pylist()
+        assert sorted(r["key"] for r in manifest) == sorted(i.key for i in items)  # rows = frames
+        assert {r["dataset"] for r in manifest} == {dataset} and {r["split"] for r in manifest} == {split}
+        by_key = {i.key: i for i in items}
+        n = 0
+        for rec, jpg in sr.iter_split(out, dataset, split):
+            src = by_key[rec.key]
+            want = transform_record(src, E2E.crop)
+            for f in dataclasses.fields(PersonFrame):
+                a, b = getattr(rec, f.name), getattr(want, f.name)
+                if f.compare:
+                    assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, (rec.key, f.name)
+            if rec.intrinsics is not None:  # 2D keypoints = 3D joints through the crop camera
+                uv = rec.joints_3d[:, :3].astype(np.float64) @ rec.intrinsics.astype(np.float64).T
+                vis = (rec.keypoints_2d[:, 2] > 0) & (rec.joints_3d[:, 3] > 0)
+                assert np.abs(uv[vis, :2] / uv[vis, 2:] - rec.keypoints_2d[vis, :2]).max() < 1.0, rec.key
+            # the stored affine maps the original image onto the stored crop
+            image = _source_image(faulty_raw, dataset, src)
+            crop = cv2.warpAffine(image, rec.crop_affine.astype(np.float64), (192, 256), flags=cv2.INTER_LINEAR)
+            stored = cv2.cvtColor(sr.decode_jpeg(jpg), cv2.COLOR_RGB2BGR)
+            assert np.abs(stored.astype(int) - crop).mean() < 3, rec.key
+            n += 1
+        assert n == sum(r["status"] == "ok" for r in manifest) > 0, (dataset, split)
+
+
+def test_synthetic_faults_are_rejects_with_their_reasons(faulty_raw, synthetic_built):
+    from datasets.synthetic.raw import TRUTH_FILE
+    from datasets.synthetic.raw_scene import load_truth
+    from pipelines.shards import dataset_roots
+
+    out, stats, _ = synthetic_built
+    roots = dataset_roots(str(faulty_raw))
+    found = set()
+    for s in stats:
+        truth = load_truth(os.path.join(roots[s["dataset"]], TRUTH_FILE))
+        for row in sr.read_manifest(out, s["dataset"], s["split"]).to_pylist():
+            want = truth[row["key"]]["reason"]
+            got = row["reason"].split(":")[0] if row["reason"] else ""
+            assert got == want, (row["key"], row["reason"], want)
+            assert (row["status"] == "ok") == (want == "") and (row["shard"] is None) == (want != "")
+            found.add(got)
+    # every fault the generator injects shows up, corrupt JPEGs found by this pipeline
+    assert found >= {"corrupt_image", "missing_image", "non_finite_label", "box_outside_image",
+                     "invalid_camera_pose", "invalid_frame"}
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp_path):
+    import glob
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clean, stats, _ = synthetic_built
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pipelines.shards", "--raw", str(faulty_raw), "--out", str(out),
+           "--datasets", *KILLED_DATASETS, "--max-samples", str(E2E.max_samples), "--num-cpus", "2",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not glob.glob(f"{out}/*/*/*.tar") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9 the driver, once its first shard is complete
+        proc.wait()
+    finally:  # its Ray processes follow the driver; end any that have not after a while
+        deadline = time.monotonic() + 60
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    planned = [s for s in stats if s["dataset"] in KILLED_DATASETS]
+    survivors = {p: os.stat(p).st_mtime_ns for p in glob.glob(f"{out}/*/*/*.tar")}
+    assert 0 < len(survivors) < sum(s["shards"] for s in planned), "the run was not interrupted midway"
+    assert not glob.glob(f"{out}/*/*/manifest.parquet") or len(glob.glob(f"{out}/*/*/manifest.parquet")) < len(planned)
+
+    stats2, skipped = build(str(faulty_raw), str(out), E2E, list(KILLED_DATASETS))
+    assert not skipped
+    assert sum(s["shards_written"] for s in stats2) == sum(s["shards"] for s in planned) - len(survivors)
+    assert {p: os.stat(p).st_mtime_ns for p in survivors} == survivors  # not rewritten
+    for s in planned:
+        a, b = sr.list_shards(clean, s["dataset"], s["split"]), sr.list_shards(out, s["dataset"], s["split"])
+        assert [os.path.basename(x) for x in a] == [os.path.basename(x) for x in b]
+        for x, y in zip(a, b):
+            assert open(x, "rb").read() == open(y, "rb").read(), y
+        assert sr.read_manifest(clean, s["dataset"], s["split"]).equals(sr.read_manifest(out, s["dataset"], s["split"]))
+    assert not glob.glob(f"{out}/*/*/.tmp-*")
