@@ -377,10 +377,25 @@ def _session_processes(sid: int) -> list[int]:
     return pids
 
 
+def _kill_session(sid: int, timeout: float = 30.0) -> None:
+    """SIGKILL every process of session `sid` (a run this test started), until none is left."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (pids := _session_processes(sid)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    assert not _session_processes(sid), "the killed run left processes behind"
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp_path):
     import glob
-    import signal
     import subprocess
     import sys
     import time
@@ -395,14 +410,9 @@ def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp
         deadline = time.monotonic() + 240
         while not glob.glob(f"{out}/*/*/*.tar") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)  # kill -9 the driver, once its first shard is complete
+    finally:  # kill -9 the run, once its first shard is complete: the driver and its local Ray
+        _kill_session(proc.pid)
         proc.wait()
-    finally:  # its Ray processes follow the driver; end any that have not after a while
-        deadline = time.monotonic() + 60
-        while _session_processes(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        for pid in _session_processes(proc.pid):
-            os.kill(pid, signal.SIGKILL)
     planned = [s for s in stats if s["dataset"] in KILLED_DATASETS]
     survivors = {p: os.stat(p).st_mtime_ns for p in glob.glob(f"{out}/*/*/*.tar")}
     assert 0 < len(survivors) < sum(s["shards"] for s in planned), "the run was not interrupted midway"
