@@ -36,14 +36,16 @@ WRITERS = {
 
 def write_raw(out: str | Path, *, seed: int = 0, scale: int = 1, people: int = 2, faults: tuple[str, ...] = (),
               datasets: tuple[str, ...] | None = None, assets_root: str | Path | None = None,
-              workers: int = 1, log=print) -> dict[str, Path]:
+              workers: int = 1, scale_for: dict[str, int] | None = None, log=print) -> dict[str, Path]:
     """Render the synthetic raw datasets into `out/raw` with the synthetic body models in
     `assets_root` (default `out/assets`).
 
     scale: multiplies sequences / images per split (1 = the test size); people: most people
     in one image; faults: names from `raw_scene.FAULTS` to inject (see each writer);
     datasets: a subset of WRITERS (default all); workers: processes writing datasets in
-    parallel (each dataset has its own seed stream, so the output does not depend on it).
+    parallel (each dataset has its own seed stream, so the output does not depend on it);
+    scale_for: per-dataset scales overriding `scale` (e.g. more cheap label-npz images for
+    the demo's training mix).
     Returns dataset -> its raw root.
     """
     unknown = set(faults) - set(FAULTS)
@@ -54,7 +56,12 @@ def write_raw(out: str | Path, *, seed: int = 0, scale: int = 1, people: int = 2
     out = Path(out)
     assets_root = Path(assets_root or out / "assets")
     names = tuple(datasets or WRITERS)
-    jobs = [(name, assets_root, out / "raw", seed, scale, people, tuple(faults)) for name in names]
+    scale_for = dict(scale_for or {})
+    unknown = set(scale_for) - set(WRITERS)
+    if unknown:
+        raise ValueError(f"scale_for names unknown datasets {sorted(unknown)}; known: {list(WRITERS)}")
+    jobs = [(name, assets_root, out / "raw", seed, scale_for.get(name, scale), people, tuple(faults))
+            for name in names]
     if workers <= 1:
         return dict(zip(names, (_write_in_process(*job, log=log) for job in jobs)))
     # spawn, not fork: the parent may hold torch / OpenMP threads
@@ -108,9 +115,23 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _scale_for(text: str) -> dict[str, int]:
+    import argparse
+
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        if name not in WRITERS or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"expected NAME=N with NAME in {list(WRITERS)} and N >= 1, got {item!r}")
+        out[name] = int(value)
+    return out
+
+
 def add_arguments(ap) -> None:
     ap.add_argument("--people", type=_positive, default=2, help="most people in one image (default 2)")
     ap.add_argument("--workers", type=_positive, default=1, help="processes writing datasets in parallel (default 1)")
+    ap.add_argument("--scale-for", type=_scale_for, default={}, metavar="NAME=N,...",
+                    help="per-dataset scales overriding --scale, e.g. coco=40,mpii=40")
     ap.add_argument("--faults", type=_faults, default=(), help="faults to inject into the raw datasets, for tests: "
                     f"'all' or a comma-separated subset of {','.join(FAULTS)} (default none)")
 
@@ -118,4 +139,4 @@ def add_arguments(ap) -> None:
 def step(args) -> list[Path]:
     """The raw-dataset step of `python -m datasets.synthetic` (after the assets step)."""
     return list(write_raw(args.out, seed=args.seed, scale=args.scale, people=args.people, faults=args.faults,
-                               workers=args.workers).values())
+                               workers=args.workers, scale_for=args.scale_for).values())
