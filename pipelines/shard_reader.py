@@ -115,17 +115,23 @@ def _check_sample(shard: str, key: str, parts: list[tuple[str, object]]) -> dict
 def iter_members(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) per sample of one shard, checked; streams the tar (object stores too)."""
     fs, path = resolve(shard)
-    with fs.open_input_stream(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        yield from _samples(shard, ((m.name, m.isreg(), m.isreg() and tar.extractfile(m).read())
-                                    for m in tar))
+    try:
+        with fs.open_input_stream(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            yield from _samples(shard, ((m.name, m.isreg(), m.isreg() and tar.extractfile(m).read())
+                                        for m in tar))
+    except tarfile.TarError as e:
+        raise ShardError(f"{shard}: not a readable tar ({e})") from e
 
 
 def list_samples(shard: str) -> list[tuple[str, int]]:
     """(key, bytes of its members) per sample of one shard, checked as `iter_members`, from
     the tar headers alone (seeks past the data)."""
     fs, path = resolve(shard)
-    with fs.open_input_file(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-        members = [(m.name, m.isreg(), m.size) for m in tar.getmembers()]
+    try:
+        with fs.open_input_file(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            members = [(m.name, m.isreg(), m.size) for m in tar.getmembers()]
+    except tarfile.TarError as e:
+        raise ShardError(f"{shard}: not a readable tar ({e})") from e
     return [(key, sum(sizes.values())) for key, sizes in _samples(shard, members)]
 
 

@@ -13,11 +13,12 @@ Stages, top to bottom (per dataset and split):
    `samples_per_shard()` (the sample count bound, and a byte bound that holds for any
    image content, see `ShardSettings`). Shard i of a split always gets the same keys.
 3. crop + encode + write (Ray Data, one row = one shard, one CPU task each): decode the
-   source image (a rejected decode is `corrupt_image`), warp, JPEG-encode, serialize the
-   crop-space record, and stream the samples in key order into `.tmp-<shard>` with fixed
-   tar metadata, renamed to `<shard>` when complete. A shard that already exists (an
-   earlier, interrupted run) is checked against the plan from its tar headers instead.
-   Holds after: each planned frame is in its shard or a `corrupt_image` row.
+   source image (undecodable, or not the size the labels say: `corrupt_image`; gone:
+   `missing_image`), warp, JPEG-encode, serialize the crop-space record, and stream the
+   samples in key order into `.tmp-<shard>.<id>` with fixed tar metadata, renamed to
+   `<shard>` when complete. A shard that already exists (an earlier, interrupted run) is
+   checked against the plan from its tar headers instead.
+   Holds after: each planned frame is in its shard or an image-reject row.
 4. manifest (driver): one row per frame read, sorted by key -> `manifest.parquet`
    (temporary name + rename, written last), `stats.json`.
 

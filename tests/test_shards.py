@@ -429,3 +429,13 @@ def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp
             assert open(x, "rb").read() == open(y, "rb").read(), y
         assert sr.read_manifest(clean, s["dataset"], s["split"]).equals(sr.read_manifest(out, s["dataset"], s["split"]))
     assert not glob.glob(f"{out}/*/*/.tmp-*")
+
+
+def test_truncated_shard_is_named(tmp_path, built):
+    out, _, _ = built
+    data = open(sr.list_shards(out, "coco", "train")[0], "rb").read()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:len(data) // 2 + 100])
+    for read in (lambda s: list(sr.iter_shard(s)), sr.list_samples):
+        with pytest.raises(sr.ShardError, match="cut.tar"):
+            read(str(cut))
