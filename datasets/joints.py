@@ -191,9 +191,9 @@ JOINT_SETS: dict[str, JointSet] = {
 # superset holds what 3DPW (COCO-18), CLIFF labels (`part`), MPI-INF-3DHP and the
 # H36M-17 / LSP-14 evaluation joints provide, so no dataset loses a joint it has.
 KEYPOINTS_2D = SPIN_24
-# The 3D joint set every record carries (camera frame, metres): SMPL-24, computed from
-# the ground-truth SMPL where a dataset has it.
-JOINTS_3D = SMPL_24
+# Every record's `joints_3d` (camera frame, metres, + confidence) is in the same
+# KEYPOINTS_2D order: read off the ground-truth SMPL mesh (KEYPOINTS_FROM_MESH below)
+# where a dataset has SMPL, from its own 3D labels otherwise (MPI-INF-3DHP `annot3`).
 
 # The 3DPW/H36M evaluation subset (SPIN `H36M_TO_J14`), derived from names.
 H36M_TO_LSP14 = H36M_17.indices(LSP_14.names)
