@@ -109,3 +109,20 @@ def test_table2_layout():
 def test_table2_default_methods_are_the_presets():
     md = T.render_table2(_measured("reg-m", "3dpw", (39.0, 65.0, 78.0), 7))
     assert "| Reg-M | measured, run r1 | 39.0 | 65.0 | 78.0 | 7 |" in md
+
+
+def test_tables_command_gathers_runs_and_states_the_baseline_ratio(tmp_path, capsys):
+    from eval import tables as T
+
+    for run, method, value in (("a", "def-m-tiny", 60.0), ("b", "reg-s-tiny", 90.0)):
+        rows = [T.ResultRow(T.MEAN_POSE_METHOD, "3dpw", "pa_mpjpe", 100.0, 40, f"{run}/1", kind="baseline", synthetic=True),
+                T.ResultRow(method, "3dpw", "pa_mpjpe", value, 40, f"{run}/1", synthetic=True)]
+        T.save_rows(tmp_path / run / "eval" / "results.json", rows)
+    out = tmp_path / "table.md"
+    assert T.main(["--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--table2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "def-m-tiny on 3DPW: PA-MPJPE 60.0 mm vs mean pose 100.0 mm: 40.0% below" in text
+    assert "reg-s-tiny on 3DPW: PA-MPJPE 90.0 mm vs mean pose 100.0 mm: 10.0% below" in text
+    # the tiny presets fill the measured rows of their configurations
+    assert "| Def-M (DeforHMR) | measured" in text and "| Reg-S (HMR2.0†) | measured" in text
+    assert out.read_text().strip() == text.strip()
