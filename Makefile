@@ -72,6 +72,25 @@ bench: bench-features ## throughput figures against limits measured in the same 
 bench-features: setup ## ViT-H crops/s on this machine (random weights) and the feature pipeline's rate against it
 	$(BIN)/python -m pipelines.bench_features
 
+# ---- training: the decoder over a feature cache, Lightning DDP (train/) ----
+CONFIG ?= train/configs/demo-cpu.yaml
+RUN ?= runs/demo
+FEATURES ?= data/features
+RESUME ?=
+SET ?=
+.PHONY: train bench-train
+
+# RESUME=1 reads RUN/config.yaml; a CONFIG given with it must match that file.
+TRAIN_CONFIG = $(if $(RESUME),$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG))
+
+train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's last.ckpt; SET="optim.epochs=5 data.mix.coco=0"; ASSETS=)
+	$(BIN)/python -m train $(TRAIN_CONFIG) --features $(FEATURES) --run $(RUN) $(if $(RESUME),--resume) \
+		$(if $(ASSETS),--assets $(ASSETS)) $(foreach s,$(SET),--set $(s))
+
+bench: bench-train
+bench-train: setup ## training loader samples/s against `cat` of the same shards; def-m training samples/s on this CPU
+	$(BIN)/python -m train.bench_loader
+
 # ---- evaluation: standardized protocols, tables, figures (eval/) ----
 RUN ?= runs/demo
 FEATURES ?= data/features

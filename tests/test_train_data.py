@@ -1,0 +1,257 @@
+"""train.data: mixing ratios, shard splitting, equal epochs on every rank, exact replay
+after a resume, view draws, validation coverage — on tiny caches written here."""
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipelines.shard_reader import ShardError
+
+from train.batch import collate
+from train.config import DataConfig
+from train.data import (DataError, FeatureDataModule, FeatureStream, StepSyncedLoader, ValStream, consumer_shards,
+                        open_cache, train_sources)
+from train.random_cache import write_cache_spec, write_split
+
+SHAPE = (4, 2, 3)
+B = 4
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache whose sample keys name their dataset: 'aaa' 6 shards x 5, 'bbb' 2 shards x 5
+    (each with 3 views), a 'aaa' val split of 3 shards x 3."""
+    root = tmp_path_factory.mktemp("features")
+    c = root / "rand"
+    write_cache_spec(c, SHAPE)
+    write_split(c, "aaa", "train", 6, 5, SHAPE, views=3)
+    write_split(c, "bbb", "train", 2, 5, SHAPE, views=3)
+    write_split(c, "aaa", "val", 3, 3, SHAPE)
+    return root
+
+
+def _cfg(**kw) -> DataConfig:
+    return DataConfig(**{"cache": "rand", "mix": {"aaa": 1.0, "bbb": 1.0}, "val_dataset": "aaa",
+                         "shuffle_buffer": 4, "workers": 0, **kw})
+
+
+def _stream(cache, rank=0, world=1, batches=6, views="random", weights=None, seed=0):
+    root, spec = open_cache(str(cache), "rand")
+    sources, w = train_sources(root, _cfg())
+    return FeatureStream(sources, np.asarray(weights) if weights is not None else w, spec, B, batches,
+                         rank, world, seed, 4, views)
+
+
+def _keys(loader) -> list[list[str]]:
+    return [b["key"] for b in loader]
+
+
+def test_mixing_follows_the_weights(cache):
+    ds = _stream(cache, batches=250, weights=[0.25, 0.75])
+    counts = Counter(fr["dataset"] for _, fr in ds)
+    assert sum(counts.values()) == 1000
+    assert abs(counts["bbb"] / 1000 - 0.75) < 0.05
+
+
+def test_maps_are_read_once_into_the_batch_and_bytes_are_decoded_as_views(cache):
+    from train.batch import LazyMap, MapReads, materialize
+    from train.data import decode_sample, one_view, read_samples
+
+    ds = _stream(cache)
+    lazy, frame = next(iter(ds))
+    assert isinstance(lazy, LazyMap) and lazy.shape == SHAPE
+    eager = collate([(lazy, frame)] * 3)
+    assert eager["features"].dtype == torch.float16 and eager["features"].shape == (3, *SHAPE)
+    assert eager["joints_3d"].shape == (3, 24, 4) and eager["has_smpl"].dtype == torch.bool
+    assert eager["key"] == [frame["key"]] * 3
+    deferred = collate([(lazy, frame)] * 3, lazy=True)
+    assert isinstance(deferred["features"], MapReads)
+    assert torch.equal(materialize(deferred)["features"], eager["features"])
+    # bytes read in memory (remote shards) decode to a view of them, no copy
+    sample = next(read_samples(lazy.span.path))
+    feats, _ = decode_sample(one_view(sample, "plain", None), ds.spec)
+    assert feats.dtype == np.float16 and feats.shape == SHAPE and not feats.flags.owndata
+    first = next(s for s in read_samples(lazy.span.path, (".f16",)) if s["__key__"] == sample["__key__"])
+    assert torch.equal(collate([(feats, frame)])["features"][0],
+                       collate([decode_sample(one_view(first, "plain", None), ds.spec)])["features"][0])
+
+
+def test_views_random_draws_every_view_and_plain_draws_view_zero(cache):
+    assert {fr["view"] for _, fr in _stream(cache)} == {0, 1, 2}
+    assert {fr["view"] for _, fr in _stream(cache, views="plain")} == {0}
+
+
+def test_consumers_read_disjoint_shards_that_cover_the_dataset():
+    shards = tuple(f"s{i}" for i in range(7))
+    for consumers in (1, 3, 7):
+        got = [consumer_shards(shards, c, consumers, np.random.default_rng(0)) for c in range(consumers)]
+        assert sorted(s for g in got for s in g[0]) == sorted(shards)
+        assert all(stride == 1 for _, stride, _ in got)
+    # fewer shards than consumers: shared shards, split at the sample level
+    got = [consumer_shards(shards[:2], c, 5, np.random.default_rng(0)) for c in range(5)]
+    slots = Counter((g[0][0], g[2]) for g in got)
+    assert len(slots) == 5 and {g[1] for g in got if g[0][0] == got[0][0][0]} == {3}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_rank_yields_the_same_number_of_batches_of_different_samples(cache, workers):
+    per_rank = []
+    for rank in range(3):  # 3 ranks x 2 workers = 6 consumers over 6 + 2 shards
+        ds = _stream(cache, rank=rank, world=3, batches=3)
+        loader = StepSyncedLoader(ds, step=lambda: 0, batch_size=B, num_workers=workers, collate_fn=collate)
+        keys = _keys(loader)
+        assert len(loader) == 3 and len(keys) == 3 and all(len(k) == B for k in keys)
+        per_rank.append({k for b in keys for k in b if k.startswith("aaa")})
+    assert not (per_rank[0] & per_rank[1]) and not (per_rank[1] & per_rank[2]) and not (per_rank[0] & per_rank[2])
+
+
+@pytest.mark.parametrize("workers, stops", [(0, (1, 6)), (3, (2, 4))])
+def test_a_resumed_epoch_replays_exactly_the_rest_of_the_stream(cache, workers, stops):
+    def run(step):
+        loader = StepSyncedLoader(_stream(cache, batches=7), step=lambda: step, batch_size=B, num_workers=workers,
+                                  collate_fn=collate)
+        return _keys(loader)
+    full = run(0)
+    assert len(full) == 7
+    for done in stops:
+        assert run(done) == full[done:], done
+    nxt = run(7)  # the next epoch is another draw
+    assert len(nxt) == 7 and nxt != full
+    assert run(9) == nxt[2:]
+
+
+def test_persistent_workers_see_the_step_of_each_new_epoch(cache):
+    ds = _stream(cache, batches=2)
+    step = {"v": 0}
+    loader = StepSyncedLoader(ds, step=lambda: step["v"], batch_size=B, num_workers=2, collate_fn=collate,
+                              persistent_workers=True)
+    e0 = _keys(loader)
+    step["v"] = 2
+    e1 = _keys(loader)
+    step["v"] = 0
+    assert _keys(loader) == e0 and e1 != e0
+
+
+def test_validation_reads_each_sample_once_over_ranks_and_workers(cache):
+    root, spec = open_cache(str(cache), "rand")
+    from train.data import find_source
+
+    src = find_source(root, "aaa", "val")
+    seen = []
+    for rank in range(2):
+        loader = DataLoader(ValStream(src, spec, rank, 2), batch_size=2, num_workers=2, collate_fn=collate)
+        seen += [k for b in loader for k in b["key"]]
+    assert len(seen) == src.samples == 9 and len(set(seen)) == 9
+
+
+def test_datamodule_counts_from_the_manifest_and_checks_the_tree(cache):
+    dm = FeatureDataModule(_cfg(), str(cache), global_batch=8, seed=0)
+    assert dm.epoch_samples == 40 and dm.batches_per_epoch == 5 and dm.feature_shape == SHAPE
+    dm.configure(rank=1, world=2)
+    assert dm.batch_size == 4
+    with pytest.raises(DataError, match="not divisible"):
+        dm.configure(rank=0, world=3)
+    with pytest.raises(DataError, match=r"ccc.*data\.mix"):
+        FeatureDataModule(_cfg(mix={"ccc": 1.0}), str(cache), 8, 0)
+    with pytest.raises(DataError, match=r"data\.cache"):
+        FeatureDataModule(_cfg(cache="nope"), str(cache), 8, 0)
+
+
+def test_batch_fields_read_the_npz_as_the_record_does(cache):
+    from datasets.record import PersonFrame, RecordError
+    from train.batch import BATCH_FIELDS, batch_fields
+    from train.random_cache import random_records
+
+    fr = random_records("aaa", "train", 1, np.random.default_rng(0), has_smpl_rate=0.0)[0].replace(view=2)
+    fields = batch_fields(fr.to_npz_bytes(), source="x.npz")
+    for name in BATCH_FIELDS:
+        assert np.array_equal(fields[name], getattr(fr, name)), name
+    a, b = collate([(np.zeros(SHAPE, np.float16), fr)]), collate([(np.zeros(SHAPE, np.float16), fields)])
+    assert all(torch.equal(a[k], b[k]) if torch.is_tensor(a[k]) else a[k] == b[k] for k in a)
+    bad = fr.to_npz_bytes().replace(np.float32(fr.betas[0]).tobytes(), np.float32(np.nan).tobytes(), 1)
+    with pytest.raises(RecordError, match=r"x\.npz.*betas"):
+        batch_fields(bad, source="x.npz")
+    assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
+
+
+def test_npz_view_matches_np_load_and_copies_nothing():
+    import io
+
+    from train.npz_view import read_npz
+
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "s": np.array("text"), "b": np.array(True),
+              "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)), "e": np.zeros((0, 3))}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    got = read_npz(data)
+    for k, v in arrays.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
+    assert not got["a"].flags.writeable and np.shares_memory(got["a"], np.frombuffer(data, np.uint8))
+    with pytest.raises(KeyError, match="zz"):
+        read_npz(data, ["a", "zz"])
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, **arrays)
+    from train.npz_view import NpzError
+
+    with pytest.raises(NpzError):
+        read_npz(compressed.getvalue())
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_reader_agrees_with_tarfile(tmp_path, fmt):
+    from train.batch import Span
+    from train.data import tar_members
+
+    long = "d" * 60 + "/" + "k" * 90 + ".v0.f16"  # over ustar's 100-byte name field
+    members = [("a.enc", b"x"), (long, bytes(range(256)) * 5), ("a.v0.npz", b"")]
+    if fmt == tarfile.PAX_FORMAT:
+        members.append(("caf\u00e9.npz", b"pax path"))
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        tar.addfile(_dir("adir"))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    got = list(tar_members(str(path), lazy=(".f16",)))
+    assert [n for n, _ in got] == [n for n, _ in members]
+    for (name, data), (_, value) in zip(members, got):
+        if isinstance(value, Span):
+            out = np.empty(value.size, np.uint8)
+            value.read_into(out)
+            value = out.tobytes()
+        assert value == data, name
+    raw = bytearray(path.read_bytes())
+    raw[600] ^= 0xFF  # inside the second header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match=r"t\.tar.*byte 512.*checksum"):
+        list(tar_members(str(path)))
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def test_uri_shards_stream_through_pyarrow_and_match_local_reads(cache):
+    from train.batch import materialize
+    from train.data import read_samples
+
+    shard = str(next((cache / "rand" / "aaa" / "train").glob("*.tar")))
+    local = list(read_samples(shard))
+    remote = list(read_samples("file://" + shard))
+    assert [s["__key__"] for s in remote] == [s["__key__"] for s in local]
+    assert all(a[k] == b[k] for a, b in zip(local, remote) for k in a if not k.startswith("__"))
+    dm_local = FeatureDataModule(_cfg(), str(cache), global_batch=4, seed=0)
+    dm_uri = FeatureDataModule(_cfg(), "file://" + str(cache), global_batch=4, seed=0)
+    a = materialize(next(iter(dm_local.train_dataloader())))
+    b = materialize(next(iter(dm_uri.train_dataloader())))
+    assert a["key"] == b["key"] and torch.equal(a["features"], b["features"])

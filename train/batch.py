@@ -1,0 +1,215 @@
+"""One batch layout for training and evaluation: `collate` turns decoded feature samples
+(features + the sample's record) into a dict of tensors.
+
+Batch dict (B samples):
+- features: (B, C, H, W) float16, the cached encoder feature maps (from arrays, or from
+  lazy maps that read themselves into the batch).
+- key, dataset, gender: list[str] of B; view: (B,) int64, the augmentation view used.
+- smpl_pose: (B, 24, 3) float32 axis-angle, SMPL-24 order, row 0 global orientation in
+  the camera frame; betas: (B, 10) float32; has_smpl: (B,) bool (validity of both);
+  body_model: list[str], 'smpl' or 'smplx' — the family of those parameters (only 'smpl'
+  ones may supervise the SMPL parameters, `train.losses`).
+- joints_3d: (B, 24, 4) float32 metres, camera frame, KEYPOINTS_2D order, column 3 the
+  confidence (0 = absent).
+- keypoints_2d: (B, 24, 3) float32 crop pixels, KEYPOINTS_2D order, column 2 the confidence.
+- synthetic: (B,) bool, sample made from the project's synthetic stand-ins.
+
+A sample's record is a `PersonFrame`, or the mapping `batch_fields` reads straight from
+the record's npz bytes (the training loader's fast path: zero-copy views of the fields
+above, no full record). Inside a DataLoader worker the stacked tensors are allocated in
+shared memory (as torch's `default_collate` does), so handing a batch to the main process
+copies nothing.
+"""
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import sys
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from datasets.record import _ARRAY_FIELDS, PersonFrame, RecordError
+from train.npz_view import NpzError, read_npz
+
+READ_THREADS = min(4, os.cpu_count() or 1)  # threads reading maps into a batch (preadv releases the GIL)
+ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d")  # float32 target arrays of the record
+FLAGS = ("has_smpl", "synthetic")  # bool
+STRINGS = ("key", "dataset", "gender", "body_model")
+BATCH_FIELDS = ARRAYS + FLAGS + STRINGS + ("view",)
+DEFAULTS = {"body_model": "smpl"}  # fields records written before they existed lack
+
+
+def batch_fields(npz: bytes, source: str = "") -> dict:
+    """The record fields a batch carries, read from a record's npz bytes (PersonFrame
+    `to_npz_bytes`) without building the record: arrays are read-only views, checked for
+    shape and finiteness (RecordError naming `source` and the field)."""
+    try:
+        a = read_npz(npz, BATCH_FIELDS, optional=DEFAULTS)
+    except (NpzError, KeyError) as e:  # an npz this reader does not take: the full record
+        fr = PersonFrame.from_npz_bytes(npz, source=f"{source} ({e})")
+        return {f: getattr(fr, f) for f in BATCH_FIELDS}
+    out = {}
+    for name in ARRAYS:
+        arr, shape = a[name], _ARRAY_FIELDS[name][0]
+        if arr.shape != shape or arr.dtype != np.float32:
+            raise RecordError(f"{source}: field '{name}' has shape {arr.shape} {arr.dtype}, expected {shape} float32")
+        if not np.isfinite(arr).all():
+            raise RecordError(f"{source}: field '{name}' has non-finite values")
+        out[name] = arr
+    for name in FLAGS:
+        out[name] = bool(a[name])
+    for name in STRINGS:
+        out[name] = str(a[name]) if name in a else DEFAULTS[name]
+    out["view"] = int(a["view"])
+    return out
+
+
+class Span(NamedTuple):
+    """Where a tar member's bytes lie in a local shard (read later, straight into place)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Read the bytes into `out` (C-contiguous, exactly `size` bytes): one copy."""
+        buf = memoryview(out).cast("B")
+        if buf.nbytes != self.size:
+            raise ValueError(f"{self.path}: member at byte {self.offset} holds {self.size} bytes, "
+                             f"its slot {buf.nbytes}")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            n = os.preadv(fd, [buf], self.offset)
+        finally:
+            os.close(fd)
+        if n != self.size:
+            raise ValueError(f"{self.path}: short read at byte {self.offset} ({n} of {self.size} bytes)")
+
+
+class LazyMap(NamedTuple):
+    """A feature map still in its shard (`span`), of `shape` and `dtype`."""
+
+    span: Span
+    shape: tuple[int, ...]
+    dtype: str
+
+    def read_into(self, out: np.ndarray) -> None:
+        self.span.read_into(out)
+
+
+class MapReads(NamedTuple):
+    """The feature maps of a batch still on disk: `materialize` reads them in the process
+    that trains (into pinned memory for a GPU), so worker processes pass a few bytes
+    instead of copying each map into shared memory."""
+
+    maps: tuple[LazyMap, ...]
+
+    def read(self, pin_memory: bool = False) -> torch.Tensor:
+        first = self.maps[0]
+        shape, dtype = (len(self.maps), *first.shape), _TORCH[np.dtype(first.dtype)]
+        # pinned: torch's caching host allocator hands back warm blocks; else our pool
+        out = torch.empty(shape, dtype=dtype, pin_memory=True) if pin_memory else _BUFFERS.tensor(shape, dtype)
+        view = out.numpy()
+        list(_pool().map(lambda i: self.maps[i].read_into(view[i]), range(len(self.maps))))
+        return out
+
+
+_TORCH = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32}
+
+
+class BufferPool:
+    """Reusable anonymous memory for batches of maps. Writing into fresh memory costs a page
+    fault per 4 kB (2-4x slower than reading the page cache); a pooled buffer is handed out
+    again only once no tensor, view or storage made from it is alive — CPython's reference
+    count of the buffer is back to the pool's own —, so reuse never overwrites a batch in use.
+    Buffers are advised to use huge pages (faults per 2 MB when first filled)."""
+
+    def __init__(self, per_size: int = 6):
+        self.per_size = per_size
+        self.buffers: dict[int, list[mmap.mmap]] = {}
+
+    def tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+        if nbytes == 0:
+            return torch.empty(shape, dtype=dtype)
+        kept = self.buffers.setdefault(nbytes, [])
+        for m in kept:
+            if sys.getrefcount(m) == _POOLED_REFS:  # nothing outside the pool holds it
+                return torch.frombuffer(m, dtype=dtype).view(shape)
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            m.madvise(mmap.MADV_HUGEPAGE)
+        if len(kept) < self.per_size:
+            kept.append(m)
+        return torch.frombuffer(m, dtype=dtype).view(shape)  # the tensor keeps the mapping alive
+
+
+_POOLED_REFS = 3  # references of an idle pooled buffer in `tensor`'s loop: the list, `m`, getrefcount's argument
+_BUFFERS = BufferPool()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read-maps")
+    return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def materialize(batch: dict, pin_memory: bool = False) -> dict:
+    """The batch with `features` read from disk if they are still `MapReads`."""
+    if isinstance(batch.get("features"), MapReads):
+        batch = {**batch, "features": batch["features"].read(pin_memory)}
+    return batch
+
+
+def stack(arrays: Sequence, dtype: torch.dtype) -> torch.Tensor:
+    """(N, *shape) tensor from N equal-shape arrays (read-only views allowed) or lazy maps
+    (objects with `shape` and `read_into(out)`, e.g. `train.data.LazyMap`, which read
+    themselves into their slot): one copy, into shared memory in a DataLoader worker."""
+    shape = (len(arrays), *arrays[0].shape) if hasattr(arrays[0], "read_into") else (len(arrays), *np.shape(arrays[0]))
+    if get_worker_info() is not None:
+        storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+        out = torch.empty(0, dtype=dtype).new(storage).view(shape)
+    else:
+        out = torch.empty(shape, dtype=dtype)
+    view = out.numpy()
+    for i, a in enumerate(arrays):
+        if hasattr(a, "read_into"):
+            a.read_into(view[i])
+        else:
+            view[i] = a
+    return out
+
+
+def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping]], lazy: bool = False) -> dict:
+    """[(features (C, H, W), record), ...] -> batch dict (see the module doc). With `lazy`,
+    maps still on disk stay there (`features` is a `MapReads`; `materialize` reads them)."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    feats, records = zip(*samples)
+    get = (lambda r, f: r[f]) if isinstance(records[0], Mapping) else getattr  # noqa: E731
+    shapes = {f.shape for f in feats}
+    if len(shapes) != 1:
+        raise ValueError(f"collate: feature maps of different shapes {sorted(shapes)} in one batch "
+                         f"(keys {[get(r, 'key') for r in records][:4]}...)")
+    if lazy and all(isinstance(f, LazyMap) for f in feats):
+        batch: dict = {"features": MapReads(tuple(feats))}
+    else:
+        batch = {"features": stack(feats, _TORCH[np.dtype(feats[0].dtype)])}
+    for name in ARRAYS:
+        batch[name] = stack([get(r, name) for r in records], torch.float32)
+    for name in FLAGS:
+        batch[name] = torch.tensor([bool(get(r, name)) for r in records], dtype=torch.bool)
+    batch["view"] = torch.tensor([int(get(r, "view")) for r in records], dtype=torch.int64)
+    for name in STRINGS:
+        batch[name] = [str(get(r, name)) for r in records]
+    return batch

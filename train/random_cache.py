@@ -1,0 +1,103 @@
+"""A feature cache of random feature maps with self-consistent targets, in exactly the
+layout `pipelines/features.py` writes (encoder.json, tars of `<key>.enc`,
+`<key>.v<v>.f16`, `<key>.v<v>.npz`, manifest.parquet) — for the training tests and the
+loader benchmark, which need shards without running an encoder.
+
+Targets of a sample: SMPL pose ~ N(0, 0.2) rad per joint, betas ~ N(0, 0.5), a crop camera
+(s, tx, ty) near the mean; with a body model, joints_3d are the mesh's KEYPOINTS_2D joints
+moved by the camera's translation and keypoints_2d their projection into the crop (what
+the model predicts for the same parameters, model/deforhmr.py), so a decoder can fit them.
+Without one, joints and keypoints are random. Every record is marked synthetic.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from datasets.record import CROP_HW, NUM_KEYPOINTS, PersonFrame, make_key
+from model.geometry import crop_intrinsics, project, weak_cam_to_transl
+from pipelines.features import (ENCODER_EXT, FEATURE_DTYPE, FEATURE_EXT, MANIFEST_SCHEMA, OK, RECORD_EXT, SPEC,
+                                view_ext)
+from pipelines.shard_reader import MANIFEST, shard_name
+from pipelines.shards import _tarinfo
+
+ENCODER_ID = "random-features"
+
+
+def write_cache_spec(cache: Path, shape: tuple[int, int, int]) -> dict:
+    spec = {"encoder_id": ENCODER_ID, "encoder": {"encoder": "random", "feature_shape": list(shape)},
+            "storage": {"member": FEATURE_EXT, "dtype": FEATURE_DTYPE, "shape": list(shape), "order": "C"},
+            "views": None, "synthetic": True}
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / SPEC).write_text(json.dumps(spec, indent=1) + "\n")
+    return spec
+
+
+def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, body_model=None,
+                   has_smpl_rate: float = 1.0, first: int = 0) -> list[PersonFrame]:
+    """`n` records of one dataset split (see the module doc for the targets)."""
+    pose = (0.2 * rng.standard_normal((n, 24, 3))).astype(np.float32)
+    pose[:, 0] += np.array([np.pi, 0, 0], np.float32)  # upright in the OpenCV camera (y down)
+    betas = (0.5 * rng.standard_normal((n, 10))).astype(np.float32)
+    cam = np.stack([0.9 + 0.1 * rng.standard_normal(n), 0.05 * rng.standard_normal(n),
+                    0.2 + 0.05 * rng.standard_normal(n)], 1).astype(np.float32)
+    if body_model is not None:
+        with torch.no_grad():
+            out = body_model(betas=torch.from_numpy(betas), body_pose=torch.from_numpy(pose[:, 1:]),
+                             global_orient=torch.from_numpy(pose[:, :1]))
+            kp3d = out.keypoints + weak_cam_to_transl(torch.from_numpy(cam))[:, None]  # (n, 24, 3) camera frame
+            kp2d = project(kp3d, torch.as_tensor(crop_intrinsics(), dtype=torch.float32)).numpy()
+        conf = out.keypoints_valid.numpy().astype(np.float32)[None].repeat(n, 0)
+        kp3d = kp3d.numpy()
+    else:
+        kp3d = rng.standard_normal((n, NUM_KEYPOINTS, 3)).astype(np.float32) + [0, 0, 10]
+        kp2d = (rng.uniform(0, 1, (n, NUM_KEYPOINTS, 2)) * [CROP_HW[1], CROP_HW[0]]).astype(np.float32)
+        conf = np.ones((n, NUM_KEYPOINTS), np.float32)
+    has = rng.uniform(size=n) < has_smpl_rate
+    frames = []
+    for i in range(n):
+        k = first + i
+        frames.append(PersonFrame(
+            key=make_key(dataset, split, "seq", k, 0), dataset=dataset, split=split, sequence="seq", frame=k,
+            person=0, image_path=f"seq/{k:06d}.jpg", image_hw=np.array(CROP_HW, np.int64),
+            box_center=np.array([CROP_HW[1] / 2, CROP_HW[0] / 2], np.float32),
+            box_size=np.array([CROP_HW[1], CROP_HW[0]], np.float32), box_expand=1.2,
+            smpl_pose=pose[i], betas=betas[i], smpl_transl=np.zeros(3, np.float32), gender="neutral",
+            joints_3d=np.concatenate([kp3d[i], conf[i, :, None] * has[i]], 1),
+            keypoints_2d=np.concatenate([kp2d[i], conf[i, :, None]], 1),
+            has_smpl=bool(has[i]), has_transl=False, synthetic=True,
+            crop_affine=np.array([[1, 0, 0], [0, 1, 0]], np.float32),
+            intrinsics=crop_intrinsics().astype(np.float32)))
+    return frames
+
+
+def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: int, shape: tuple[int, int, int],
+                views: int = 1, seed: int = 0, body_model=None, has_smpl_rate: float = 1.0) -> int:
+    """Write `shards` tars of `per_shard` samples (each with `views` views) and the manifest
+    of `cache/<dataset>/<split>`; returns the number of samples."""
+    rng = np.random.default_rng([seed, len(dataset), shards])
+    out = cache / dataset / split
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for s in range(shards):
+        name = shard_name(dataset, split, s)
+        frames = random_records(dataset, split, per_shard, rng, body_model, has_smpl_rate, first=s * per_shard)
+        with tarfile.open(out / name, "w", format=tarfile.PAX_FORMAT) as tar:
+            for fr in frames:
+                members = [(f"{fr.key}.{ENCODER_EXT}", ENCODER_ID.encode())]
+                for v in range(views):
+                    feats = rng.standard_normal(shape).astype(FEATURE_DTYPE)
+                    members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feats.tobytes()))
+                    members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", fr.replace(view=v).to_npz_bytes()))
+                for m, data in members:
+                    tar.addfile(_tarinfo(m, len(data)), io.BytesIO(data))
+                rows.append(dict(key=fr.key, shard=name, image_shard=name, views=views, status=OK, reason=None))
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), out / MANIFEST)
+    return len(rows)
