@@ -116,7 +116,14 @@ class MapReads(NamedTuple):
         # pinned: torch's caching host allocator hands back warm blocks; else our pool
         out = torch.empty(shape, dtype=dtype, pin_memory=True) if pin_memory else _BUFFERS.tensor(shape, dtype)
         view = out.numpy()
-        list(_pool().map(lambda i: self.maps[i].read_into(view[i]), range(len(self.maps))))
+
+        def read_part(part: range) -> None:
+            for i in part:
+                self.maps[i].read_into(view[i])
+
+        n = len(self.maps)
+        parts = [range(k, n, READ_THREADS) for k in range(min(READ_THREADS, n))]
+        list(_pool().map(read_part, parts))  # one task per thread
         return out
 
 

@@ -15,7 +15,9 @@ Launch:
    `def-m` data settings: shard splitting, one-view reduction, shuffle buffers, mixing,
    decode, collate into shared memory, `--workers` worker processes, per-rank batch
    `--batch`), iterated for `--batches` batches after one warm-up batch; samples/s.
-   Ratio = loader / raw; the goal is >= 0.5.
+   Ratio = loader / raw; the goal is >= 0.5. Both are also given as CPU time per sample
+   (`cat`: its user + system time; loader: its workers' and the training process's), the
+   figure a shared machine does not distort.
 4. training: `def-m` (66.7 M parameters) + the synthetic SMPL, forward, `train.losses`,
    backward and AdamW step on `--train-batch` random maps, after one warm-up step;
    samples/s (fp32 on CPU; bf16 autocast on CUDA, as `make train` runs it).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,18 +38,31 @@ import numpy as np
 FEATURE_SHAPE = (1280, 16, 12)
 
 
-def raw_rate(shards: list[str], samples: int, repeats: int) -> float:
-    """Best samples/s of `cat` over the shards."""
-    best = 0.0
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_rate(shards: list[str], samples: int, repeats: int) -> tuple[float, float]:
+    """(best samples/s, CPU seconds per sample) of `cat` over the shards."""
+    best, cpu = 0.0, float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = _children_cpu(), time.perf_counter()
         subprocess.run(["cat", *shards], stdout=subprocess.DEVNULL, check=True)
         best = max(best, samples / (time.perf_counter() - t0))
-    return best
+        cpu = min(cpu, (_children_cpu() - c0) / samples)
+    return best, cpu
 
 
-def loader_rate(features: Path, workers: int, batch: int, batches: int) -> float:
-    """samples/s of the training loader over `batches` batches after a warm-up one."""
+def loader_rate(features: Path, workers: int, batch: int, batches: int) -> tuple[float, float, float]:
+    """(samples/s, worker CPU s per sample, training-process CPU s per sample) of the training
+    loader over `batches` batches after a warm-up one."""
     from train.config import DataConfig
     from train.data import FeatureDataModule
 
@@ -55,12 +71,14 @@ def loader_rate(features: Path, workers: int, batch: int, batches: int) -> float
     dm = FeatureDataModule(cfg, str(features), global_batch=batch, seed=0)
     it = iter(dm.train_dataloader())
     dm.on_before_batch_transfer(next(it), 0)  # workers started, buffers filled
-    t0 = time.perf_counter()
+    pids = [w.pid for w in getattr(it, "_workers", [])]
+    w0, m0, t0 = sum(map(_proc_cpu, pids)), time.process_time(), time.perf_counter()
     n = 0
     for _ in range(batches):
-        batch = dm.on_before_batch_transfer(next(it), 0)  # the maps read in this process, as in training
-        n += batch["features"].shape[0]
-    return n / (time.perf_counter() - t0)
+        batch_ = dm.on_before_batch_transfer(next(it), 0)  # the maps read in this process, as in training
+        n += batch_["features"].shape[0]
+    rate = n / (time.perf_counter() - t0)
+    return rate, (sum(map(_proc_cpu, pids)) - w0) / n, (time.process_time() - m0) / n
 
 
 def train_rate(assets_root: Path, batch: int, steps: int, device: str) -> float:
@@ -133,12 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = sum(os.path.getsize(s) for s in shards) / 1e6
         print(f"== bench-train: {n} samples ({size_mb:.0f} MB) in {len(shards)} shards; loader: {args.workers} "
               f"workers, batch {args.batch}", flush=True)
-        raw_before = raw_rate(shards, n, args.repeats)
-        loader = loader_rate(features, args.workers, args.batch, args.batches)
-        raw_after = raw_rate(shards, n, args.repeats)
-        raw = max(raw_before, raw_after)
-        print(f"raw read (cat, page cache)  {raw:10.0f} samples/s  ({raw * size_mb / n:.0f} MB/s)")
-        print(f"training loader              {loader:10.0f} samples/s  ratio {loader / raw:.2f} (goal >= 0.5)")
+        load = os.getloadavg()[0]
+        raw_before, cat_cpu = raw_rate(shards, n, args.repeats)
+        loader, worker_cpu, main_cpu = loader_rate(features, args.workers, args.batch, args.batches)
+        raw_after, cat_cpu2 = raw_rate(shards, n, args.repeats)
+        raw, cat_cpu = max(raw_before, raw_after), min(cat_cpu, cat_cpu2)
+        loader_cpu = worker_cpu + main_cpu
+        print(f"load average at the start: {load:.1f} on {os.cpu_count()} CPUs")
+        print(f"raw read (cat, page cache)  {raw:10.0f} samples/s  ({raw * size_mb / n:.0f} MB/s), "
+              f"{cat_cpu * 1e6:.0f} us CPU/sample")
+        print(f"training loader              {loader:10.0f} samples/s  ratio {loader / raw:.2f} (goal >= 0.5); "
+              f"CPU/sample: workers {worker_cpu * 1e6:.0f} us + training process {main_cpu * 1e6:.0f} us")
+        print(f"CPU cost ratio (cat / loader, the ratio when CPU bound): {cat_cpu / loader_cpu:.2f}")
         if not args.skip_train:
             assets = args.assets
             if assets is None:

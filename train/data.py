@@ -118,10 +118,11 @@ def train_sources(root: str, cfg: DataConfig) -> tuple[list[Source], np.ndarray]
 
 # ---- stream pieces (pure functions of their seeds) ------------------------------------------
 def consumer_shards(shards: tuple[str, ...], consumer: int, consumers: int,
-                    rng: np.random.Generator) -> tuple[list[str], int, int]:
+                    rng: np.random.Generator | None = None) -> tuple[list[str], int, int]:
     """(shards, stride, offset) consumer `consumer` of `consumers` reads in one pass: its
-    shards of a permutation, taking every `stride`-th sample from `offset`."""
-    order = [shards[i] for i in rng.permutation(len(shards))]
+    shards of a permutation (`rng`; None: the given order), taking every `stride`-th
+    sample from `offset`."""
+    order = list(shards) if rng is None else [shards[i] for i in rng.permutation(len(shards))]
     if len(order) >= consumers:
         return order[consumer::consumers], 1, 0
     s = consumer % len(order)  # fewer shards than consumers: share shard s at the sample level
@@ -253,7 +254,7 @@ def decode_sample(sample: dict, spec: dict) -> tuple[np.ndarray | LazyMap, dict]
 
 
 def dataset_stream(source: Source, seed: int, epoch: int, consumer: int, consumers: int, shuffle_buffer: int,
-                   views: str = "plain", reader: Callable[[str], Iterator[dict]] = read_samples) -> Iterator[dict]:
+                   views: str = "plain") -> Iterator[dict]:
     """Endless shuffled one-view samples of one dataset for one consumer (steps 2-3): the
     consumer's share of the epoch's shard permutation, read over and over."""
     from webdataset.filters import _shuffle
@@ -266,7 +267,7 @@ def dataset_stream(source: Source, seed: int, epoch: int, consumer: int, consume
         while True:
             n = 0
             for shard in shards:
-                for i, sample in enumerate(reader(shard, LAZY)):
+                for i, sample in enumerate(read_samples(shard, LAZY)):
                     if i % stride == offset:
                         n += 1
                         yield one_view(sample, views, view_rng)
@@ -283,6 +284,12 @@ def mixed(streams: list[Iterator[dict]], weights: np.ndarray, rng: np.random.Gen
     while True:
         for d in rng.choice(len(streams), size=MIX_CHUNK, p=weights):
             yield next(streams[d])
+
+
+def _worker() -> tuple[int, int]:
+    """(this DataLoader worker's index, the number of workers); (0, 1) in the main process."""
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info else (0, 1)
 
 
 def _h(name: str) -> int:
@@ -323,8 +330,7 @@ class FeatureStream(IterableDataset):
         return epoch, acting, skip, serve
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, object]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        worker, workers = _worker()
         epoch, acting, skip, serve = self.plan(int(self.position[0]), worker, workers)
         consumer, consumers = self.rank * workers + acting, self.world * workers
         streams = [dataset_stream(s, self.seed, epoch, consumer, consumers, self.shuffle_buffer, self.views)
@@ -343,17 +349,10 @@ class ValStream(IterableDataset):
         self.source, self.spec, self.rank, self.world = source, spec, rank, world
 
     def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        consumers = self.world * workers
-        consumer = self.rank * workers + worker
-        shards = sorted(self.source.shards)
-        if len(shards) >= consumers:
-            mine, stride, offset = shards[consumer::consumers], 1, 0
-        else:
-            s = consumer % len(shards)
-            mine, stride, offset = [shards[s]], len(range(s, consumers, len(shards))), consumer // len(shards)
-        for shard in mine:
+        worker, workers = _worker()
+        shards, stride, offset = consumer_shards(tuple(sorted(self.source.shards)), self.rank * workers + worker,
+                                                 self.world * workers)
+        for shard in shards:
             for i, sample in enumerate(read_samples(shard, LAZY)):
                 if i % stride == offset:
                     yield decode_sample(one_view(sample, "plain", None), self.spec)

@@ -44,7 +44,7 @@ def _npy_header(header: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
 
 
 def _npy(member: memoryview) -> np.ndarray:
-    if bytes(member[:6]) != _NPY_MAGIC:
+    if member[:6] != _NPY_MAGIC:
         raise NpzError("member is not a .npy array")
     major = member[6]
     if major == 1:
@@ -79,7 +79,8 @@ def read_npz(data: bytes | memoryview, names: Iterable[str] | None = None,
     for name in names:
         pos = _find_local_header(raw, (name + ".npy").encode())
         if pos >= 0:
-            out[name] = _member(mv, pos)[1]
+            _, start, size = _span(mv, pos)
+            out[name] = _npy(mv[start:start + size])
         elif name not in optional:
             raise KeyError(f"npz lacks {name!r}")
     return out
@@ -96,20 +97,25 @@ def _find_local_header(raw: bytes, target: bytes) -> int:
     return -1
 
 
-def _member(mv: memoryview, pos: int) -> tuple[str, np.ndarray | None, int]:
-    """(name, array or None for a non-.npy member, offset after it) of the member at `pos`."""
+def _span(mv: memoryview, pos: int) -> tuple[int, int, int]:
+    """(name length, data start, data size) of the stored member whose local header is at `pos`."""
     _, _, flag, method, _, _, _, csize, _, nlen, xlen = _LOCAL.unpack_from(mv, pos)
     if method != _STORED or flag & _DATA_DESCRIPTOR_FLAG:
         raise NpzError("compressed member or sizes in a data descriptor")
     name_start = pos + _LOCAL.size
-    name = bytes(mv[name_start:name_start + nlen]).decode("utf-8")
     if csize == 0xFFFFFFFF:  # ZIP64: sizes in the extra field
         csize = _zip64_size(mv[name_start + nlen:name_start + nlen + xlen])
     start = name_start + nlen + xlen
     if start + csize > len(mv):
-        raise NpzError(f"member {name!r} runs past the end of the data")
-    array = _npy(mv[start:start + csize]) if name.endswith(".npy") else None
-    return name, array, start + csize
+        raise NpzError(f"member at byte {pos} runs past the end of the data")
+    return nlen, start, csize
+
+
+def _member(mv: memoryview, pos: int) -> tuple[str, np.ndarray | None, int]:
+    """(name, array or None for a non-.npy member, offset after it) of the member at `pos`."""
+    nlen, start, size = _span(mv, pos)
+    name = bytes(mv[pos + _LOCAL.size:pos + _LOCAL.size + nlen]).decode("utf-8")
+    return name, (_npy(mv[start:start + size]) if name.endswith(".npy") else None), start + size
 
 
 def _zip64_size(extra: memoryview) -> int:

@@ -193,6 +193,8 @@ def train(cfg: TrainConfig, features: str | Path, run: str | Path, resume: bool 
         # which Lightning cannot know of a loader without a state_dict.
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # each worker serves its own share of the epoch (FeatureStream.plan), so len() is exact
+        warnings.filterwarnings("ignore", message=".*IterableDataset.* has `__len__` defined.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
     return trainer
 
