@@ -235,6 +235,7 @@ class EncodeChunks:
         from model.vitpose import encode_crops
 
         out = []
+        t0 = time.perf_counter()
         for data in batch["crops"]:  # one chunk per call (batch_size=1)
             crops = np.frombuffer(data, np.uint8).reshape(-1, *self.hw, 3)  # (n, H, W, 3)
             if len(crops) == 0:  # a shard's last chunk can be empty
@@ -243,7 +244,9 @@ class EncodeChunks:
             feats = encode_crops(self.encoder, crops, self.device, torch.float16)  # (n, C, h, w)
             out.append(feats.astype(FEATURE_DTYPE, copy=False).tobytes())  # C-order
         batch["features"] = np.array(out, dtype=object)
-        batch["encoded_at"] = np.full(len(out), time.time())  # for the pipeline's throughput
+        # for the pipeline's throughput: when the chunk was done, and how long the encoder took
+        batch["encoded_at"] = np.full(len(out), time.time())
+        batch["encode_seconds"] = np.full(len(out), time.perf_counter() - t0)
         return batch
 
 
@@ -411,6 +414,7 @@ class RunStats:
     steady_seconds: float  # encoder actors' time from the first chunk done to the last
     steady_crops: int  # crops of the chunks done after the first: / steady_seconds = the rate the
     # pipeline keeps the encoder at (gaps from a starving read stage or a slow writer count)
+    busy_seconds: float  # the encoder's own time on those chunks: / steady_seconds = its utilisation
 
 
 def _device(settings: FeatureSettings) -> tuple[str, int]:
@@ -438,7 +442,7 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     work = [w for s in sets for w in plans[s][1]]
     written = {s: len(plans[s][1]) for s in sets}
 
-    done: list[tuple[float, int]] = []
+    done: list[tuple[float, int, float]] = []
     if work:
         ensure_ray(num_cpus)
         done = _encode(work, settings, spec, progress)
@@ -451,12 +455,13 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
                                  sum(r["status"] == REJECTED for r in rows), nbytes / 1e6))
     done.sort()
     steady = done[-1][0] - done[0][0] if done else 0.0
-    return RunStats(cache, settings.views, splits, sum(n for _, n in done), time.perf_counter() - t0,
-                    steady, sum(n for _, n in done[1:]))
+    return RunStats(cache, settings.views, splits, sum(n for _, n, _ in done), time.perf_counter() - t0,
+                    steady, sum(n for _, n, _ in done[1:]), sum(b for _, _, b in done[1:]))
 
 
 def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: bool):
-    """Stages 2-4 over the work list; returns (time the actor finished it, crops) per chunk."""
+    """Stages 2-4 over the work list; returns (time the actor finished it, crops, encoder
+    seconds) per non-empty chunk."""
     import ray
     from tqdm import tqdm
 
@@ -484,7 +489,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
             writer.add_chunk(meta, row["records"], row["features"], settings.views)
             n = len(meta["items"])
             if n:
-                done.append((float(row["encoded_at"]), n))
+                done.append((float(row["encoded_at"]), n, float(row["encode_seconds"])))
             bar.update(n)
             if meta["last"]:
                 writer.close(meta["rejects"])
