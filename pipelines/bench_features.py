@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         after = bare_rate(args.encoder, bare_crops, args.batch_size, args.device, args.threads)
         print(f"bare encoder again: {after:.2f} crops/s", flush=True)
+    if stats.steady_seconds <= 0:
+        raise SystemExit(f"--crops {args.crops} makes one chunk of {args.batch_size}: no steady window; use more")
     bare = (before + after) / 2
     steady = stats.steady_crops / stats.steady_seconds
     end_to_end = stats.crops / stats.seconds

@@ -23,8 +23,8 @@ Stages, top to bottom:
 1. plan (driver): every image shard set under SHARDS; a shard is done when its feature tar
    and sidecar exist; the rest, with their sample counts, is the work list.
 2. read (Ray tasks, CPU): one image shard -> chunk rows of at most `batch_size` (sample,
-   view) crops, in key then view order (`pipelines.augment.views`); a JPEG that does not decode is a `corrupt_image`
-   reject. Holds after: a chunk's composition depends on the shard alone (not on the run),
+   view) crops, in key then view order (`pipelines.augment.views`); a JPEG that does not
+   decode is a `corrupt_image` reject. Holds after: a chunk's composition depends on the shard alone (not on the run),
    so batched forwards, and hence the bytes, are the same after a restart.
 3. encode (actor pool: one actor per GPU with `num_gpus=1`, else `cpu_actors` CPU actors):
    normalise, forward (bf16 autocast on GPU), -> float16 bytes.
@@ -535,14 +535,24 @@ def main(argv: list[str] | None = None) -> int:
     if ckpt is None and args.encoder == "vitpose-h" and not args.random_weights:
         from datasets.assets import Assets
 
-        ckpt = str(Assets().require("vitpose_h"))
+        ckpt = str(Assets().path("vitpose_h"))
+        if not os.path.isfile(ckpt):
+            print(f"error: no ViTPose-H checkpoint at {ckpt} (the `vitpose_h` asset): pass --ckpt (make: CKPT=), "
+                  f"or --random-weights, or --encoder tiny for a random-weight test encoder", file=sys.stderr)
+            return 2
     settings = FeatureSettings(encoder=args.encoder, ckpt=ckpt, views=args.views, seed=args.seed,
                                batch_size=args.batch_size, device=args.device, cpu_actors=args.cpu_actors,
                                threads=args.threads)
     weights = ckpt or f"random weights (seed {args.seed})"
     print(f"== features: {args.shards} -> {join(args.out, settings.cache_name)} "
           f"(encoder {args.encoder}, {weights}, {args.views} view(s))", flush=True)
-    stats = run(args.shards, args.out, settings, progress=not args.no_progress, num_cpus=args.num_cpus)
+    from model.vitpose import CheckpointError
+
+    try:
+        stats = run(args.shards, args.out, settings, progress=not args.no_progress, num_cpus=args.num_cpus)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summary_table(stats))
     rate = f", {stats.crops / stats.seconds:.1f} crops/s overall" if stats.crops else ""
     print(f"{sum(s.ok for s in stats.splits)} samples x {stats.views} view(s) in {stats.cache}; "
