@@ -100,3 +100,61 @@ EVAL_ARGS ?=
 eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT= decoder ckpt, ASSETS=, RAW=, EVAL_ARGS=)
 	$(BIN)/python -m eval.evaluate --run $(RUN) --features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT)) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)
+
+# ---- the demo and the ablation: the whole chain on synthetic data, on CPU -----------------
+# Every stage writes a stamp or a file that the next stage depends on, so a second
+# `make demo` reuses what is built. DEMO_SCALE / DEMO_SCALE_FOR size the synthetic data;
+# the small encoder is first fitted on the training crops' 2D keypoints
+# (train/pretrain_encoder.py: a random-weight encoder carries too little pose information).
+DEMO ?= data/demo
+DEMO_SCALE ?= 3
+DEMO_SCALE_FOR ?= coco=60,mpii=60,h36m=30
+DEMO_ENCODER ?= tiny
+DEMO_PRETRAIN_EPOCHS ?= 4
+DEMO_EPOCHS ?= 15
+DEMO_RUNS ?= runs/demo
+DEMO_TRAIN = $(BIN)/python -m train --features $(DEMO)/features --assets $(DEMO)/synthetic/assets
+DEMO_EVAL = $(BIN)/python -m eval.evaluate --features $(DEMO)/features --assets $(DEMO)/synthetic/assets \
+	--raw $(DEMO)/synthetic/raw --shards $(DEMO)/shards
+ABLATION_PRESETS := reg-s reg-m def-s def-m
+.PHONY: demo ablation
+.PRECIOUS: $(DEMO_RUNS)/%/checkpoints/last.ckpt $(DEMO_RUNS)/%/eval/results.json
+
+$(DEMO)/synthetic/.done: | $(STAMP)
+	@echo "== demo 1/6: synthetic assets and raw datasets -> $(DEMO)/synthetic"
+	$(BIN)/python -m datasets.synthetic --out $(DEMO)/synthetic --scale $(DEMO_SCALE) \
+		--scale-for $(DEMO_SCALE_FOR) --workers 2
+	touch $@
+
+$(DEMO)/shards/.done: $(DEMO)/synthetic/.done
+	@echo "== demo 2/6: image shards -> $(DEMO)/shards"
+	$(BIN)/python -m pipelines.shards --raw $(DEMO)/synthetic/raw --out $(DEMO)/shards
+	touch $@
+
+$(DEMO)/encoder.pth: $(DEMO)/shards/.done
+	@echo "== demo 3/6: fit the small $(DEMO_ENCODER) encoder on the training crops' 2D keypoints"
+	$(BIN)/python -m train.pretrain_encoder --shards $(DEMO)/shards --encoder $(DEMO_ENCODER) \
+		--out $@ --epochs $(DEMO_PRETRAIN_EPOCHS)
+
+$(DEMO)/features/.done: $(DEMO)/encoder.pth
+	@echo "== demo 4/6: frozen encoder features -> $(DEMO)/features"
+	$(BIN)/python -m pipelines.features --shards $(DEMO)/shards --out $(DEMO)/features \
+		--encoder $(DEMO_ENCODER) --ckpt $(DEMO)/encoder.pth
+	touch $@
+
+# a run is complete when its last checkpoint exists; an interrupted one resumes
+$(DEMO_RUNS)/%/checkpoints/last.ckpt: $(DEMO)/features/.done
+	@echo "== demo 5/6: train $* ($(DEMO_EPOCHS) epochs) -> $(DEMO_RUNS)/$*"
+	if [ -f $(DEMO_RUNS)/$*/config.yaml ]; then $(DEMO_TRAIN) --run $(DEMO_RUNS)/$* --resume; \
+	else $(DEMO_TRAIN) --run $(DEMO_RUNS)/$* --config train/configs/demo-cpu.yaml \
+		--set model.preset=$*-tiny --set optim.epochs=$(DEMO_EPOCHS); fi
+
+$(DEMO_RUNS)/%/eval/results.json: $(DEMO_RUNS)/%/checkpoints/last.ckpt
+	@echo "== demo 6/6: evaluate $* -> $(DEMO_RUNS)/$*/eval"
+	$(DEMO_EVAL) --run $(DEMO_RUNS)/$*
+
+demo: $(DEMO_RUNS)/def-m/eval/results.json $(DEMO_RUNS)/reg-s/eval/results.json ## the whole chain on synthetic data on CPU (minutes): DeforHMR vs HMR2.0-style reg-s vs the mean pose
+	$(BIN)/python -m eval.tables --runs $(DEMO_RUNS)/def-m $(DEMO_RUNS)/reg-s --table1
+
+ablation: $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)/eval/results.json) ## Table 2 (Reg-S, Reg-M, Def-S, Def-M) with equal budgets on the demo data
+	$(BIN)/python -m eval.tables --runs $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)) --table2
