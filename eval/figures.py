@@ -144,13 +144,18 @@ def save_attention_figure(path: str | Path, crop: np.ndarray, first: AttentionPo
     names = ("first", "last") if layers is None else (f"layer {layers[0] + 1}", f"layer {layers[1] + 1}")
     for ax, pts, name in zip(axes, (first, last), names):
         _draw_points(ax, crop, pts, f"{name} layer, head {head + 1}" if layers is None else f"{name}, head {head + 1}")
+    return _save(fig, path, title, fontsize=8)
+
+
+def _save(fig, path: str | Path, title: str, fontsize: int) -> Path:
+    """Title, lay out, write (creating the folder) and close a figure."""
     if title:
-        fig.suptitle(title, fontsize=8)
+        fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
+    _mpl().close(fig)
     return path
 
 
@@ -215,14 +220,7 @@ def save_examples_figure(path: str | Path, examples: Sequence[Example], faces: n
                 ax.set_ylim(zoom[2], zoom[3])
             label = name if j else f"{ex.key}\n" + "  ".join(f"{k} {v:.1f}" for k, v in ex.errors.items())
             ax.set_title(label, fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title, fontsize=9)
 
 
 def best_and_worst(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
