@@ -110,8 +110,8 @@ DEMO ?= data/demo
 DEMO_SCALE ?= 3
 DEMO_SCALE_FOR ?= coco=60,mpii=60,h36m=30
 DEMO_ENCODER ?= tiny
-DEMO_PRETRAIN_EPOCHS ?= 4
-DEMO_EPOCHS ?= 15
+DEMO_PRETRAIN_EPOCHS ?= 12
+DEMO_EPOCHS ?= 8
 DEMO_RUNS ?= runs/demo
 DEMO_TRAIN = $(BIN)/python -m train --features $(DEMO)/features --assets $(DEMO)/synthetic/assets
 DEMO_EVAL = $(BIN)/python -m eval.evaluate --features $(DEMO)/features --assets $(DEMO)/synthetic/assets \
