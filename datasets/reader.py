@@ -205,32 +205,10 @@ class BodyModels:
         return self._models["smplx"]
 
 
-def keypoints_from_vertices(model, vertices) -> "torch.Tensor":
-    """(N, 24, 3) KEYPOINTS_2D points of SMPL-topology vertices (N, 6890, 3), read by the
-    KEYPOINTS_FROM_MESH table with the joints *regressed* from the mesh (SMPL's
-    `J_regressor`, the H36M regressor): for meshes that come from elsewhere than SMPL's
-    own forward pass (RICH's SMPL-X mapped to SMPL topology); absent points are zero."""
-    import torch
-
-    from datasets.joints import H36M_17, KEYPOINTS_FROM_MESH, SMPL_24
-
-    rows = []
-    for entry in KEYPOINTS_FROM_MESH.values():
-        if entry is None or (entry[0] == "h36m17" and model.h36m_regressor is None):
-            rows.append(vertices.new_zeros(vertices.shape[0], 3))
-        elif entry[0] == "vertex":
-            rows.append(vertices[:, entry[1]])
-        else:
-            reg = model.smpl.J_regressor[SMPL_24.index[entry[1]]] if entry[0] == "smpl24" \
-                else model.h36m_regressor[H36M_17.index[entry[1]]]
-            rows.append(torch.einsum("v,nvc->nc", reg.to(vertices.dtype), vertices))
-    return torch.stack(rows, 1)
-
-
 class SmplxBodies:
     """Gendered SMPL-X with the interface of `BodyModels` (forward / keypoints / faces), for RICH: `pose` rows 0-21 are the SMPL-X global orientation and
     21 body joints (rows 22-23 ignored); vertices are SMPL-X's, keypoints are read off the
-    mesh mapped to SMPL topology by the `smplx2smpl` matrix (`keypoints_from_vertices`)."""
+    mesh mapped to SMPL topology by the `smplx2smpl` matrix (`BodyModel.keypoints_of_mesh`)."""
 
     NUM_BODY = 22
 
@@ -253,16 +231,18 @@ class SmplxBodies:
     def forward(self, gender: str, pose: np.ndarray, betas: np.ndarray, transl: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
+        from model.body_model import smplx_to_smpl_vertices
+
         model = self(gender)
         n = len(pose)
         body = np.asarray(pose)[:, :self.NUM_BODY]
         with torch.no_grad():
             verts = model(betas=_t(betas), global_orient=_t(body[:, 0]), body_pose=_t(body[:, 1:].reshape(n, -1)),
                           transl=_t(transl))
-            smpl_verts = torch.as_tensor(np.stack([self._matrix @ v for v in verts.numpy()]))  # (N, 6890, 3)
+            smpl_verts = torch.as_tensor(smplx_to_smpl_vertices(self._matrix, verts.numpy()))  # (N, 6890, 3)
             smpl = self.smpl("neutral")
-            kp = keypoints_from_vertices(smpl, smpl_verts)
-            joints = torch.einsum("jv,nvc->njc", smpl.smpl.J_regressor.double(), smpl_verts)
+            joints = torch.einsum("jv,nvc->njc", smpl.smpl.J_regressor.double(), smpl_verts)  # regressed from the mesh
+            kp, _ = smpl.keypoints_of_mesh(smpl_verts, joints)
         conf = np.broadcast_to(np.asarray(smpl.keypoints_valid, np.float64).reshape(1, -1, 1), (n, kp.shape[1], 1))
         return dict(vertices=verts.numpy(), joints=joints.numpy(), keypoints=np.concatenate([kp.numpy(), conf], -1))
 

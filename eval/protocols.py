@@ -33,7 +33,6 @@ from eval import metrics
 
 M_TO_MM = 1000.0
 NUM_SMPL_VERTICES = 6890
-NUM_SMPLX_VERTICES = 10475
 
 
 @dataclass(frozen=True)
@@ -181,6 +180,8 @@ class SMPLXToSMPLGroundTruth:
     @torch.no_grad()
     def vertices(self, pose, betas, genders) -> np.ndarray:
         """pose (N, 24, 3) with SMPL-X rows 0-21, betas (N, 10) SMPL-X, genders -> (N, 6890, 3)."""
+        from model.body_model import smplx_to_smpl_vertices
+
         pose, betas = _as_f32(pose), _as_f32(betas)
         n = len(pose)
         out = np.zeros((n, NUM_SMPL_VERTICES, 3), np.float32)
@@ -192,8 +193,7 @@ class SMPLXToSMPLGroundTruth:
             t = torch.from_numpy(idx)
             body = pose[t, 1:1 + self.NUM_BODY_JOINTS].reshape(len(idx), -1)  # (n, 63)
             v = self.models[g](betas=betas[t], global_orient=pose[t, 0], body_pose=body).numpy()  # (n, 10475, 3)
-            mapped = self.matrix @ v.transpose(1, 0, 2).reshape(NUM_SMPLX_VERTICES, -1)  # (6890, n*3)
-            out[idx] = mapped.reshape(NUM_SMPL_VERTICES, len(idx), 3).transpose(1, 0, 2)
+            out[idx] = smplx_to_smpl_vertices(self.matrix, v)  # (n, 6890, 3)
         return out
 
 

@@ -260,13 +260,25 @@ class BodyModel(torch.nn.Module):
                         transl=transl, pose2rot=False)
         vertices = out.vertices  # (B, 6890, 3)
         joints = out.joints[:, :SMPL.num_joints]  # smplx appends 21 vertex keypoints
+        keypoints, h36m = self.keypoints_of_mesh(vertices, joints)
+        return BodyOutput(vertices, joints, keypoints, self.keypoints_valid, h36m)
+
+    def keypoints_of_mesh(self, vertices: torch.Tensor, joints: torch.Tensor | None = None):
+        """KEYPOINTS_2D points (B, 24, 3) and H36M-17 joints (B, 17, 3) or None of an
+        SMPL-topology mesh (B, 6890, 3), by the KEYPOINTS_FROM_MESH gather built in __init__.
+
+        joints: the SMPL-24 joints of that mesh; None for meshes that do not come from
+        SMPL's forward pass (RICH's SMPL-X mapped to SMPL topology): then they are
+        regressed from the mesh with SMPL's `J_regressor`. Absent keypoints are zero."""
+        B = vertices.shape[0]
+        if joints is None:
+            joints = torch.einsum("jv,bvc->bjc", self.smpl.J_regressor.to(vertices.dtype), vertices)  # (B, 24, 3)
         h36m = None
         if self.h36m_regressor is not None:
-            h36m = torch.einsum("jv,bvc->bjc", self.h36m_regressor, vertices)  # (B, 17, 3)
+            h36m = torch.einsum("jv,bvc->bjc", self.h36m_regressor.to(vertices.dtype), vertices)  # (B, 17, 3)
         pool = torch.cat([joints, h36m if h36m is not None else vertices.new_zeros(B, len(H36M_17), 3),
                           vertices[:, self._kp_vertex_ids]], dim=1)  # (B, 24 + 17 + 5, 3)
-        keypoints = pool[:, self._kp_index] * self.keypoints_valid[None, :, None]
-        return BodyOutput(vertices, joints, keypoints, self.keypoints_valid, h36m)
+        return pool[:, self._kp_index] * self.keypoints_valid[None, :, None], h36m
 
 
 _SMPLX_SPEC = {
@@ -368,3 +380,12 @@ def load_smplx2smpl(path: str | os.PathLike) -> sp.csr_matrix:
     if m.shape != (SMPL.num_vertices, SMPLX.num_vertices):
         raise ModelFileError(f"{path}: key 'matrix' has shape {m.shape}, expected (6890, 10475)")
     return sp.csr_matrix(m, dtype=np.float32)
+
+
+def smplx_to_smpl_vertices(matrix: sp.spmatrix, vertices: np.ndarray) -> np.ndarray:
+    """(N, 10475, 3) SMPL-X vertices -> (N, 6890, 3) in SMPL topology: one sparse product
+    for the whole batch (`matrix` from `load_smplx2smpl`; the result keeps the inputs' dtype)."""
+    n = len(vertices)
+    flat = np.asarray(vertices).transpose(1, 0, 2).reshape(SMPLX.num_vertices, n * 3)  # (10475, N*3)
+    mapped = np.asarray(matrix.astype(flat.dtype) @ flat)  # (6890, N*3)
+    return mapped.reshape(SMPL.num_vertices, n, 3).transpose(1, 0, 2)
