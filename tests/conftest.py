@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import pytest
 
 
 @pytest.fixture(scope="session")
