@@ -18,13 +18,13 @@ Conventions (named once, here and in `datasets.joints` / `model.geometry`):
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from datasets import npz
 from datasets.joints import KEYPOINTS_2D
 
 CROP_HW = (256, 192)  # (height, width) of every crop: the ViTPose input size.
@@ -149,13 +149,14 @@ class PersonFrame:
                 if name in _OPTIONAL:
                     continue
                 raise RecordError(f"{where}: field '{name}' is missing")
-            arr = np.asarray(value)
+            arr = value if type(value) is np.ndarray else np.asarray(value)
             if arr.shape != shape:
                 raise RecordError(f"{where}: field '{name}' has shape {arr.shape}, expected {shape}")
-            if not np.issubdtype(arr.dtype, np.number) and arr.dtype != bool:
+            if arr.dtype.kind not in _NUMERIC_KINDS:
                 raise RecordError(f"{where}: field '{name}' has dtype {arr.dtype}, expected {np.dtype(dtype)}")
-            arr = arr.astype(dtype, copy=False)
-            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            if arr.dtype != dtype:
+                arr = arr.astype(dtype)
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise RecordError(f"{where}: field '{name}' has non-finite values")
             setattr(self, name, arr)
         if not KEY_RE.match(self.key):
@@ -187,17 +188,14 @@ class PersonFrame:
                 arrays[f.name] = np.array(v)
             else:
                 arrays[f.name] = np.array(v)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        return npz.dumps(arrays)
 
     @classmethod
     def from_npz_bytes(cls, data: bytes, source: str = "") -> "PersonFrame":
         """Inverse of `to_npz_bytes`; `source` names the shard/member for errors."""
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                stored = {k: z[k] for k in z.files}
-        except Exception as e:  # noqa: BLE001 - re-raised with the source named
+            stored = npz.loads(data)
+        except npz.NpzError as e:
             raise RecordError(f"{source}: target file is not a readable npz ({e})") from e
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -247,6 +245,7 @@ _ARRAY_FIELDS: dict[str, tuple[tuple[int, ...], Any]] = {
     "keypoints_2d": ((NUM_KEYPOINTS, 3), np.float32),
 }
 _OPTIONAL = {"crop_affine", "intrinsics"}
+_NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: what `astype` may coerce
 
 # Reject reasons: a closed vocabulary, so stats group cleanly. Readers and pipelines use
 # these names (plus free detail after ': ').

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -62,7 +61,8 @@ from datasets.record import SPLITS, PersonFrame, reject_reason
 from pipelines.augment import AugmentSettings, views
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join,
                                     list_samples, list_shards, read_manifest, resolve)
-from pipelines.shards import TMP_PREFIX, _tarinfo, _write_atomic, ensure_ray
+from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray
+from pipelines.tar import TarWriter
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -273,7 +273,7 @@ class _ShardWriter:
         self.final = f"{out_dir}/{work.name}"
         self.tmp = f"{out_dir}/{TMP_PREFIX}{work.name}"
         self.stream = self.fs.open_output_stream(self.tmp)
-        self.tar = tarfile.open(fileobj=self.stream, mode="w|", format=tarfile.PAX_FORMAT)
+        self.tar = TarWriter(self.stream)
         self.rows: list[dict] = []
         self.chunks = 0
 
@@ -292,7 +292,7 @@ class _ShardWriter:
             self._add(f"{key}.{view_ext(view, RECORD_EXT)}", records[offsets[i]:offsets[i + 1]])
 
     def _add(self, name: str, data: bytes) -> None:
-        self.tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+        self.tar.add(name, data)
 
     def close(self, rejects: list) -> None:
         self.rows += [_row(key, self.work, 0, REJECTED, reason) for key, reason in rejects]

@@ -35,13 +35,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import logging
 import os
 import pickle
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -62,16 +60,18 @@ from pipelines.crop import (CropSettings, crop_frame, decode_image, encode_jpeg,
                             label_reject)
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, join, list_samples, resolve, shard_name,
                                     split_dir)
+from pipelines.tar import BLOCK as TAR_BLOCK
+from pipelines.tar import RECORD as TAR_RECORD
+from pipelines.tar import TarWriter
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 1_000_000_000
 BUILD = "build.json"
 TMP_PREFIX = ".tmp-"  # `.tmp-<name>.<unique>`: a file being written; removed by the next run
-TAR_BLOCK = tarfile.BLOCKSIZE  # 512
 # A sample's tar overhead: two headers, two paddings, and room for PAX headers of long names.
 TAR_SAMPLE_OVERHEAD = 8 * TAR_BLOCK
 # End of archive: two zero blocks, padded to tarfile's record size.
-TAR_END = 2 * TAR_BLOCK + tarfile.RECORDSIZE
+TAR_END = 2 * TAR_BLOCK + TAR_RECORD
 TARGET_BYTES_BOUND = 64 * 1024  # a record's npz is ~8 KB; a larger one is an error
 OK, REJECTED = "ok", "rejected"
 MANIFEST_SCHEMA = pa.schema([
@@ -250,23 +250,12 @@ class ShardTask:
         return shard_name(self.dataset, self.split, self.index)
 
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    """Fixed metadata, so a shard's bytes depend on its samples alone."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 def write_tar(fs: pafs.FileSystem, path: str, samples: Iterable[tuple[str, bytes, bytes]]) -> None:
     """Stream (key, jpg, npz) samples into a tar at `path` (no rename here)."""
-    with fs.open_output_stream(path) as f, tarfile.open(fileobj=f, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with fs.open_output_stream(path) as f, TarWriter(f) as tar:
         for key, jpg, npz in samples:
-            for ext, data in (("jpg", jpg), ("npz", npz)):
-                info = _tarinfo(f"{key}.{ext}", len(data))
-                tar.addfile(info, io.BytesIO(data))
+            tar.add(f"{key}.jpg", jpg)
+            tar.add(f"{key}.npz", npz)
 
 
 def process_shard(task: ShardTask) -> dict:
@@ -464,7 +453,10 @@ def run_tasks(tasks: list[ShardTask], progress: bool = False) -> Iterator[dict]:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours below counts shards and frames
-    items = [{"task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in tasks]
+    # longest first (by frame count): Ray starts them in this order, so the short shards
+    # fill the gaps at the end instead of one long shard running alone on one core
+    order = sorted(tasks, key=lambda t: -len(t.records))
+    items = [{"task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in order]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_process_row, num_cpus=1)
     from tqdm import tqdm
 

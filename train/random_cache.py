@@ -11,9 +11,7 @@ Without one, joints and keypoints are random. Every record is marked synthetic.
 """
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from model.geometry import crop_intrinsics, project, weak_cam_to_transl
 from pipelines.features import (ENCODER_EXT, FEATURE_DTYPE, FEATURE_EXT, MANIFEST_SCHEMA, OK, RECORD_EXT, SPEC,
                                 view_ext)
 from pipelines.shard_reader import MANIFEST, shard_name
-from pipelines.shards import _tarinfo
+from pipelines.tar import TarWriter
 
 ENCODER_ID = "random-features"
 
@@ -89,7 +87,7 @@ def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: i
     for s in range(shards):
         name = shard_name(dataset, split, s)
         frames = random_records(dataset, split, per_shard, rng, body_model, has_smpl_rate, first=s * per_shard)
-        with tarfile.open(out / name, "w", format=tarfile.PAX_FORMAT) as tar:
+        with open(out / name, "wb") as f, TarWriter(f) as tar:
             for fr in frames:
                 members = [(f"{fr.key}.{ENCODER_EXT}", ENCODER_ID.encode())]
                 for v in range(views):
@@ -97,7 +95,7 @@ def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: i
                     members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feats.tobytes()))
                     members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", fr.replace(view=v).to_npz_bytes()))
                 for m, data in members:
-                    tar.addfile(_tarinfo(m, len(data)), io.BytesIO(data))
+                    tar.add(m, data)
                 rows.append(dict(key=fr.key, shard=name, image_shard=name, views=views, status=OK, reason=None))
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), out / MANIFEST)
     return len(rows)
