@@ -25,7 +25,7 @@ import io
 import math
 import struct
 import zlib
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -127,7 +127,7 @@ def _npy_array(buf: memoryview, start: int, end: int, name: str) -> np.ndarray:
     return arr.reshape(shape, order="F" if fortran else "C")
 
 
-def _loads_stored(data: bytes) -> dict[str, np.ndarray] | None:
+def _loads_stored(data: bytes, names: frozenset[str] | None) -> dict[str, np.ndarray] | None:
     """The fast path; None where the archive needs zipfile (compression, ZIP64, a comment)."""
     if len(data) < _END.size:
         return None
@@ -151,17 +151,21 @@ def _loads_stored(data: bytes) -> dict[str, np.ndarray] | None:
         end = start + usize
         if end > cd_offset:
             raise NpzError(f"member {fname!r} runs past the archive's data")
+        key = fname[:-4] if fname.endswith(".npy") else fname
+        if names is not None and key not in names:
+            continue
         if zlib.crc32(buf[start:end]) != crc:
             raise NpzError(f"member {fname!r}: CRC mismatch (corrupt file)")
-        key = fname[:-4] if fname.endswith(".npy") else fname
         out[key] = _npy_array(buf, start, end, fname)
     return out
 
 
-def loads(data: bytes) -> dict[str, np.ndarray]:
-    """{name: array} of an npz file's bytes, never unpickling. NpzError when unreadable."""
+def loads(data: bytes, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """{name: array} of an npz file's bytes (only the members in `names`, where given; a
+    missing one is simply absent), never unpickling. NpzError when unreadable."""
+    wanted = None if names is None else frozenset(names)
     try:
-        fast = _loads_stored(data)
+        fast = _loads_stored(data, wanted)
     except NpzError:
         raise
     except (struct.error, IndexError, ValueError) as e:
@@ -170,6 +174,6 @@ def loads(data: bytes) -> dict[str, np.ndarray]:
         return fast
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files if wanted is None or k in wanted}
     except Exception as e:  # noqa: BLE001 - re-raised as NpzError
         raise NpzError(f"not a readable npz ({e})") from e

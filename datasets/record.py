@@ -190,6 +190,20 @@ class PersonFrame:
                 arrays[f.name] = np.array(v)
         return npz.dumps(arrays)
 
+    def to_targets_bytes(self) -> bytes:
+        """The record's training targets as one TARGETS_DTYPE row (see there)."""
+        self.validate()
+        if not self.dataset.isascii() or len(self.dataset) > DATASET_NAME_BYTES:
+            raise RecordError(f"{self.source or self.key}: field 'dataset' {self.dataset!r} is not ASCII of at most "
+                              f"{DATASET_NAME_BYTES} characters (the targets row holds it in {DATASET_NAME_BYTES} bytes)")
+        row = np.zeros((), TARGETS_DTYPE)
+        for name in TARGET_ARRAYS:
+            row[name] = getattr(self, name)
+        row["has_smpl"], row["synthetic"], row["view"] = self.has_smpl, self.synthetic, self.view
+        row["gender"], row["body_model"] = GENDERS.index(self.gender), BODY_MODELS.index(self.body_model)
+        row["dataset"] = self.dataset.encode("ascii")
+        return row.tobytes()
+
     @classmethod
     def from_npz_bytes(cls, data: bytes, source: str = "") -> "PersonFrame":
         """Inverse of `to_npz_bytes`; `source` names the shard/member for errors."""
@@ -246,6 +260,27 @@ _ARRAY_FIELDS: dict[str, tuple[tuple[int, ...], Any]] = {
 }
 _OPTIONAL = {"crop_affine", "intrinsics"}
 _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: what `astype` may coerce
+
+# ---- the training targets of a record as one fixed-layout row ------------------------------
+# What a training batch needs of a record, packed little-endian into one numpy structured
+# row (`PersonFrame.to_targets_bytes`). The feature cache stores it beside each view's npz,
+# so a loader reads a whole batch's targets with one `np.frombuffer` of the concatenated
+# rows instead of parsing an npz per sample. Strings are codes (`gender`, `body_model`:
+# indices into GENDERS / BODY_MODELS) or fixed bytes (`dataset`, ASCII); the key is the
+# sample's own (its tar members' stem). The npz stays the full record.
+TARGET_ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d")  # float32, shapes of _ARRAY_FIELDS
+DATASET_NAME_BYTES = 32
+TARGETS_DTYPE = np.dtype(
+    [(name, "<f4", _ARRAY_FIELDS[name][0]) for name in TARGET_ARRAYS]
+    + [("has_smpl", "?"), ("synthetic", "?"), ("view", "<i8"), ("gender", "u1"), ("body_model", "u1"),
+       ("dataset", f"S{DATASET_NAME_BYTES}")])
+
+
+def targets_layout() -> list:
+    """TARGETS_DTYPE as JSON-safe data (feature caches store it: a reader checks its own
+    layout against the cache's before taking the fast path)."""
+    return [[name, TARGETS_DTYPE.fields[name][0].base.str, list(TARGETS_DTYPE.fields[name][0].shape)]
+            for name in TARGETS_DTYPE.names]
 
 # Reject reasons: a closed vocabulary, so stats group cleanly. Readers and pipelines use
 # these names (plus free detail after ': ').

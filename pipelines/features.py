@@ -13,7 +13,10 @@ Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
   `<key>.enc` the `encoder_id` (ASCII), so features of different encoders never mix, and
   per view v = 0..K-1 (the view index is in the member name, and in `PersonFrame.view`):
   `<key>.v<v>.f16` the feature map, raw little-endian float16, C-order (C, 16, 12);
-  `<key>.v<v>.npz` the record (`PersonFrame.to_npz_bytes`, targets moved with the view).
+  `<key>.v<v>.npz` the record (`PersonFrame.to_npz_bytes`, targets moved with the view);
+  `<key>.v<v>.tgt` its training targets as one fixed-layout row
+  (`PersonFrame.to_targets_bytes`, layout `datasets.record.TARGETS_DTYPE`, recorded in
+  `encoder.json` under `targets`), which the training loader reads instead of the npz.
   One sample per image keeps an epoch one pass over the images whatever K: the loader
   draws one view per sample (`sample_views`, `decode_view`).
 - beside each tar a `.json` sidecar (its manifest rows), and `manifest.parquet` per split:
@@ -57,7 +60,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from datasets.record import SPLITS, PersonFrame, reject_reason
+from datasets.record import SPLITS, TARGETS_DTYPE, PersonFrame, reject_reason, targets_layout
 from pipelines.augment import AugmentSettings, views
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join,
                                     list_samples, list_shards, read_manifest, resolve)
@@ -66,6 +69,7 @@ from pipelines.tar import TarWriter
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
+TARGETS_EXT = "tgt"  # <key>.v<v>.tgt
 FEATURE_DTYPE = "<f2"  # little-endian float16
 SIDECAR_SUFFIX = ".json"
 OK, REJECTED = "ok", "rejected"
@@ -167,6 +171,20 @@ class FeatureSettings:
         return self.encoder if self.views == 1 else f"{self.encoder}-views{self.views}"
 
 
+def targets_spec() -> dict:
+    """`encoder.json`'s `targets` entry: the member and the row layout this code writes."""
+    return {"member": TARGETS_EXT, "layout": targets_layout()}
+
+
+_TARGETS_SPEC = targets_spec()
+
+
+def has_targets(spec: dict) -> bool:
+    """True when the cache's `.tgt` members have the layout this code reads (a cache
+    written before them, or with another layout, is read through the npz records)."""
+    return spec.get("targets") == _TARGETS_SPEC
+
+
 def cache_spec(settings: FeatureSettings) -> dict:
     """The content of `encoder.json` (checks the checkpoint's keys; no network is built)."""
     from model.vitpose import encoder_spec
@@ -177,7 +195,8 @@ def cache_spec(settings: FeatureSettings) -> dict:
             "storage": {"member": FEATURE_EXT, "dtype": FEATURE_DTYPE, "shape": enc["feature_shape"], "order": "C"},
             "views": settings.views, "seed": settings.seed,
             "augment": dataclasses.asdict(settings.augment) if settings.views > 1 else None,
-            "members": "<key>.enc, and per view v: <key>.v<v>.f16, <key>.v<v>.npz",
+            "members": "<key>.enc, and per view v: <key>.v<v>.f16, <key>.v<v>.npz, <key>.v<v>.tgt",
+            "targets": targets_spec(),
             "synthetic": enc["synthetic"]}
 
 
@@ -190,12 +209,12 @@ def read_chunks(item: dict, settings: FeatureSettings) -> Iterator[dict]:
 
     cv2.setNumThreads(1)  # one task per CPU
     shard, index = item["shard"], int(item["index"])
-    items, records, crops, rejects, chunk = [], [], [], [], 0
+    items, records, targets, crops, rejects, chunk = [], [], [], [], [], 0
 
     def emit(last: bool) -> dict:
         meta = {"index": index, "chunk": chunk, "last": last, "items": items,
                 "record_sizes": [len(r) for r in records], "rejects": rejects if last else []}
-        return {"meta": json.dumps(meta), "records": b"".join(records),
+        return {"meta": json.dumps(meta), "records": b"".join(records), "targets": b"".join(targets),
                 "crops": np.stack(crops).tobytes() if crops else b""}
 
     for record, jpg in iter_shard(shard):
@@ -207,10 +226,11 @@ def read_chunks(item: dict, settings: FeatureSettings) -> Iterator[dict]:
         for rec, img in views(record.replace(source=""), image, settings.views, settings.seed, settings.augment):
             items.append([record.key, rec.view])
             records.append(rec.to_npz_bytes())
+            targets.append(rec.to_targets_bytes())
             crops.append(img)
             if len(items) == settings.batch_size:
                 yield emit(False)
-                items, records, crops, chunk = [], [], [], chunk + 1
+                items, records, targets, crops, chunk = [], [], [], [], chunk + 1
     yield emit(True)
 
 
@@ -277,7 +297,7 @@ class _ShardWriter:
         self.rows: list[dict] = []
         self.chunks = 0
 
-    def add_chunk(self, meta: dict, records: bytes, features: bytes, views: int) -> None:
+    def add_chunk(self, meta: dict, records: bytes, targets: bytes, features: bytes, views: int) -> None:
         if meta["chunk"] != self.chunks:
             raise RuntimeError(f"{self.work.shard}: chunk {meta['chunk']} arrived, expected {self.chunks}")
         self.chunks += 1
@@ -290,6 +310,8 @@ class _ShardWriter:
                 self.rows.append(_row(key, self.work, views, OK, None))
             self._add(f"{key}.{view_ext(view, FEATURE_EXT)}", features[i * per:(i + 1) * per])
             self._add(f"{key}.{view_ext(view, RECORD_EXT)}", records[offsets[i]:offsets[i + 1]])
+            row = TARGETS_DTYPE.itemsize
+            self._add(f"{key}.{view_ext(view, TARGETS_EXT)}", targets[i * row:(i + 1) * row])
 
     def _add(self, name: str, data: bytes) -> None:
         self.tar.add(name, data)
@@ -486,7 +508,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
                 writer = _ShardWriter(w, spec["encoder_id"])
             elif writer.work is not w:
                 raise RuntimeError(f"{w.shard}: chunks arrived out of order (expected {writer.work.shard})")
-            writer.add_chunk(meta, row["records"], row["features"], settings.views)
+            writer.add_chunk(meta, row["records"], row["targets"], row["features"], settings.views)
             n = len(meta["items"])
             if n:
                 done.append((float(row["encoded_at"]), n, float(row["encode_seconds"])))

@@ -67,3 +67,11 @@ def test_corruption_is_named():
         npz.loads(b"not a zip file at all, just some bytes")
     with pytest.raises(npz.NpzError):
         npz.loads(bytes(npz.dumps(ARRAYS)[:-30]))
+
+
+def test_loads_only_the_names_asked_for():
+    data = npz.dumps(ARRAYS)
+    assert list(npz.loads(data, ["i64", "flag", "absent"])) == ["i64", "flag"]
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **ARRAYS)  # the np.load path filters the same way
+    assert list(npz.loads(buf.getvalue(), ["i64", "flag", "absent"])) == ["i64", "flag"]

@@ -54,7 +54,7 @@ def _keys(loader) -> list[list[str]]:
 
 def test_mixing_follows_the_weights(cache):
     ds = _stream(cache, batches=250, weights=[0.25, 0.75])
-    counts = Counter(fr["dataset"] for _, fr in ds)
+    counts = Counter(fr.fields()["dataset"] for _, fr in ds)
     assert sum(counts.values()) == 1000
     assert abs(counts["bbb"] / 1000 - 0.75) < 0.05
 
@@ -69,7 +69,7 @@ def test_maps_are_read_once_into_the_batch_and_bytes_are_decoded_as_views(cache)
     eager = collate([(lazy, frame)] * 3)
     assert eager["features"].dtype == torch.float16 and eager["features"].shape == (3, *SHAPE)
     assert eager["joints_3d"].shape == (3, 24, 4) and eager["has_smpl"].dtype == torch.bool
-    assert eager["key"] == [frame["key"]] * 3
+    assert eager["key"] == [frame.key] * 3
     deferred = collate([(lazy, frame)] * 3, lazy=True)
     assert isinstance(deferred["features"], MapReads)
     assert torch.equal(materialize(deferred)["features"], eager["features"])
@@ -83,8 +83,8 @@ def test_maps_are_read_once_into_the_batch_and_bytes_are_decoded_as_views(cache)
 
 
 def test_views_random_draws_every_view_and_plain_draws_view_zero(cache):
-    assert {fr["view"] for _, fr in _stream(cache)} == {0, 1, 2}
-    assert {fr["view"] for _, fr in _stream(cache, views="plain")} == {0}
+    assert {fr.fields()["view"] for _, fr in _stream(cache)} == {0, 1, 2}
+    assert {fr.fields()["view"] for _, fr in _stream(cache, views="plain")} == {0}
 
 
 def test_consumers_read_disjoint_shards_that_cover_the_dataset():
@@ -180,28 +180,44 @@ def test_batch_fields_read_the_npz_as_the_record_does(cache):
     assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
 
 
-def test_npz_view_matches_np_load_and_copies_nothing():
-    import io
+def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path):
+    """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
+    lacks `targets`, read through the npz records) make the same batches."""
+    import json
+    import shutil
 
-    from train.npz_view import read_npz
+    from train.batch import materialize
 
-    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "s": np.array("text"), "b": np.array(True),
-              "f": np.asfortranarray(np.arange(6.0).reshape(2, 3)), "e": np.zeros((0, 3))}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
-    got = read_npz(data)
-    for k, v in arrays.items():
-        assert got[k].dtype == v.dtype and np.array_equal(got[k], v), k
-    assert not got["a"].flags.writeable and np.shares_memory(got["a"], np.frombuffer(data, np.uint8))
-    with pytest.raises(KeyError, match="zz"):
-        read_npz(data, ["a", "zz"])
-    compressed = io.BytesIO()
-    np.savez_compressed(compressed, **arrays)
-    from train.npz_view import NpzError
+    slow = tmp_path / "slow"
+    shutil.copytree(cache, slow)
+    spec_path = slow / "rand" / "encoder.json"
+    spec = json.loads(spec_path.read_text())
+    del spec["targets"]
+    spec_path.write_text(json.dumps(spec))
+    batches = []
+    for root in (cache, slow):
+        dm = FeatureDataModule(_cfg(), str(root), global_batch=8, seed=0)
+        batches.append([materialize(b) for b, _ in zip(dm.train_dataloader(), range(3))])
+    for fast, plain in zip(*batches):
+        assert fast.keys() == plain.keys()
+        for k in fast:
+            assert torch.equal(fast[k], plain[k]) if torch.is_tensor(fast[k]) else fast[k] == plain[k], k
 
-    with pytest.raises(NpzError):
-        read_npz(compressed.getvalue())
+
+def test_a_bad_targets_row_is_named(cache):
+    from datasets.record import RecordError
+    from train.batch import TargetRow
+    from train.random_cache import random_records
+
+    fr = random_records("aaa", "train", 1, np.random.default_rng(0))[0]
+    row = fr.to_targets_bytes()
+    assert TargetRow(fr.key, row, "s.tar:k.v0.tgt").fields()["key"] == fr.key
+    bad = row.replace(np.float32(fr.betas[0]).tobytes(), np.float32(np.inf).tobytes(), 1)
+    with pytest.raises(RecordError, match=r"s\.tar:k\.v0\.tgt.*betas.*non-finite"):
+        collate([(np.zeros(SHAPE, np.float16), TargetRow(fr.key, row, "ok")),
+                 (np.zeros(SHAPE, np.float16), TargetRow(fr.key, bad, "s.tar:k.v0.tgt"))])
+    with pytest.raises(RecordError, match=r"s\.tar.*1043 bytes"):
+        collate([(np.zeros(SHAPE, np.float16), TargetRow(fr.key, row[:-1], "s.tar"))])
 
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])

@@ -14,9 +14,11 @@ Batch dict (B samples):
 - keypoints_2d: (B, 24, 3) float32 crop pixels, KEYPOINTS_2D order, column 2 the confidence.
 - synthetic: (B,) bool, sample made from the project's synthetic stand-ins.
 
-A sample's record is a `PersonFrame`, or the mapping `batch_fields` reads straight from
-the record's npz bytes (the training loader's fast path: zero-copy views of the fields
-above, no full record). Inside a DataLoader worker the stacked tensors are allocated in
+A sample's record is a `PersonFrame`, the mapping `batch_fields` reads straight from
+the record's npz bytes (zero-copy views of the fields above, no full record), or a
+`TargetRow`: the record's fixed-layout targets row (`datasets.record.TARGETS_DTYPE`) as
+bytes, which `collate` parses for the whole batch at once (the training loader's fast
+path, for caches that store the rows). Inside a DataLoader worker the stacked tensors are allocated in
 shared memory (as torch's `default_collate` does), so handing a batch to the main process
 copies nothing.
 """
@@ -34,26 +36,27 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from datasets.record import _ARRAY_FIELDS, PersonFrame, RecordError
-from train.npz_view import NpzError, read_npz
+from datasets.record import _ARRAY_FIELDS, BODY_MODELS, GENDERS, TARGET_ARRAYS, TARGETS_DTYPE, PersonFrame, RecordError
+from datasets import npz
 
 READ_THREADS = min(4, os.cpu_count() or 1)  # threads reading maps into a batch (preadv releases the GIL)
-ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d")  # float32 target arrays of the record
+ARRAYS = TARGET_ARRAYS  # float32 target arrays of the record
 FLAGS = ("has_smpl", "synthetic")  # bool
 STRINGS = ("key", "dataset", "gender", "body_model")
 BATCH_FIELDS = ARRAYS + FLAGS + STRINGS + ("view",)
 DEFAULTS = {"body_model": "smpl"}  # fields records written before they existed lack
 
 
-def batch_fields(npz: bytes, source: str = "") -> dict:
+def batch_fields(data: bytes, source: str = "") -> dict:
     """The record fields a batch carries, read from a record's npz bytes (PersonFrame
-    `to_npz_bytes`) without building the record: arrays are read-only views, checked for
-    shape and finiteness (RecordError naming `source` and the field)."""
+    `to_npz_bytes`) without building the record, checked for shape and finiteness
+    (RecordError naming `source` and the field)."""
     try:
-        a = read_npz(npz, BATCH_FIELDS, optional=DEFAULTS)
-    except (NpzError, KeyError) as e:  # an npz this reader does not take: the full record
-        fr = PersonFrame.from_npz_bytes(npz, source=f"{source} ({e})")
-        return {f: getattr(fr, f) for f in BATCH_FIELDS}
+        a = npz.loads(data, BATCH_FIELDS)
+    except npz.NpzError as e:
+        raise RecordError(f"{source}: target file is not a readable npz ({e})") from e
+    if missing := [f for f in BATCH_FIELDS if f not in a and f not in DEFAULTS]:
+        raise RecordError(f"{source}: target file lacks field(s) {missing}")
     out = {}
     for name in ARRAYS:
         arr, shape = a[name], _ARRAY_FIELDS[name][0]
@@ -67,6 +70,49 @@ def batch_fields(npz: bytes, source: str = "") -> dict:
     for name in STRINGS:
         out[name] = str(a[name]) if name in a else DEFAULTS[name]
     out["view"] = int(a["view"])
+    return out
+
+
+class TargetRow(NamedTuple):
+    """One sample's targets row (TARGETS_DTYPE bytes, unparsed), its key, and where it
+    was read (for errors)."""
+
+    key: str
+    row: bytes
+    source: str
+
+    def fields(self) -> dict:
+        """This sample's batch fields, parsed (for inspection; `collate` parses batches)."""
+        return {k: v[0] for k, v in _rows_batch([self]).items()}
+
+
+def _rows_batch(records: Sequence[TargetRow]) -> dict:
+    """The batch fields of TargetRows (numpy arrays and lists): one `np.frombuffer` of the
+    joined rows; a bad row is a RecordError naming its source and field."""
+    data = b"".join(r.row for r in records)
+    if len(data) != len(records) * TARGETS_DTYPE.itemsize:
+        bad = next(r for r in records if len(r.row) != TARGETS_DTYPE.itemsize)
+        raise RecordError(f"{bad.source}: targets row of {len(bad.row)} bytes, the layout has "
+                          f"{TARGETS_DTYPE.itemsize}")
+    rows = np.frombuffer(data, TARGETS_DTYPE)  # (B,) structured
+    out: dict = {}
+    for name in ARRAYS:
+        arr = rows[name]
+        finite = np.isfinite(arr.reshape(len(rows), -1)).all(1)
+        if not finite.all():
+            raise RecordError(f"{records[int(np.argmin(finite))].source}: field '{name}' has non-finite values")
+        out[name] = np.array(arr)  # a copy: contiguous and writable (a one-row batch would be a view)
+    for name, names in (("gender", GENDERS), ("body_model", BODY_MODELS)):
+        codes = rows[name]
+        if codes.max(initial=0) >= len(names):
+            raise RecordError(f"{records[int(np.argmax(codes))].source}: field '{name}' has code "
+                              f"{int(codes.max())}, expected < {len(names)} ({names})")
+        out[name] = [names[c] for c in codes.tolist()]
+    for name in FLAGS:
+        out[name] = rows[name].copy()
+    out["view"] = rows["view"].astype(np.int64)
+    out["dataset"] = [d.decode("ascii") for d in rows["dataset"].tolist()]
+    out["key"] = [r.key for r in records]
     return out
 
 
@@ -172,10 +218,15 @@ _POOL: ThreadPoolExecutor | None = None
 
 
 def materialize(batch: dict, pin_memory: bool = False) -> dict:
-    """The batch with `features` read from disk if they are still `MapReads`."""
+    """A lazy batch (`collate(lazy=True)`) as tensors: `features` read from disk if they
+    are still `MapReads`, numpy fields wrapped (no copy)."""
     if isinstance(batch.get("features"), MapReads):
         batch = {**batch, "features": batch["features"].read(pin_memory)}
-    return batch
+    return _tensors(batch)
+
+
+def _tensors(batch: dict) -> dict:
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
 
 
 def stack(arrays: Sequence, dtype: torch.dtype) -> torch.Tensor:
@@ -197,9 +248,13 @@ def stack(arrays: Sequence, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
-def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping]], lazy: bool = False) -> dict:
-    """[(features (C, H, W), record), ...] -> batch dict (see the module doc). With `lazy`,
-    maps still on disk stay there (`features` is a `MapReads`; `materialize` reads them)."""
+def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping | TargetRow]],
+            lazy: bool = False) -> dict:
+    """[(features (C, H, W), record), ...] -> batch dict (see the module doc). With `lazy`
+    (DataLoader workers), maps still on disk stay there (`features` is a `MapReads`) and
+    the target fields stay numpy arrays, which travel to the training process pickled in
+    one piece instead of as one shared-memory segment (and file descriptor) per tensor;
+    `materialize` makes the tensors there."""
     if not samples:
         raise ValueError("collate: empty batch")
     feats, records = zip(*samples)
@@ -212,11 +267,16 @@ def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping]
         batch: dict = {"features": MapReads(tuple(feats))}
     else:
         batch = {"features": stack(feats, _TORCH[np.dtype(feats[0].dtype)])}
-    for name in ARRAYS:
-        batch[name] = stack([get(r, name) for r in records], torch.float32)
-    for name in FLAGS:
-        batch[name] = torch.tensor([bool(get(r, name)) for r in records], dtype=torch.bool)
-    batch["view"] = torch.tensor([int(get(r, "view")) for r in records], dtype=torch.int64)
-    for name in STRINGS:
-        batch[name] = [str(get(r, name)) for r in records]
-    return batch
+    if isinstance(records[0], TargetRow):
+        if not all(isinstance(r, TargetRow) for r in records):
+            raise ValueError("collate: a batch mixes targets rows and records")
+        batch.update(_rows_batch(records))
+    else:
+        for name in ARRAYS:
+            batch[name] = np.stack([get(r, name) for r in records]).astype(np.float32, copy=False)
+        for name in FLAGS:
+            batch[name] = np.array([bool(get(r, name)) for r in records], dtype=bool)
+        batch["view"] = np.array([int(get(r, "view")) for r in records], dtype=np.int64)
+        for name in STRINGS:
+            batch[name] = [str(get(r, name)) for r in records]
+    return batch if lazy else _tensors(batch)

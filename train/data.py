@@ -20,9 +20,10 @@ The training stream of one rank reads top to bottom (`FeatureStream.__iter__`):
    about 0.5 MB (ViTPose-H maps): mind `data.workers` x that per rank.
 4. mixing: each next sample comes from dataset d with probability weight_d / sum.
 5. skip: the samples of the batches done before a resume, without decoding them.
-6. decode (`decode_sample`): the batch's fields of the view's record
-   (`train.batch.batch_fields`: views into the npz bytes, no record built) and its feature
-   map, left in the shard (`train.batch.LazyMap`: path, offset, size); then
+6. decode (`decode_sample`): the view's targets row (`.tgt`, `train.batch.TargetRow`: its
+   bytes, parsed for the whole batch by `collate`; a cache without rows: the batch's fields
+   of the view's npz record, `train.batch.batch_fields`) and its feature map, left in the
+   shard (`train.batch.LazyMap`: path, offset, size); then
    `train.batch.collate(lazy=True)` in the worker, and in the training process
    `FeatureDataModule.on_before_batch_transfer` reads the batch's maps straight into one
    (pinned, on a GPU) tensor: one copy from the page cache, as `cat` makes. (A map read
@@ -53,14 +54,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, decode_features, read_cache_spec,
-                                sample_views, view_ext)
+from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
+                                has_targets, read_cache_spec, sample_views, view_ext)
 from pipelines.shard_reader import ShardError, join, list_shards, read_manifest, resolve
-from train.batch import LazyMap, Span, batch_fields, collate, materialize
+from train.batch import LazyMap, Span, TargetRow, batch_fields, collate, materialize
 from train.config import DataConfig
 
 MIX_CHUNK = 4096  # dataset draws made at once (numpy's choice is slow per call)
 LAZY = ("." + FEATURE_EXT,)  # members left on disk until their batch slot exists
+
+
+def lazy_members(spec: dict) -> tuple[str, ...]:
+    """Member endings `tar_members` leaves on disk: the maps, and the npz records where the
+    cache has targets rows (the loader never reads those records then)."""
+    return LAZY + ("." + RECORD_EXT,) if has_targets(spec) else LAZY
 
 
 class DataError(ValueError):
@@ -134,15 +141,36 @@ def read_samples(shard: str, lazy: tuple[str, ...] = ()) -> Iterator[dict]:
     """The samples of one tar: {"__key__", "__url__", <ext>: bytes} (WebDataset's grouping).
     Members of a local shard whose name ends with one of `lazy` are left on disk: a `Span`
     instead of their bytes."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     if "://" in shard:  # object stores: pyarrow's file systems (as pipelines.shard_reader.resolve)
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
         fs, path = resolve(shard)
         with fs.open_input_stream(path) as stream:
             yield from group_by_keys(tar_file_expander([{"url": shard, "stream": stream}]))
         return
-    yield from group_by_keys({"fname": name, "data": data, "__url__": shard}
-                             for name, data in tar_members(shard, lazy))
+    yield from group_members(tar_members(shard, lazy), shard)
+
+
+def group_members(members: Iterator[tuple[str, bytes | Span]], url: str) -> Iterator[dict]:
+    """Consecutive members with the same key as one sample, as WebDataset's `group_by_keys`
+    groups them (key: the name up to the first dot of its last path part; extension: the
+    rest, lower-cased; a name without a dot is skipped), at a third of its cost per member.
+    A repeated extension within a sample is a ShardError naming the shard and member."""
+    sample: dict | None = None
+    for name, data in members:
+        dot = name.find(".", name.rfind("/") + 1)
+        if dot < 0:
+            continue
+        key, ext = name[:dot], name[dot + 1:].lower()
+        if sample is None or key != sample["__key__"]:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        elif ext in sample:
+            raise ShardError(f"{url}: member {name!r} repeats extension {ext!r} of sample {key!r}")
+        sample[ext] = data
+    if sample is not None:
+        yield sample
 
 
 TAR_BLOCK = 512
@@ -197,7 +225,7 @@ def _octal(field: bytes, path: str, at: int) -> int:
 
 
 def _checksum(header: bytes) -> int:
-    return sum(header[:148]) + 8 * 32 + sum(header[156:])
+    return sum(header) - sum(header[148:156]) + 8 * 32  # the checksum field counts as 8 spaces
 
 
 def _ustar_name(header: bytes) -> bytes:
@@ -231,18 +259,29 @@ def one_view(sample: dict, views: str, rng: np.random.Generator) -> dict:
         feats, rec = sample[view_ext(view, FEATURE_EXT)], sample[view_ext(view, RECORD_EXT)]
     except KeyError:
         raise ShardError(f"{where}: no view {view} (views {have})") from None
-    return {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"), "__view__": view,
-            ENCODER_EXT: sample.get(ENCODER_EXT, b""), FEATURE_EXT: feats, RECORD_EXT: rec}
+    out = {"__key__": sample.get("__key__"), "__url__": sample.get("__url__"), "__view__": view,
+           ENCODER_EXT: sample.get(ENCODER_EXT, b""), FEATURE_EXT: feats, RECORD_EXT: rec}
+    if (tgt := sample.get(view_ext(view, TARGETS_EXT))) is not None:
+        out[TARGETS_EXT] = tgt
+    return out
 
 
 def decode_sample(sample: dict, spec: dict) -> tuple[np.ndarray | LazyMap, dict]:
     """((C, H, W) float16 feature map, the batch fields of the record) of a `one_view`
-    sample: `pipelines.features.decode_view` with the record read by `train.batch.batch_fields`,
-    and a map left on disk (`Span`) returned as a `LazyMap` of the cache's shape."""
+    sample: `pipelines.features.decode_view` with the record as its targets row
+    (`TargetRow`, where the cache has rows of this code's layout) or read by
+    `train.batch.batch_fields`, and a map left on disk (`Span`) returned as a `LazyMap` of
+    the cache's shape."""
     where = f"{sample['__url__']}:{sample['__key__']}"
     if (enc := sample[ENCODER_EXT].decode()) != spec["encoder_id"]:
         raise ShardError(f"{where}: made by encoder {enc!r}, the cache's is {spec['encoder_id']!r}")
-    rec = batch_fields(sample[RECORD_EXT], source=f"{where}.{view_ext(sample['__view__'], RECORD_EXT)}")
+    if TARGETS_EXT in sample and has_targets(spec):
+        rec = TargetRow(sample["__key__"], sample[TARGETS_EXT], f"{where}.{view_ext(sample['__view__'], TARGETS_EXT)}")
+    else:
+        npz = sample[RECORD_EXT]
+        if isinstance(npz, Span):
+            raise ShardError(f"{where}: the cache's spec promises targets rows but the sample has none")
+        rec = batch_fields(npz, source=f"{where}.{view_ext(sample['__view__'], RECORD_EXT)}")
     feats = sample[FEATURE_EXT]
     if not isinstance(feats, Span):
         return decode_features(feats, spec), rec
@@ -254,7 +293,7 @@ def decode_sample(sample: dict, spec: dict) -> tuple[np.ndarray | LazyMap, dict]
 
 
 def dataset_stream(source: Source, seed: int, epoch: int, consumer: int, consumers: int, shuffle_buffer: int,
-                   views: str = "plain") -> Iterator[dict]:
+                   views: str = "plain", lazy: tuple[str, ...] = LAZY) -> Iterator[dict]:
     """Endless shuffled one-view samples of one dataset for one consumer (steps 2-3): the
     consumer's share of the epoch's shard permutation, read over and over."""
     from webdataset.filters import _shuffle
@@ -267,7 +306,7 @@ def dataset_stream(source: Source, seed: int, epoch: int, consumer: int, consume
         while True:
             n = 0
             for shard in shards:
-                for i, sample in enumerate(read_samples(shard, LAZY)):
+                for i, sample in enumerate(read_samples(shard, lazy)):
                     if i % stride == offset:
                         n += 1
                         yield one_view(sample, views, view_rng)
@@ -333,8 +372,8 @@ class FeatureStream(IterableDataset):
         worker, workers = _worker()
         epoch, acting, skip, serve = self.plan(int(self.position[0]), worker, workers)
         consumer, consumers = self.rank * workers + acting, self.world * workers
-        streams = [dataset_stream(s, self.seed, epoch, consumer, consumers, self.shuffle_buffer, self.views)
-                   for s in self.sources]
+        streams = [dataset_stream(s, self.seed, epoch, consumer, consumers, self.shuffle_buffer, self.views,
+                                  lazy_members(self.spec)) for s in self.sources]
         raw = mixed(streams, self.weights, np.random.default_rng([self.seed, epoch, consumer]))
         for _ in range(skip * self.batch_size):  # step 5: replay without decoding
             next(raw)
@@ -353,7 +392,7 @@ class ValStream(IterableDataset):
         shards, stride, offset = consumer_shards(tuple(sorted(self.source.shards)), self.rank * workers + worker,
                                                  self.world * workers)
         for shard in shards:
-            for i, sample in enumerate(read_samples(shard, LAZY)):
+            for i, sample in enumerate(read_samples(shard, lazy_members(self.spec))):
                 if i % stride == offset:
                     yield decode_sample(one_view(sample, "plain", None), self.spec)
 

@@ -1,6 +1,6 @@
 """A feature cache of random feature maps with self-consistent targets, in exactly the
 layout `pipelines/features.py` writes (encoder.json, tars of `<key>.enc`,
-`<key>.v<v>.f16`, `<key>.v<v>.npz`, manifest.parquet) — for the training tests and the
+`<key>.v<v>.f16`, `<key>.v<v>.npz`, `<key>.v<v>.tgt`, manifest.parquet) — for the training tests and the
 loader benchmark, which need shards without running an encoder.
 
 Targets of a sample: SMPL pose ~ N(0, 0.2) rad per joint, betas ~ N(0, 0.5), a crop camera
@@ -22,7 +22,7 @@ import torch
 from datasets.record import CROP_HW, NUM_KEYPOINTS, PersonFrame, make_key
 from model.geometry import crop_intrinsics, project, weak_cam_to_transl
 from pipelines.features import (ENCODER_EXT, FEATURE_DTYPE, FEATURE_EXT, MANIFEST_SCHEMA, OK, RECORD_EXT, SPEC,
-                                view_ext)
+                                TARGETS_EXT, targets_spec, view_ext)
 from pipelines.shard_reader import MANIFEST, shard_name
 from pipelines.tar import TarWriter
 
@@ -32,7 +32,7 @@ ENCODER_ID = "random-features"
 def write_cache_spec(cache: Path, shape: tuple[int, int, int]) -> dict:
     spec = {"encoder_id": ENCODER_ID, "encoder": {"encoder": "random", "feature_shape": list(shape)},
             "storage": {"member": FEATURE_EXT, "dtype": FEATURE_DTYPE, "shape": list(shape), "order": "C"},
-            "views": None, "synthetic": True}
+            "views": None, "synthetic": True, "targets": targets_spec()}
     cache.mkdir(parents=True, exist_ok=True)
     (cache / SPEC).write_text(json.dumps(spec, indent=1) + "\n")
     return spec
@@ -94,6 +94,7 @@ def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: i
                     feats = rng.standard_normal(shape).astype(FEATURE_DTYPE)
                     members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feats.tobytes()))
                     members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", fr.replace(view=v).to_npz_bytes()))
+                    members.append((f"{fr.key}.{view_ext(v, TARGETS_EXT)}", fr.replace(view=v).to_targets_bytes()))
                 for m, data in members:
                     tar.add(m, data)
                 rows.append(dict(key=fr.key, shard=name, image_shard=name, views=views, status=OK, reason=None))
