@@ -42,13 +42,19 @@ def member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def header_checksum(header: bytes) -> int:
+    """The ustar checksum of a 512-byte header: the byte sum with the checksum field
+    (bytes 148-155) counted as spaces."""
+    return sum(header) - sum(header[148:156]) + 8 * 0x20
+
+
 def member_header(name: str, size: int) -> bytes:
     """Header block(s) of a regular member `name` of `size` bytes with the fixed metadata."""
     raw = name.encode("ascii", "replace")
     if len(raw) > 100 or not name.isascii() or size >= 8 ** 11:
         return member_info(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     head = raw.ljust(100, b"\0") + _MODE_UID_GID + b"%011o\0" % size + _MTIME
-    chksum = sum(head) + 8 * 0x20 + sum(_TAIL)  # the checksum field counts as 8 spaces
+    chksum = header_checksum(head + b"\0" * 8 + _TAIL)
     return head + b"%06o\0 " % chksum + _TAIL
 
 

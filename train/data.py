@@ -57,6 +57,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
                                 has_targets, read_cache_spec, sample_views, view_ext)
 from pipelines.shard_reader import ShardError, join, list_shards, read_manifest, resolve
+from pipelines.tar import BLOCK as TAR_BLOCK
+from pipelines.tar import header_checksum
 from train.batch import LazyMap, Span, TargetRow, batch_fields, collate, materialize
 from train.config import DataConfig
 
@@ -173,7 +175,6 @@ def group_members(members: Iterator[tuple[str, bytes | Span]], url: str) -> Iter
         yield sample
 
 
-TAR_BLOCK = 512
 _REGULAR, _PAX, _PAX_GLOBAL, _GNU_LONGNAME = (b"0", b"\0"), b"x", b"g", b"L"
 
 
@@ -192,7 +193,7 @@ def tar_members(path: str, lazy: tuple[str, ...] = ()) -> Iterator[tuple[str, by
             header = f.read(TAR_BLOCK)
             if len(header) < TAR_BLOCK or header == bytes(TAR_BLOCK):
                 return  # end of archive (two zero blocks) or a truncated tail
-            if _checksum(header) != _octal(header[148:156], path, at):
+            if header_checksum(header) != _octal(header[148:156], path, at):
                 raise ShardError(f"{path}: tar header at byte {at} fails its checksum")
             kind = header[156:157]
             size = int(pax.get(b"size", b"0")) if b"size" in pax else _octal(header[124:136], path, at)
@@ -222,10 +223,6 @@ def _octal(field: bytes, path: str, at: int) -> int:
         return int(field.rstrip(b"\0 ") or b"0", 8)
     except ValueError:
         raise ShardError(f"{path}: tar header at byte {at} has a malformed number {field!r}") from None
-
-
-def _checksum(header: bytes) -> int:
-    return sum(header) - sum(header[148:156]) + 8 * 32  # the checksum field counts as 8 spaces
 
 
 def _ustar_name(header: bytes) -> bytes:
