@@ -108,10 +108,10 @@ eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequenc
 # (train/pretrain_encoder.py: a random-weight encoder carries too little pose information).
 DEMO ?= data/demo
 DEMO_SCALE ?= 3
-DEMO_SCALE_FOR ?= coco=60,mpii=60,h36m=30
+DEMO_SCALE_FOR ?= coco=300,mpii=300,h36m=150,3dpw=40
 DEMO_ENCODER ?= tiny
 DEMO_PRETRAIN_EPOCHS ?= 12
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 4
 DEMO_RUNS ?= runs/demo
 DEMO_TRAIN = $(BIN)/python -m train --features $(DEMO)/features --assets $(DEMO)/synthetic/assets
 DEMO_EVAL = $(BIN)/python -m eval.evaluate --features $(DEMO)/features --assets $(DEMO)/synthetic/assets \
