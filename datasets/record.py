@@ -199,7 +199,9 @@ class PersonFrame:
         row = np.zeros((), TARGETS_DTYPE)
         for name in TARGET_ARRAYS:
             row[name] = getattr(self, name)
-        row["has_smpl"], row["synthetic"], row["view"] = self.has_smpl, self.synthetic, self.view
+        for name in TARGET_FLAGS:
+            row[name] = getattr(self, name)
+        row["view"] = self.view
         row["gender"], row["body_model"] = GENDERS.index(self.gender), BODY_MODELS.index(self.body_model)
         row["dataset"] = self.dataset.encode("ascii")
         return row.tobytes()
@@ -269,11 +271,12 @@ _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: w
 # indices into GENDERS / BODY_MODELS) or fixed bytes (`dataset`, ASCII); the key is the
 # sample's own (its tar members' stem). The npz stays the full record.
 TARGET_ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d")  # float32, shapes of _ARRAY_FIELDS
+TARGET_FLAGS = ("has_smpl", "synthetic")  # bool
 DATASET_NAME_BYTES = 32
 TARGETS_DTYPE = np.dtype(
     [(name, "<f4", _ARRAY_FIELDS[name][0]) for name in TARGET_ARRAYS]
-    + [("has_smpl", "?"), ("synthetic", "?"), ("view", "<i8"), ("gender", "u1"), ("body_model", "u1"),
-       ("dataset", f"S{DATASET_NAME_BYTES}")])
+    + [(name, "?") for name in TARGET_FLAGS]
+    + [("view", "<i8"), ("gender", "u1"), ("body_model", "u1"), ("dataset", f"S{DATASET_NAME_BYTES}")])
 
 
 def targets_layout() -> list:

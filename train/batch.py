@@ -14,13 +14,14 @@ Batch dict (B samples):
 - keypoints_2d: (B, 24, 3) float32 crop pixels, KEYPOINTS_2D order, column 2 the confidence.
 - synthetic: (B,) bool, sample made from the project's synthetic stand-ins.
 
-A sample's record is a `PersonFrame`, the mapping `batch_fields` reads straight from
-the record's npz bytes (zero-copy views of the fields above, no full record), or a
-`TargetRow`: the record's fixed-layout targets row (`datasets.record.TARGETS_DTYPE`) as
-bytes, which `collate` parses for the whole batch at once (the training loader's fast
-path, for caches that store the rows). Inside a DataLoader worker the stacked tensors are allocated in
-shared memory (as torch's `default_collate` does), so handing a batch to the main process
-copies nothing.
+A sample's record is a `PersonFrame`, the mapping `batch_fields` reads from the record's
+npz bytes (only the fields above, no full record), or a `TargetRow`: the record's
+fixed-layout targets row (`datasets.record.TARGETS_DTYPE`) as bytes, which `collate`
+parses for the whole batch at once (the training loader's fast path, for caches that
+store the rows). In a DataLoader worker (`collate(lazy=True)`) the feature maps stay in
+their shards (or, read already, are stacked into shared memory) and the target fields
+stay numpy arrays, pickled with the batch; `materialize` makes the tensors in the
+training process.
 """
 from __future__ import annotations
 
@@ -36,12 +37,13 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from datasets.record import _ARRAY_FIELDS, BODY_MODELS, GENDERS, TARGET_ARRAYS, TARGETS_DTYPE, PersonFrame, RecordError
 from datasets import npz
+from datasets.record import (_ARRAY_FIELDS, BODY_MODELS, GENDERS, TARGET_ARRAYS, TARGET_FLAGS, TARGETS_DTYPE,
+                             PersonFrame, RecordError)
 
 READ_THREADS = min(4, os.cpu_count() or 1)  # threads reading maps into a batch (preadv releases the GIL)
 ARRAYS = TARGET_ARRAYS  # float32 target arrays of the record
-FLAGS = ("has_smpl", "synthetic")  # bool
+FLAGS = TARGET_FLAGS  # bool
 STRINGS = ("key", "dataset", "gender", "body_model")
 BATCH_FIELDS = ARRAYS + FLAGS + STRINGS + ("view",)
 DEFAULTS = {"body_model": "smpl"}  # fields records written before they existed lack

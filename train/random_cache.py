@@ -93,8 +93,9 @@ def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: i
                 for v in range(views):
                     feats = rng.standard_normal(shape).astype(FEATURE_DTYPE)
                     members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feats.tobytes()))
-                    members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", fr.replace(view=v).to_npz_bytes()))
-                    members.append((f"{fr.key}.{view_ext(v, TARGETS_EXT)}", fr.replace(view=v).to_targets_bytes()))
+                    view = fr.replace(view=v)
+                    members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", view.to_npz_bytes()))
+                    members.append((f"{fr.key}.{view_ext(v, TARGETS_EXT)}", view.to_targets_bytes()))
                 for m, data in members:
                     tar.add(m, data)
                 rows.append(dict(key=fr.key, shard=name, image_shard=name, views=views, status=OK, reason=None))
