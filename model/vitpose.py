@@ -89,6 +89,31 @@ def get_encoder_config(name: str) -> EncoderConfig:
     return CONFIGS[name]
 
 
+def mae_sincos_pos_embed(cfg: EncoderConfig) -> torch.Tensor:
+    """(1, 1 + h*w, C) the fixed 2D sine-cosine position embedding that MAE pretraining uses,
+    the weights ViTPose starts from (ViTPose §3.1: "initialized with MAE pretrained weights").
+
+    MAE's layout (facebookresearch/mae `util/pos_embed.py`, get_2d_sincos_pos_embed; ours,
+    for a non-square grid): the first C/2 channels encode the column (x), the last C/2 the
+    row (y); each half is [sin(p * w_k), cos(p * w_k)] with w_k = 10000^(-k / (C/4)),
+    k < C/4, p the cell index; the class slot is zeros.
+    """
+    h, w = cfg.feature_hw
+    if cfg.width % 4:
+        raise ValueError(f"encoder width {cfg.width} is not divisible by 4 (2D sine-cosine embedding)")
+    quarter = cfg.width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (C/4,)
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")  # (h, w) each
+
+    def axis(p: torch.Tensor) -> torch.Tensor:  # (h*w,) -> (h*w, C/2)
+        out = p.reshape(-1, 1) * omega
+        return torch.cat([out.sin(), out.cos()], 1)
+
+    grid = torch.cat([axis(cols), axis(rows)], 1)  # (h*w, C), row-major tokens
+    return torch.cat([torch.zeros(1, cfg.width, dtype=torch.float64), grid]).float()[None]
+
+
 class CheckpointError(ValueError):
     """A checkpoint does not hold the encoder's weights; the message names file and keys."""
 

@@ -22,6 +22,14 @@ keypoints, then freezes it and caches its features like any other checkpoint.
     error on the held-out crops.
   (ViTPose's per-pixel Gaussian-heatmap MSE first collapses to all-zero maps, which at
   this toy budget is where it stays: its loss reached exactly the zero-map value.)
+- Start (`--pos-init`): ViTPose starts from MAE-pretrained weights, whose position
+  embedding is MAE's fixed 2D sine-cosine table; `mae` (default) starts the position
+  embedding there (`model.vitpose.mae_sincos_pos_embed`), the rest at random. `random`
+  keeps transformers' init (trunc-normal, std 0.02), under which the position signal
+  is tiny next to the patch embedding and the fitted features barely say where a cell is:
+  a linear map from one cell's 32 features to its column reached R^2 0.20 on the demo's
+  3DPW crops. The decoders read positions from the features (DeforHMR's relative position
+  encoding only biases the attention logits; HMR2.0's decoder adds none), so they need it.
 - Output: a plain backbone state dict in ViTPose's key layout (checkpoint kind (c) of
   `model.vitpose.read_checkpoint`) with `meta = {'synthetic': True, ...}`, so `make
   features CKPT=...` loads it like a real checkpoint and every output made from it is
@@ -47,13 +55,14 @@ from tqdm import tqdm
 from datasets.joints import KEYPOINTS_2D
 from datasets.record import CROP_HW
 from model.geometry import normalise_crop_pixels
-from model.vitpose import ViTPoseEncoder, get_encoder_config, normalize
+from model.vitpose import ViTPoseEncoder, get_encoder_config, mae_sincos_pos_embed, normalize
 from pipelines.features import shard_sets
 from pipelines.shard_reader import decode_jpeg, iter_split
 
 HEATMAP_STRIDE = 4  # ViTPose: 256x192 input -> 64x48 heatmaps
 TARGET_SIGMA_PX = 8.0  # `ce` target spread in crop pixels (ViTPose: sigma 2 heatmap cells = 8 px)
 OBJECTIVES = ("ce", "integral")
+POS_INITS = ("mae", "random")
 
 
 class HeatmapHead(nn.Module):
@@ -129,14 +138,19 @@ def keypoint_px(heatmaps: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor
 
 def pretrain(crops: np.ndarray, keypoints: np.ndarray, encoder_name: str, epochs: int, batch: int,
              lr: float, seed: int, progress: bool = True,
-             objective: str = "ce") -> tuple[ViTPoseEncoder, HeatmapHead, list[float]]:
+             objective: str = "ce", pos_init: str = "mae") -> tuple[ViTPoseEncoder, HeatmapHead, list[float]]:
     """Train encoder + heatmap head on (crops, keypoints); returns them and the mean 2D
     error (px, L1 x + y) of each epoch's training batches."""
     torch.manual_seed(seed)
     enc = ViTPoseEncoder(encoder_name, seed=seed)
     backbone = enc.backbone  # trained here, frozen again by ViTPoseEncoder once saved/loaded
-    backbone.requires_grad_(True).train()
     cfg = enc.config
+    if pos_init == "mae":
+        with torch.no_grad():
+            backbone.embeddings.position_embeddings.copy_(mae_sincos_pos_embed(cfg))
+    elif pos_init != "random":
+        raise ValueError(f"pos_init {pos_init!r}: expected one of {POS_INITS}")
+    backbone.requires_grad_(True).train()
     fh, fw = cfg.feature_hw
     head = HeatmapHead(cfg.width, len(KEYPOINTS_2D))
     params = list(backbone.parameters()) + list(head.parameters())
@@ -191,7 +205,10 @@ def mean_skeleton_px(train_keypoints: np.ndarray, keypoints: np.ndarray) -> floa
     """The same error for the training crops' mean 2D skeleton predicted for every crop:
     what an encoder that sees nothing of the pose scores."""
     kp = torch.from_numpy(keypoints)
-    mean = torch.from_numpy(np.nanmean(np.where(train_keypoints[..., 2:] > 0, train_keypoints[..., :2], np.nan), 0))
+    seen = train_keypoints[..., 2:] > 0  # (N, J, 1)
+    count = seen.sum(0)  # (J, 1); a joint no training crop shows has no mean (NaN, skipped below)
+    total = np.where(seen, train_keypoints[..., :2], 0).sum(0)  # (J, 2)
+    mean = torch.from_numpy(np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0))
     err = (mean - kp[..., :2]).abs().sum(-1)
     return float(torch.where(kp[..., 2] > 0, err, torch.nan).nanmean())
 
@@ -206,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--objective", default="ce", choices=OBJECTIVES)
+    ap.add_argument("--pos-init", default="mae", choices=POS_INITS,
+                    help="position embedding at the start: MAE's 2D sine-cosine table, or transformers' random init")
     args = ap.parse_args(argv)
     out = Path(args.out)
     get_encoder_config(args.encoder)  # fail fast on an unknown name
@@ -213,12 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     crops, kps, sets = load_training_crops(args.shards)
     print(f"pretrain: {len(crops)} training crops from {', '.join(sets)}")
     enc, head, losses = pretrain(crops, kps, args.encoder, args.epochs, args.batch, args.lr, args.seed,
-                                 objective=args.objective)
+                                 objective=args.objective, pos_init=args.pos_init)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save({"state_dict": enc.vitpose_state_dict(),
                 "meta": {"synthetic": True, "encoder": args.encoder, "trained_on": ",".join(sets),
                          "objective": f"2D keypoints, {args.objective} on ViTPose simple-decoder heatmaps",
+                         "pos_init": args.pos_init,
                          "epochs": args.epochs, "final_train_px": losses[-1]}}, tmp)
     tmp.replace(out)
     print(f"pretrain: 2D keypoint error on the training crops {losses[0]:.1f} -> {losses[-1]:.1f} px (L1, x+y) "
