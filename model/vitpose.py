@@ -91,7 +91,7 @@ def get_encoder_config(name: str) -> EncoderConfig:
 
 def mae_sincos_pos_embed(cfg: EncoderConfig) -> torch.Tensor:
     """(1, 1 + h*w, C) the fixed 2D sine-cosine position embedding that MAE pretraining uses,
-    the weights ViTPose starts from (ViTPose §3.1: "initialized with MAE pretrained weights").
+    the weights ViTPose initialises its backbone with (ViTPose paper, implementation details).
 
     MAE's layout (facebookresearch/mae `util/pos_embed.py`, get_2d_sincos_pos_embed; ours,
     for a non-square grid): the first C/2 channels encode the column (x), the last C/2 the

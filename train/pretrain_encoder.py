@@ -28,8 +28,9 @@ keypoints, then freezes it and caches its features like any other checkpoint.
   keeps transformers' init (trunc-normal, std 0.02), under which the position signal
   is tiny next to the patch embedding and the fitted features barely say where a cell is:
   a linear map from one cell's 32 features to its column reached R^2 0.16 on the demo's
-  training crops, 0.82 from the MAE start (`python -m eval.probe` prints it). The decoders read positions from the features (DeforHMR's relative position
-  encoding only biases the attention logits; HMR2.0's decoder adds none), so they need it.
+  training crops, 0.82 from the MAE start (`python -m eval.probe` prints it). The
+  decoders read positions from the features (DeforHMR's relative position encoding only
+  biases the attention logits; HMR2.0's decoder adds none), so they need it.
 - Output: a plain backbone state dict in ViTPose's key layout (checkpoint kind (c) of
   `model.vitpose.read_checkpoint`) with `meta = {'synthetic': True, ...}`, so `make
   features CKPT=...` loads it like a real checkpoint and every output made from it is
