@@ -22,9 +22,9 @@ def cache(tmp_path_factory, synthetic_assets):
 def test_probes_read_what_the_inputs_hold(cache):
     from eval.probe import main, probe
 
-    rows = {r["probe"]: r for r in probe(str(cache), ["aaa/test"], noise=[0.0, 400.0], alpha=1000.0, alpha_2d=0.1)}
-    position = rows.pop("cell position R^2 (row, column)")
-    assert position["n"] == 300 and all(np.isfinite(position["r2"]))
+    rows, position = probe(str(cache), ["aaa/test"], noise=[0.0, 400.0], alpha=1000.0, alpha_2d=0.1)
+    rows = {r["probe"]: r for r in rows}
+    assert len(position) == 2 and all(np.isfinite(position))
     mean = rows["mean pose (training mean)"]["pa_mpjpe_mm"]
     assert all(r["n"] == 40 and np.isfinite(r["pa_mpjpe_mm"]) for r in rows.values())
     assert rows["2D keypoints, sigma 0 px (ridge)"]["pa_mpjpe_mm"] < 0.75 * mean  # exact 2D holds the pose (0.63 measured)
@@ -44,6 +44,7 @@ def test_cell_position_r2_is_one_for_coded_positions_and_near_zero_for_noise():
     coded[:, 0], coded[:, 1] = rows, cols  # channels 0, 1: the cell's row and column
     coded[:, 2:] = rng.normal(size=(20, c - 2, h * w))
     assert cell_position_r2(coded.reshape(20, -1), (c, h, w)) == pytest.approx((1.0, 1.0))
+    assert cell_position_r2(coded.reshape(20, -1), (c, h, w), chunk=3) == pytest.approx((1.0, 1.0))  # chunked sums
     noise = rng.normal(size=(200, c * h * w))
     assert max(cell_position_r2(noise, (c, h, w))) < 0.05
     with pytest.raises(ValueError, match="need 2"):
