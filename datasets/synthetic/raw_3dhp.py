@@ -12,8 +12,7 @@
   `valid_frame`, `activity_annotation`) and `imageSequence/img_%06d.jpg`; `univ_annot3`
   is `annot3` scaled by a per-sequence factor (the real one rescales to the universal
   skeleton's height; ours scales about the camera centre, so it still projects onto
-  `annot2` and only its root-relative pose differs from `annot3`, as the reader's users
-  see it).
+  `annot2`, and its root-relative pose, which evaluation uses, differs from `annot3`'s).
 One person per sequence seen by a ring of cameras; 2048x2048 studio frames are rendered
 at 1/8 (256x256), the outdoor test sequences (TS5, TS6: 1920x1080) at 1/4.
 `SYNTHETIC_TRUTH` holds the frames the reader yields by default: the training frames the

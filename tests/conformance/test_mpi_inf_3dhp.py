@@ -226,7 +226,8 @@ def test_train_fits_that_do_not_fit_the_tree(train_root):
             list(MpiInf3dhpReader(root, "train").frames())
     # a frame past the end of its video, a subject that is not present: rejects with a reason
     _video(root / "S1" / "Seq1" / "imageSequence" / "video_2.avi", 5)
-    _write_fits(root, [ok, "S1/Seq1/imageFrames/video_2/frame_000006.jpg", "S5/Seq1/imageFrames/video_0/frame_000001.jpg"])
+    _write_fits(root, [ok, "S1/Seq1/imageFrames/video_2/frame_000006.jpg",
+                       "S5/Seq1/imageFrames/video_0/frame_000001.jpg"])
     items = list(MpiInf3dhpReader(root, "train").frames())
     assert isinstance(items[0], PersonFrame)
     assert [(r.key, r.reason) for r in items[1:]] == [
