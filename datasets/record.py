@@ -295,6 +295,7 @@ REJECT_REASONS = (
     "missing_image",
     "corrupt_image",
     "invalid_frame",  # MPI-INF-3DHP test valid_frame false
+    "joint_outside_image",  # MPI-INF-3DHP test, SPIN test_data rule: a joint outside the image (an option)
 )
 
 

@@ -137,7 +137,7 @@ def test_3dhp_test_set_from_hdf5(tmp_path):
     a2 = np.tile(np.linspace(5, 35, 17)[None, None, :, None], (n, 1, 1, 2))
     a3 = np.ones((n, 1, 17, 3)) * 1000
     with h5py.File(ts / "annot_data.mat", "w") as f:
-        f["annot2"], f["annot3"], f["valid_frame"] = a2, a3, np.array([[1.0], [0.0], [1.0]])
+        f["annot2"], f["univ_annot3"], f["valid_frame"] = a2, a3, np.array([[1.0], [0.0], [1.0]])
     _jpeg(ts / "imageSequence" / "img_000001.jpg")
     out = list(MpiInf3dhpReader(tmp_path, "test").frames())
     assert [getattr(o, "reason", "") for o in out] == ["", "invalid_frame", "missing_image: "

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from datasets.assets import Assets
-from datasets.mpi_inf_3dhp import Options as Options3dhp
 from datasets.reader import project
 from datasets.readers import READERS, available
 from datasets.record import PersonFrame, Reject
@@ -31,12 +30,6 @@ def read_all(raw_root, name):
     return out, load_truth(root / TRUTH_FILE)
 
 
-def expected_keys(name, truth):
-    """Keys a reader must account for: 3DHP training keeps SPIN's every-10th frame."""
-    step = Options3dhp().frame_step
-    return {k for k in truth if not (name == "mpi_inf_3dhp" and "_train_" in k and int(k.split("_")[-2]) % step)}
-
-
 @pytest.fixture(scope="module")
 def faulty_raw(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("faulty")
@@ -53,7 +46,7 @@ def test_every_dataset_and_split_is_found(synthetic_dir):
 @pytest.mark.parametrize("name", DATASETS)
 def test_records_hold_what_was_rendered(synthetic_dir, name):
     items, truth = read_all(synthetic_dir / "raw", name)
-    assert set(items) == expected_keys(name, truth)
+    assert set(items) == set(truth)
     assert all(isinstance(r, PersonFrame) for r in items.values()), [r for r in items.values() if isinstance(r, Reject)]
     for key, rec in items.items():
         t = truth[key]
@@ -88,7 +81,7 @@ def test_records_hold_what_was_rendered(synthetic_dir, name):
 @pytest.mark.parametrize("name", DATASETS)
 def test_injected_faults_become_rejects(faulty_raw, name):
     items, truth = read_all(faulty_raw, name)
-    assert set(items) == expected_keys(name, truth)  # every frame is a record or a reject
+    assert set(items) == set(truth)  # every frame is a record or a reject
     faulted = {k: t["reason"] for k, t in truth.items() if t["reason"] and k in items}
     assert faulted, f"{name}: no fault was injected"
     for key, reason in faulted.items():
