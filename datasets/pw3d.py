@@ -121,7 +121,8 @@ class PW3DReader:
                 if box is None:
                     yield fid.reject("no_visible_keypoint", "poses2d detects no point (SPIN box rule)")
                     continue
-                targets_2d = visible_in_image(act["keypoints_2d"][i], hw) if hw is not None else np.zeros((len(KEYPOINTS_2D), 3))
+                # 2D targets: the GT keypoints' projection, off the image not visible (hw None: missing_image)
+                targets_2d = act["keypoints_2d"][i] if hw is None else visible_in_image(act["keypoints_2d"][i], hw)
                 yield finish(fid, hw, box_center=box[0], box_size=box[1], box_expand=SPIN_BOX_EXPAND,
                              synthetic=self.synthetic, intrinsics=K,
                              smpl_pose=act["pose"][i], betas=act["betas"], smpl_transl=act["transl"][i],
