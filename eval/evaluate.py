@@ -17,7 +17,9 @@ Reads top to bottom:
    sample of the feature manifest, view 0, in shard order -> the model's neutral mesh, the
    mean-pose mesh (baseline), the ground-truth mesh (`Protocol.ground_truth`) ->
    `Protocol.score` per sample. The number scored must equal the manifest's ok rows; a
-   sample without SMPL targets is an error. Nothing is skipped.
+   sample without SMPL targets is an error. Nothing is skipped. On real data the split
+   must be the protocol's whole split (`check_complete`: 3DPW 24 sequences, frames left out
+   only for an invalid camera pose, read from the image shards' manifest, --shards).
 4. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id),
    `results.md` (Table 1 layout, reported rows from the paper), `per_sequence.csv`, and
    `figures/` (best / worst examples with overlays and side views; Fig. 5 attention points).
@@ -281,11 +283,32 @@ def evaluate_protocol(protocol: Protocol, loaded: LoadedRun, cache: FeatureCache
     if result.n != ok:
         raise EvalError(f"{protocol.name}: scored {result.n} samples but the manifest of {cache.root} lists {ok} ok "
                         f"samples for {protocol.dataset}/{protocol.split}; the feature shards are incomplete")
+    return result
+
+
+def check_complete(result: ProtocolResult) -> None:
+    """On real data, an EvalError unless the scored samples are the protocol's whole split:
+    `expected_sequences` sequences, and no frame left out (at the image shards or at the
+    features) for a reason outside `allowed_rejects` (3DPW: only `invalid_camera_pose`).
+    Synthetic data is not checked."""
+    protocol = result.protocol
+    if result.synthetic:
+        return
     n_seq = len(set(result.sequences))
-    if protocol.expected_sequences and not result.synthetic and n_seq != protocol.expected_sequences:
+    if protocol.expected_sequences and n_seq != protocol.expected_sequences:
         raise EvalError(f"{protocol.name}: {n_seq} sequences in the {protocol.split} split, the protocol's split has "
                         f"{protocol.expected_sequences}; the shards do not hold the whole split")
-    return result
+    if protocol.allowed_rejects is None:
+        return
+    allowed = ", ".join(protocol.allowed_rejects)
+    if result.image_rejected is None:
+        raise EvalError(f"{protocol.name}: the image shards' manifest of {protocol.dataset}/{protocol.split} is needed "
+                        f"to check that only {allowed} frames were left out (pass --shards)")
+    other = {r: n for r, n in (result.image_rejected + result.rejected).items() if r not in protocol.allowed_rejects}
+    if other:
+        raise EvalError(f"{protocol.name}: frames of the {protocol.split} split left out for "
+                        f"{', '.join(f'{n} {r}' for r, n in sorted(other.items()))}; the protocol leaves out only "
+                        f"{allowed} frames, so the scores would not be on its whole split")
 
 
 # ---- 4. outputs -------------------------------------------------------------------------------
@@ -493,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             res = evaluate_protocol(protocol, loaded, cache, assets, method, args.batch_size)
             res.image_rejected = image_rejects(args.shards, protocol)
             print("   " + describe_counts(res))
+            check_complete(res)
             results.append(res)
         if not results:
             raise EvalError(f"no protocol could be evaluated: {'; '.join(not_evaluated)}")

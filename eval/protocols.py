@@ -51,6 +51,9 @@ class Protocol:
     - ground_truth: how the ground-truth mesh is built, a key of GROUND_TRUTH_BODIES
       ("smpl": gendered SMPL; "smplx_to_smpl": gendered SMPL-X x smplx2smpl matrix).
     - expected_sequences: the number of sequences of the real split (None: not fixed).
+    - allowed_rejects: the reject reasons by which the protocol itself leaves frames out of
+      the real split; a frame left out for any other reason means an incomplete split
+      (None: not checked).
     - source: where the protocol is taken from.
     """
 
@@ -64,6 +67,7 @@ class Protocol:
     ground_truth: str
     source: str
     expected_sequences: int | None = None
+    allowed_rejects: tuple[str, ...] | None = None
     eval_index: np.ndarray = field(init=False, repr=False, compare=False)
     root_index: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -235,6 +239,8 @@ THREEDPW = Protocol(
     root_joints=("pelvis_h36m",),
     ground_truth="smpl",
     expected_sequences=24,
+    # SPIN datasets/preprocess/pw3d.py keeps every test frame whose campose_valid is set
+    allowed_rejects=("invalid_camera_pose",),
     source="SPIN eval.py / 4D-Humans Evaluator: H36M regressor, LSP-14 subset, pelvis = H36M joint 0",
 )
 

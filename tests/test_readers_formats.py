@@ -78,9 +78,11 @@ def _3dpw_pickle(n=3):
     p2d[:, 1, :] = np.linspace(5, 35, 18)
     p2d[:, 2, :] = 1
     p2d[2, 2, :] = 0  # frame 2: nothing visible
+    joints = np.tile(np.column_stack([np.linspace(-0.1, 0.1, 24), np.linspace(-0.2, 0.2, 24), np.full(24, 2.0)]),
+                     (n, 1, 1))  # 2 m in front of the camera, inside the image
     return dict(sequence="s_00", genders=["f"], poses=[np.zeros((n, 72))], betas=[np.zeros(300)],
-                trans=[np.zeros((n, 3))], poses2d=[p2d], jointPositions=[np.zeros((n, 72))],
-                cam_poses=np.tile(np.eye(4), (n, 1, 1)), cam_intrinsics=np.diag([50.0, 50.0, 1.0]),
+                trans=[np.zeros((n, 3))], poses2d=[p2d], jointPositions=[joints.reshape(n, 72)],
+                cam_poses=np.tile(np.eye(4), (n, 1, 1)), cam_intrinsics=np.array([[50.0, 0, 30], [0, 50, 20], [0, 0, 1]]),
                 campose_valid=[np.array([1, 0, 1])], img_frame_ids=np.arange(n))
 
 
@@ -94,7 +96,7 @@ def test_3dpw_frames_are_records_or_rejects(tmp_path):
         _jpeg(tmp_path / "imageFiles" / "s_00" / f"image_{i:05d}.jpg")
     out = list(PW3DReader(tmp_path, "train", Options(joints_3d="joint_positions")).frames())
     assert [type(o) for o in out] == [PersonFrame, Reject, Reject]
-    assert out[1].reason == "invalid_camera_pose" and out[2].reason == "no_visible_keypoint"
+    assert out[1].reason == "invalid_camera_pose" and out[2].reason.startswith("no_visible_keypoint: poses2d")
     rec = out[0]
     assert rec.key == "3dpw_train_s-00_000000_p0" and rec.gender == "female" and rec.box_expand == 1.2
     assert tuple(rec.image_hw) == (40, 60) and rec.synthetic is False

@@ -3,8 +3,17 @@
 
 Each sequence: one camera moving slightly, one or two actors walking and moving their
 limbs (poses interpolated between two samples), SMPL parameters in a world frame with
-`cam_poses` world -> camera. `poses2d` is the projection of the rendered body's COCO-18
-points (OpenPose's neck = the shoulders' midpoint), confidence 0 outside the image.
+`cam_poses` world -> camera. The real files' quirks are written too:
+- the 30 Hz arrays (`poses`, `trans`, `poses2d`, `cam_poses`, `campose_valid`) have one row
+  per image, images named by that row `i`; `img_frame_ids` (uint16, = 2i) index the 60 Hz
+  arrays `poses_60Hz` / `trans_60Hz` (2N rows, the odd ones halfway between images), as in
+  3DPW (readme.txt: "an index-array to down-sample 60 Hz 3D poses to corresponding image
+  frame ids");
+- `poses2d` are OpenPose-like detections of the rendered body's COCO-18 points (OpenPose's
+  neck = the shoulders' midpoint): pixel noise, confidences below 1, an undetected point
+  (off the image, or a face point missed) all zeros, and some frames with left and right
+  swapped (noah-research issue #163: 3DPW's 2D poses are at times misplaced or reordered);
+- `campose_valid` uint8 per actor, `sequence` a numpy string, `genders` 'm'/'f'.
 Images are 1/4 of 3DPW's 1080x1920 portrait frames, with 3DPW-like intrinsics scaled alike.
 """
 from __future__ import annotations
@@ -28,6 +37,15 @@ FOCAL = (1961.0 / 4, 1969.0 / 4)  # 3DPW-like fx, fy at 1/4 scale
 FRAMES = 5  # per sequence; the test split's first sequence carries the faults
 # fault -> frame of the first test sequence it is injected at (actor 0 where per actor)
 FAULT_FRAMES = {"invalid_camera_pose": 0, "missing_image": 1, "corrupt_jpeg": 2, "nan_label": 3, "box_outside": 4}
+# OpenPose-like detections: pixel noise (1/4 scale), confidence range, how often a frame
+# misses one face point, and which frames have every left/right pair swapped
+DETECTION_NOISE_PX = 1.0
+DETECTION_CONF = (0.3, 0.97)
+P_MISSED_FACE_POINT = 0.5
+SWAPPED_EVERY = 3  # frames i with i % 3 == 1
+FACE_POINTS = COCO_18.indices(["left_eye", "right_eye", "left_ear", "right_ear"])
+MIRROR = COCO_18.indices([n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")
+                          for n in COCO_18.names])
 
 
 def coco18_points(keypoints: np.ndarray) -> np.ndarray:
@@ -92,7 +110,7 @@ def _sequence(models, rng: np.random.Generator, seq: str, n_actors: int):
         cam[i, :3, :3] = (Rotation.from_rotvec(drift * i) * R0).as_matrix()
         cam[i, :3, 3] = t0 + drift * i
     people, data = [], {k: [] for k in ("genders", "poses", "betas", "trans", "poses2d", "jointPositions",
-                                       "campose_valid")}
+                                       "campose_valid", "poses_60Hz", "trans_60Hz")}
     for a in range(n_actors):
         gender = ("male", "female")[rng.integers(2)]
         betas = sample_betas(rng)
@@ -112,8 +130,7 @@ def _sequence(models, rng: np.random.Generator, seq: str, n_actors: int):
             go_w = Rotation.from_matrix(R.T @ Rotation.from_rotvec(person.pose[0]).as_matrix()).as_rotvec()
             trans.append(R.T @ (person.transl + root - t) - root)
             poses.append(np.concatenate([go_w, person.pose[1:].reshape(-1)]))
-            uv = project(coco18_points(person.keypoints), K)
-            p2d.append(visible_in_image(np.concatenate([uv, np.ones((len(uv), 1))], 1), HW).T)  # (3, 18)
+            p2d.append(detections(rng, project(coco18_points(person.keypoints), K), swapped=i % SWAPPED_EVERY == 1).T)
             jpos.append(((person.joints - t) @ R).reshape(-1))  # world = R^T (X - t)
         people.append(frames)
         data["genders"].append(gender[0])
@@ -122,6 +139,37 @@ def _sequence(models, rng: np.random.Generator, seq: str, n_actors: int):
         data["trans"].append(np.array(trans))
         data["poses2d"].append(np.array(p2d))
         data["jointPositions"].append(np.array(jpos))
-        data["campose_valid"].append(np.ones(n))
-    data.update(sequence=seq, cam_poses=cam, cam_intrinsics=K, img_frame_ids=np.arange(n), synthetic=True)
+        data["campose_valid"].append(np.ones(n, np.uint8))
+        poses_60, trans_60 = at_60hz(data["poses"][-1], data["trans"][-1])
+        data["poses_60Hz"].append(poses_60)
+        data["trans_60Hz"].append(trans_60)
+    data.update(sequence=np.array(seq), cam_poses=cam, cam_intrinsics=K,
+                img_frame_ids=(2 * np.arange(n)).astype(np.uint16), synthetic=True)
     return data, people, K, cam
+
+
+def detections(rng: np.random.Generator, uv: np.ndarray, swapped: bool) -> np.ndarray:
+    """(18, 3) OpenPose-like detections of the true COCO-18 pixels `uv` (18, 2): noisy,
+    confidence below 1, undetected points (off the image, a missed face point) all zeros,
+    left and right swapped when `swapped`."""
+    out = np.concatenate([uv + rng.normal(0, DETECTION_NOISE_PX, uv.shape),
+                          rng.uniform(*DETECTION_CONF, size=(len(uv), 1))], 1)
+    out = visible_in_image(out, HW)
+    if rng.uniform() < P_MISSED_FACE_POINT:
+        out[rng.choice(FACE_POINTS), 2] = 0
+    out[out[:, 2] == 0] = 0
+    return out[MIRROR] if swapped else out
+
+
+def at_60hz(poses: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 60 Hz arrays of (N, 72) poses and (N, 3) translations at 30 Hz: row 2i is image
+    i, row 2i + 1 halfway to image i + 1 (rotations by slerp), the last row repeats image N - 1."""
+    n = len(poses)
+    rot = Rotation.from_rotvec(poses.reshape(-1, 3))  # (N * 24)
+    cur, nxt = rot[:-24], rot[24:]
+    mid = (cur * Rotation.from_rotvec((cur.inv() * nxt).as_rotvec() / 2)).as_rotvec().reshape(n - 1, 72)
+    poses_60 = np.repeat(poses, 2, axis=0)
+    poses_60[1:-1:2] = mid
+    trans_60 = np.repeat(trans, 2, axis=0)
+    trans_60[1:-1:2] = (trans[:-1] + trans[1:]) / 2
+    return poses_60, trans_60
