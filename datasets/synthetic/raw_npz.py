@@ -1,7 +1,8 @@
 """Synthetic COCO-, MPII- and Human3.6M-like label `.npz` + images, in the real names
 (`datasets.label_npz.SOURCES`) and with the real files' keys (`NpzStyle.keys`): one row per
 rendered person (neutral bodies) with `imgname`, `center`, `scale` (SPIN's box: 1.2 x the
-larger side of the visible `part` points), and per source:
+larger side of the visible `part` points, for every source; SPIN's real H36M boxes are 0.9 x
+the larger side of the mask's box, `h36m.py`, not reproduced), and per source:
 - COCO / MPII (CLIFF pseudo-labels): `part` (the projection of the body's KEYPOINTS_2D
   points, confidence 0 where absent or outside the image), `pose` (camera frame),
   `shape`, `has_smpl`, `global_t`, `focal_l` = the image diagonal (CLIFF's focal guess
