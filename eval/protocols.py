@@ -236,7 +236,7 @@ THREEDPW = Protocol(
     regressor="h36m",
     joint_set=H36M_17,
     eval_joints=LSP_14.names,  # SPIN H36M_TO_J14, derived from names
-    root_joints=("pelvis_h36m",),
+    root_joints=("pelvis_mpii",),  # H36M row 0 (SPIN eval.py), named after SPIN's column for it
     ground_truth="smpl",
     expected_sequences=24,
     # SPIN datasets/preprocess/pw3d.py keeps every test frame whose campose_valid is set

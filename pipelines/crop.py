@@ -68,8 +68,10 @@ def crop_box(record: PersonFrame, expand: float = DEFAULT_EXPAND,
 def label_reject(record: PersonFrame, settings: CropSettings = CropSettings()) -> str | None:
     """The reject reason of a frame decided by its labels alone, or None if it can be cropped.
 
-    Non-finite values reject the frame; any other malformed field raises RecordError
-    (a reader bug or a bad annotation file, which stops the dataset).
+    Non-finite values reject the frame; so do 2D labels none of which falls inside the crop
+    (a record with no 2D label at all is kept: its reader decided that its source has none).
+    Any other malformed field raises RecordError (a reader bug or a bad annotation file,
+    which stops the dataset).
     """
     for name in _FINITE_FIELDS:
         value = getattr(record, name)
@@ -87,7 +89,10 @@ def label_reject(record: PersonFrame, settings: CropSettings = CropSettings()) -
     kp = apply_affine(np.asarray(record.keypoints_2d[:, :2], np.float64), A)
     h, w = settings.crop_hw
     inside = (kp[:, 0] >= -0.5) & (kp[:, 0] <= w - 0.5) & (kp[:, 1] >= -0.5) & (kp[:, 1] <= h - 0.5)
-    if not np.any(inside & (record.keypoints_2d[:, 2] > 0)):
+    labelled = record.keypoints_2d[:, 2] > 0
+    # a record without any 2D label (a source without them, e.g. SPIN's h36m_valid_protocol2.npz,
+    # which its reader passes on) is cropped by its box alone
+    if labelled.any() and not np.any(inside & labelled):
         return reject_reason("no_visible_keypoint")
     return None
 

@@ -84,10 +84,10 @@ def test_label_rejects():
     assert label_reject(make_record(box_center=np.array([320.0, 1000.0]))).startswith("box_outside_image")
     # partly outside is fine
     assert label_reject(make_record(center=(5.0, 240.0), side=300.0)) is None
-    hidden = make_record()
-    hidden.keypoints_2d = hidden.keypoints_2d.copy()
-    hidden.keypoints_2d[:, 2] = 0
-    assert label_reject(hidden) == "no_visible_keypoint"
+    unlabelled = make_record()  # no 2D label at all (e.g. SPIN's H36M test file): cropped by its box
+    unlabelled.keypoints_2d = unlabelled.keypoints_2d.copy()
+    unlabelled.keypoints_2d[:, 2] = 0
+    assert label_reject(unlabelled) is None
     far = make_record()  # visible keypoints, but all far outside the crop box
     far.keypoints_2d = far.keypoints_2d.copy()
     far.keypoints_2d[:, :2] += 1000

@@ -39,9 +39,9 @@ def test_known_table_entries():
     assert present.sum() == 17
     assert not present[J.SPIN_24.index["neck_lsp"]]
     assert idx[J.SPIN_24.index["right_ankle"]] == 10
-    # MPI-INF-3DHP-28 -> SPIN-24: limbs + head top + spine + head
+    # MPI-INF-3DHP-28 -> SPIN-24: the 17 joints SPIN's preprocessing keeps (tests/conformance/test_joints.py)
     _, present = J.mapping(J.MPI_INF_3DHP_28, J.SPIN_24)
-    assert present.sum() == 15
+    assert present.sum() == 17
     # COCO-17 -> SPIN-24 keeps all 17
     _, present = J.mapping(J.COCO_17, J.SPIN_24)
     assert present.sum() == 17

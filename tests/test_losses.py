@@ -21,7 +21,7 @@ def _case(seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     valid = torch.ones(24, dtype=torch.bool)
-    valid[KEYPOINTS_2D.index["jaw"]] = False  # the mesh has no jaw
+    valid[KEYPOINTS_2D.index["head_top"]] = False  # a joint the mesh lacks (no H36M regressor)
     pred = SimpleNamespace(rotmats=axis_angle_to_matrix(0.3 * r(B, 24, 3)), betas=r(B, 10),
                            vertices=r(B, V, 3), keypoints_3d=r(B, 24, 3), keypoints_valid=valid,
                            keypoints_2d=100 + 30 * r(B, 24, 2))

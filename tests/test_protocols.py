@@ -37,9 +37,9 @@ def test_protocols_are_declared_objects():
     assert rich.root_index.tolist() == [1, 2]  # WHAM pelvis_idxs for RICH
     assert rich.regressor == "smpl" and rich.ground_truth == "smplx_to_smpl"
     with pytest.raises(KeyError, match="not in joint set"):
-        P.Protocol("x", "x", "test", "h36m", J.H36M_17, ("nose",), ("pelvis_h36m",), "smpl", "")
+        P.Protocol("x", "x", "test", "h36m", J.H36M_17, ("nose",), ("pelvis_mpii",), "smpl", "")
     with pytest.raises(ValueError, match="regressor"):
-        P.Protocol("x", "x", "test", "vertex", J.H36M_17, ("left_hip",), ("pelvis_h36m",), "smpl", "")
+        P.Protocol("x", "x", "test", "vertex", J.H36M_17, ("left_hip",), ("pelvis_mpii",), "smpl", "")
 
 
 @pytest.mark.parametrize("name", sorted(P.PROTOCOLS))

@@ -147,8 +147,8 @@ def test_3dhp_test_set_from_hdf5(tmp_path):
     rec = out[0]
     assert rec.key == "mpi-inf-3dhp_test_TS2_000000_p0" and rec.intrinsics is None
     assert np.all(rec.joints_3d[rec.joints_3d[:, 3] > 0, :3] == 1.0)  # mm -> m
-    # shared with KEYPOINTS_2D: head top, 6 arm + 6 leg joints, spine and head (H36M)
-    assert (rec.keypoints_2d[:, 2] > 0).sum() == 15
+    # all 17 land in KEYPOINTS_2D, as SPIN's test preprocessing writes them (joints_idx)
+    assert (rec.keypoints_2d[:, 2] > 0).sum() == 17
     with h5py.File(ts / "annot_data.mat", "w") as f:
         f["annot2"] = a2
     with pytest.raises(AnnotationError, match="TS2/annot_data.mat"):

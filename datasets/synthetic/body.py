@@ -92,14 +92,14 @@ REST_JOINTS = _all_sides(_REST)
 # H36M-17 joints on the mannequin (rows of the H36M regressor), by H36M_17 name. Limb
 # joints coincide with SMPL's; the H36M-only points as in SPIN's regressor (ours).
 _H36M_TARGETS = _all_sides({
-    "pelvis_h36m": (0.0, -0.315, 0.015),
+    "pelvis_mpii": (0.0, -0.315, 0.015),
     "left_hip": _REST["left_hip"],
     "left_knee": _REST["left_knee"],
     "left_ankle": _REST["left_ankle"],
     "spine_h36m": (0.0, 0.0, 0.02),
     "neck_lsp": (0.0, 0.25, 0.0),
-    "head_h36m": (0.0, 0.41, 0.05),
-    "head_top": (0.0, 0.49, 0.015),
+    "jaw": (0.0, 0.41, 0.05),  # row 9, the mocap head (SPIN's 'Jaw (H36M)')
+    "head_h36m": (0.0, 0.49, 0.015),  # row 10, the head top (SPIN's 'Head (H36M)')
     "left_shoulder": _REST["left_shoulder"],
     "left_elbow": _REST["left_elbow"],
     "left_wrist": _REST["left_wrist"],
