@@ -341,12 +341,11 @@ def _original_image(record: PersonFrame, raw_root: Path | None):
     """(image, affine original -> crop) from the raw dataset, or None when not found."""
     import cv2
 
+    from datasets.image_file import read_image
+
     if raw_root is None or record.video_frame >= 0:
         return None
-    path = raw_root / record.image_path
-    if not path.exists():
-        return None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image(raw_root / record.image_path)  # as stored, the frame of the record's affine
     if img is None:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), np.asarray(record.crop_affine, np.float64)
