@@ -111,11 +111,7 @@ class Protocol:
         if pred_v.shape != gt_v.shape or pred_v.ndim != 3 or pred_v.shape[1:] != (NUM_SMPL_VERTICES, 3):
             raise ValueError(f"protocol {self.name}: expected pred and gt vertices (N, {NUM_SMPL_VERTICES}, 3), "
                              f"got {tuple(pred_v.shape)} and {tuple(gt_v.shape)}")
-        want = (len(self.joint_set), NUM_SMPL_VERTICES)
-        for what, reg in (("regressor", regs.pred), *((f"{g} ground-truth regressor", r) for g, r in regs.gt.items())):
-            if tuple(np.shape(reg)) != want:
-                raise ValueError(f"protocol {self.name}: {what} '{self.regressor}' has shape {tuple(np.shape(reg))}, "
-                                 f"expected {want}")
+        regs.check(self)
         if self.gt_regressor == "gendered":
             if not regs.gt:
                 raise ValueError(f"protocol {self.name}: gendered ground-truth joints need the gendered SMPL "
@@ -168,6 +164,15 @@ class JointRegressors:
 
     pred: np.ndarray
     gt: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def check(self, protocol: Protocol) -> "JointRegressors":
+        """Self, if every matrix is (len(protocol.joint_set), 6890); else a ValueError naming it."""
+        want = (len(protocol.joint_set), NUM_SMPL_VERTICES)
+        for what, reg in (("regressor", self.pred), *((f"{g} ground-truth regressor", r) for g, r in self.gt.items())):
+            if tuple(np.shape(reg)) != want:
+                raise ValueError(f"protocol {protocol.name}: {what} '{protocol.regressor}' has shape "
+                                 f"{tuple(np.shape(reg))}, expected {want}")
+        return self
 
 
 # ---- what a protocol's names stand for: vertex-to-joint matrices and ground-truth bodies ----
@@ -289,12 +294,7 @@ def load_regressor(protocol: Protocol, assets) -> JointRegressors:
     FileNotFoundError naming the asset and where it is expected)."""
     reg = REGRESSORS[protocol.regressor](assets)
     gt = _load_gendered_smpl_regressors(assets) if protocol.gt_regressor == "gendered" else {}
-    want = (len(protocol.joint_set), NUM_SMPL_VERTICES)
-    for what, r in (("regressor", reg), *((f"{g} ground-truth regressor", m) for g, m in gt.items())):
-        if r.shape != want:
-            raise ValueError(f"protocol {protocol.name}: {what} '{protocol.regressor}' has shape {r.shape}, "
-                             f"expected {want}")
-    return JointRegressors(reg, gt)
+    return JointRegressors(reg, gt).check(protocol)
 
 
 def load_ground_truth(protocol: Protocol, assets):
