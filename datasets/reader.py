@@ -10,8 +10,9 @@ A reader is a class constructed as `Reader(root, split, options=None)`:
 Readers do not decode images. A record names its image by `image_path` (relative to the
 dataset root) and `video_frame` (>= 0 for videos); the reader checks that the file exists
 (`missing_image`) and reads the image size from its header, the shard pipeline decodes it
-(`corrupt_image`). A missing or unreadable annotation file is an `AnnotationError` naming
-the file; a bad frame is a `Reject` with a reason from `datasets.record.REJECT_REASONS`.
+(`corrupt_image`); both see the image as stored, EXIF orientation ignored
+(`datasets.image_file`). A missing or unreadable annotation file is an `AnnotationError`
+naming the file; a bad frame is a `Reject` with a reason from `datasets.record.REJECT_REASONS`.
 
 The readers and the listing of what exists under a raw root are in `datasets.readers`.
 """
@@ -25,6 +26,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from datasets.image_file import image_hw  # noqa: F401 - the readers' header size (stored orientation)
 from datasets.record import PersonFrame, Reject, make_key, reject_reason
 
 # gender codes of the label files ('m' / 'f' in 3DPW, BEDLAM, SPIN) -> the record's names
@@ -128,18 +130,6 @@ def person_index(names: list[str]) -> list[int]:
         out.append(seen.get(name, 0))
         seen[name] = out[-1] + 1
     return out
-
-
-def image_hw(path: Path) -> tuple[int, int] | None:
-    """(height, width) from an image file's header, None if it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (OSError, UnidentifiedImageError, ValueError):
-        return None
-    return int(h), int(w)
 
 
 # ---- SMPL ground truth -----------------------------------------------------------------------

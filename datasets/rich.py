@@ -7,17 +7,29 @@ one row per person and image, with
 - `pose_cam` (N, >= 66): SMPL-X global orientation (camera frame) + 21 body joints,
   axis-angle (BEDLAM uses the first NUM_JOINTS_SMPLX * 3 = 66 numbers);
 - `shape` (N, >= 10) SMPL-X betas; `gender` (N,) 'm' / 'f' (BEDLAM: 'm' -> male, else female);
-- optional `cam_int` (N, 3, 3) and `trans_cam` (N, 3), the names BEDLAM's training labels
-  use for the intrinsics and the body translation in the camera (with no `cam_ext` in
-  the file the translation is `trans_cam` alone, as BEDLAM's loader reads it).
+- optional `cam_int` (N, 3, 3), `trans_cam` (N, 3) and `cam_ext` (N, 4, 4), the names
+  BEDLAM's labels use for the intrinsics, the body translation and the camera extrinsics.
+
+Camera-frame translation, BEDLAM's rule (`train/dataset/dataset.py`, `__getitem__`:
+`item['translation'] = self.cam_ext[index][:, 3]`, then `item['translation'][:3] +=
+self.trans_cam[index]`, with `cam_ext` all zeros when the file has none): the SMPL-X body
+of `pose_cam`, `shape` and transl = `trans_cam` + `cam_ext[:3, 3]` is in the camera frame.
+Only the translation column of `cam_ext` is used: its rotation `cam_ext[:3, :3]` is already
+folded into `pose_cam` and `trans_cam` (BEDLAM `data_processing/df_full_body.py`
+`get_global_orient`: `c_global_orient` and `c_translation` are rotated by the camera's
+`final_rotmat`, the same matrix stored as `cam_ext[:3, :3]`; `project` then adds
+`cam_ext[:3, 3]`, the body-to-camera offset, to the posed points). With `cam_ext` absent
+the translation is `trans_cam` alone; with neither, the translation is unknown. (BEDLAM's
+test branch reads none of the three: its RICH scores are root-centred. The translation
+places `joints_3d` and `keypoints_2d` in the camera and the image.)
 
 Record convention for RICH (test only, read by the evaluation protocol in
 `eval/protocols.py`, ground truth "smplx_to_smpl"): `smpl_pose` rows 0-21 hold the SMPL-X
 global orientation and 21 body joints (SMPL-X's first 22 joints are SMPL's, same names and
 order), rows 22-23 are zero; `betas` are SMPL-X betas. `joints_3d` are the KEYPOINTS_2D
 points of the gendered SMPL-X mesh mapped to SMPL topology (the `smplx2smpl` matrix), read
-by the same table as predictions; `keypoints_2d` are their projection when the file has a
-camera (`cam_int` + `trans_cam`), else absent.
+by the same table as predictions, at the translation above; `keypoints_2d` are their
+projection when the file has `cam_int` and a translation, else absent.
 """
 from __future__ import annotations
 
@@ -37,7 +49,7 @@ LABEL_FILE = "rich_test.npz"
 NUM_JOINTS_SMPLX = 22  # global orientation + 21 body joints (BEDLAM `constants.py`)
 REQUIRED_KEYS = ("imgname", "center", "scale", "pose_cam", "shape", "gender")
 SHAPES = {"center": ("N", 2), "scale": ("N",), "pose_cam": ("N", -NUM_JOINTS_SMPLX * 3), "shape": ("N", -NUM_BETAS),
-          "gender": ("N",), "cam_int": ("N", 3, 3), "trans_cam": ("N", 3)}
+          "gender": ("N",), "cam_int": ("N", 3, 3), "trans_cam": ("N", 3), "cam_ext": ("N", 4, 4)}
 RICH_BOX_EXPAND = 1.0  # the file's box is already expanded
 CHUNK = 64
 
@@ -78,8 +90,8 @@ class RichReader:
         pose = np.zeros((n, NUM_SMPL_JOINTS, 3))
         pose[:, :NUM_JOINTS_SMPLX] = z["pose_cam"][:, :NUM_JOINTS_SMPLX * 3].reshape(n, NUM_JOINTS_SMPLX, 3)
         betas = z["shape"][:, :NUM_BETAS]
-        has_cam = "cam_int" in z and "trans_cam" in z
-        transl = z["trans_cam"] if has_cam else np.zeros((n, 3))
+        transl, has_transl = camera_translation(z)
+        has_cam = "cam_int" in z and has_transl
         joints = self._joints_3d(pose, betas, transl, genders)
         person_of = person_index(names)
         sizes: dict[str, tuple[int, int] | None] = {}
@@ -97,7 +109,7 @@ class RichReader:
                          box_expand=RICH_BOX_EXPAND, synthetic=self.synthetic, intrinsics=K,
                          require_keypoints=has_cam, smpl_pose=pose[i], betas=betas[i], smpl_transl=transl[i],
                          gender=genders[i], joints_3d=joints[i], keypoints_2d=kp2d, has_smpl=True, body_model="smplx",
-                         has_transl=has_cam)
+                         has_transl=has_transl)
 
     def _joints_3d(self, pose, betas, transl, genders) -> np.ndarray:
         """(N, 24, 4): KEYPOINTS_2D points of the SMPL-X mesh in SMPL topology + confidence."""
@@ -109,6 +121,18 @@ class RichReader:
                 sel = idx[s:s + CHUNK]
                 out[sel] = gt.keypoints(gender, pose[sel], betas[sel], transl[sel])
         return out
+
+
+def camera_translation(z: dict[str, np.ndarray]) -> tuple[np.ndarray, bool]:
+    """((N, 3) camera-frame SMPL-X translation, known?) of a label file's arrays, BEDLAM's rule:
+    `cam_ext[:3, 3]` (zero without `cam_ext`) + `trans_cam` (zero without it)."""
+    n = len(z["imgname"])
+    transl = np.zeros((n, 3))
+    if "cam_ext" in z:
+        transl = transl + z["cam_ext"][:, :3, 3]  # BEDLAM dataset.py: translation = cam_ext[:, 3] (rotation unused)
+    if "trans_cam" in z:
+        transl = transl + z["trans_cam"]  # BEDLAM dataset.py: translation[:3] += trans_cam
+    return transl, "cam_ext" in z or "trans_cam" in z
 
 
 def _sequence_frame(name: str) -> tuple[str, int]:

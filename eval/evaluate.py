@@ -4,6 +4,7 @@
         [--assets DIR] [--raw DIR] [--protocols 3dpw,rich] [--batch-size 64] [--device auto]
         [--examples 3] [--run-id ID]
     make eval RUN=runs/def-m FEATURES=data/features [CKPT=...]
+    make eval RUN=... EVAL_ARGS="--protocols 3dpw,rich-gendered"   # RICH with BEDLAM's GT joints
 
 Reads top to bottom:
 1. run: the checkpoint (default RUN/checkpoints/best.ckpt, else last.ckpt) with its model
@@ -13,15 +14,19 @@ Reads top to bottom:
 2. features: FEATURES/<cache> (the cache the run trained on, `data.cache`); its
    `encoder.json` must hold features of the shape the model reads (and of the encoder id
    the checkpoint names, when it names one).
-3. per protocol (`eval.protocols.PROTOCOLS`) whose split exists in the cache: every ok
+3. per protocol (`--protocols`, default `eval.protocols.DEFAULT_PROTOCOLS`; any of
+   `PROTOCOLS`, e.g. `rich-gendered`) whose split exists in the cache: every ok
    sample of the feature manifest, view 0, in shard order -> the model's neutral mesh, the
-   mean-pose mesh (baseline), the ground-truth mesh (`Protocol.ground_truth`) ->
-   `Protocol.score` per sample. The number scored must equal the manifest's ok rows; a
-   sample without SMPL targets is an error. Nothing is skipped. On real data the split
-   must be the protocol's whole split (`check_complete`: 3DPW 24 sequences, frames left out
-   only for an invalid camera pose, read from the image shards' manifest, --shards).
-4. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id),
-   `results.md` (Table 1 layout, reported rows from the paper), `per_sequence.csv`, and
+   mean-pose mesh (baseline), the ground-truth mesh (`Protocol.ground_truth`) and its
+   genders -> `Protocol.score` per sample (ground-truth joints by `Protocol.gt_regressor`).
+   The number scored must equal the manifest's ok rows; a sample without SMPL targets is an
+   error. Nothing is skipped. On real data the split must be the protocol's whole split
+   (`check_complete`: 3DPW 24 sequences, frames left out only for an invalid camera pose,
+   read from the image shards' manifest, --shards).
+4. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id;
+   the `dataset` column is the protocol's name), `results.md` (Table 1 layout, reported rows
+   from the paper, a column group per protocol scored, and each protocol's declaration and
+   source), `per_sequence.csv`, and
    `figures/` (best / worst examples with overlays and side views; Fig. 5 attention points).
 """
 from __future__ import annotations
@@ -41,7 +46,7 @@ import torch
 from datasets.assets import Assets, is_synthetic
 from datasets.record import PersonFrame
 from eval import tables
-from eval.protocols import PROTOCOLS, Protocol, load_ground_truth, load_regressor
+from eval.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, Protocol, load_ground_truth, load_regressor
 
 CKPT_DIR = "checkpoints"
 CKPT_NAMES = ("best.ckpt", "last.ckpt")  # default checkpoint: the first that exists
@@ -273,10 +278,11 @@ def evaluate_protocol(protocol: Protocol, loaded: LoadedRun, cache: FeatureCache
                             f"(e.g. {lacking[:3]}); the protocol scores every sample")
         out = model(feats)
         pred = out.vertices.float().cpu().numpy()  # (B, 6890, 3)
-        gt = gt_body.vertices(np.stack([r.smpl_pose for r in records]), np.stack([r.betas for r in records]),
-                              [r.gender for r in records])
-        result.add(method, protocol.score(pred, gt, regressor))
-        result.add(tables.MEAN_POSE_METHOD, protocol.score(np.broadcast_to(baseline, pred.shape), gt, regressor))
+        genders = [r.gender for r in records]
+        gt = gt_body.vertices(np.stack([r.smpl_pose for r in records]), np.stack([r.betas for r in records]), genders)
+        result.add(method, protocol.score(pred, gt, regressor, genders))
+        result.add(tables.MEAN_POSE_METHOD,
+                   protocol.score(np.broadcast_to(baseline, pred.shape), gt, regressor, genders))
         result.keys += [r.key for r in records]
         result.sequences += [r.sequence for r in records]
         result.synthetic |= any(r.synthetic for r in records)
@@ -349,6 +355,20 @@ def append_per_sequence(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+def describe_protocol(protocol: Protocol) -> str:
+    """One line: what the protocol declares and where it is taken from."""
+    return (f"{protocol.name}: {protocol.dataset}/{protocol.split}, joints by the '{protocol.regressor}' regressor "
+            f"(ground truth: {protocol.gt_regressor}), ground-truth mesh '{protocol.ground_truth}', root = mean of "
+            f"{list(protocol.root_joints)}; source: {protocol.source}")
+
+
+def table_datasets(rows: list[tables.ResultRow]) -> tuple[str, ...]:
+    """Table 1's column groups: the paper's datasets, then every other protocol the rows
+    hold (e.g. `rich-gendered`), in order of first appearance."""
+    extra = [r.dataset for r in rows if r.dataset not in tables.TABLE1_DATASETS]
+    return tuple(tables.TABLE1_DATASETS) + tuple(dict.fromkeys(extra))
+
+
 def describe_counts(result: ProtocolResult) -> str:
     def fmt(c: Counter) -> str:
         return ", ".join(f"{n} {r}" for r, n in sorted(c.items())) or "none"
@@ -364,12 +384,11 @@ def _original_image(record: PersonFrame, raw_root: Path | None):
     """(image, affine original -> crop) from the raw dataset, or None when not found."""
     import cv2
 
+    from datasets.image_file import read_image
+
     if raw_root is None or record.video_frame >= 0:
         return None
-    path = raw_root / record.image_path
-    if not path.exists():
-        return None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image(raw_root / record.image_path)  # as stored, the frame of the record's affine
     if img is None:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), np.asarray(record.crop_affine, np.float64)
@@ -470,8 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", default=None, help="raw datasets root, for the original images of the figures")
     ap.add_argument("--shards", default=None, help="image shards root (crops for figures when no original image)")
     ap.add_argument("--protocols", default=None,
-                    help=f"comma-separated subset of {sorted(PROTOCOLS)} (default: those the cache holds; "
-                         f"named ones must exist)")
+                    help=f"comma-separated subset of {sorted(PROTOCOLS)} (default: {','.join(DEFAULT_PROTOCOLS)}, "
+                         f"those the cache holds; named ones must exist; rich-gendered = RICH with BEDLAM's "
+                         f"gendered ground-truth joint regressor)")
     ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     ap.add_argument("--examples", type=int, default=3, help="best / worst examples per protocol in the figures (0: none)")
@@ -493,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             if unknown:
                 raise EvalError(f"unknown protocol(s) {unknown}; known: {sorted(PROTOCOLS)}")
         else:
-            names = list(PROTOCOLS)
+            names = list(DEFAULT_PROTOCOLS)
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         run_id = args.run_id or f"{run.name}/{loaded.ckpt.stem}@{created}"
         synthetic_inputs = bool(loaded.meta.get("synthetic")) or bool(cache.spec.get("synthetic")) or \
@@ -512,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   {name}: not evaluated — no feature shards at {where}")
                 not_evaluated.append(f"{name} (no feature shards at {where})")
                 continue
-            print(f"   {name}: scoring {ok} samples ({protocol.source})")
+            print(f"   {name}: scoring {ok} samples ({describe_protocol(protocol)})")
             res = evaluate_protocol(protocol, loaded, cache, assets, method, args.batch_size)
             res.image_rejected = image_rejects(args.shards, protocol)
             print("   " + describe_counts(res))
@@ -530,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     # the paper's rows enter once (identical rows merge), this evaluation's under its run id
     all_rows = tables.append_rows(out_dir / "results.json", tables.reported_table1_rows() + rows)
     append_per_sequence(out_dir / "per_sequence.csv", [row for res in results for row in per_sequence_rows(res, run_id)])
-    md = tables.render_table1(all_rows)
+    md = tables.render_table1(all_rows, datasets=table_datasets(all_rows))
+    declared = "\n".join(f"- {describe_protocol(res.protocol)}" for res in results)
     counts = "\n".join(f"- {describe_counts(res)}" for res in results)
     if not_evaluated:
         counts += "\n" + "\n".join(f"- not evaluated: {n}" for n in not_evaluated)
@@ -542,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.shards, suffix)
     fig_md = "\n".join(f"- [{p.name}](figures/{p.name})" for p in figures)
     (out_dir / "results.md").write_text(
-        f"{md}\n## Samples\n\n{counts}\n\nLatest evaluation: run id `{run_id}`, checkpoint `{loaded.ckpt}`.\n"
+        f"{md}\n## Protocols\n\n{declared}\n\n## Samples\n\n{counts}\n\nLatest evaluation: run id `{run_id}`, checkpoint `{loaded.ckpt}`.\n"
         + (f"\n## Figures\n\n{fig_md}\n" if figures else ""))
     print()
     print(md)

@@ -81,6 +81,7 @@ def predict(image_path: Path, box, run: Path, out: Path, ckpt: Path | None = Non
             encoder_ckpt: Path | None = None, assets: Assets | None = None, device: str = "auto") -> dict[str, Path]:
     import cv2
 
+    from datasets.image_file import read_image
     from eval import figures as F
     from model.vitpose import normalize
     from pipelines.features import read_cache_spec
@@ -99,7 +100,7 @@ def predict(image_path: Path, box, run: Path, out: Path, ckpt: Path | None = Non
     shape = [loaded.model.cfg.context_dim, *loaded.model.cfg.feature_hw]
     if list(spec["storage"]["shape"]) != shape:
         raise EvalError(f"{cache}: encoder features {spec['storage']['shape']}, the model reads {shape}")
-    bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    bgr = read_image(image_path)  # as stored, EXIF orientation ignored, as the shards' crops
     if bgr is None:
         raise EvalError(f"{image_path}: not a readable image")
     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

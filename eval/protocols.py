@@ -6,8 +6,10 @@ on, and how the ground-truth mesh is built — and `score` is the one function t
 predicted and ground-truth SMPL vertices into per-sample MPJPE / PA-MPJPE / PVE in mm.
 `PROTOCOLS` is the plain dict of them; nothing in `eval/` branches on a dataset name.
 
-Both sides always go through the same regressor: the prediction is the neutral SMPL mesh
-(6890 vertices), the ground truth a gendered mesh in SMPL topology.
+The prediction is the neutral SMPL mesh (6890 vertices), the ground truth a gendered mesh in
+SMPL topology. The prediction's joints come from the protocol's `regressor`; the ground
+truth's from the same matrix ("shared") or, where a protocol says "gendered", from the
+`J_regressor` of the SMPL model of each sample's gender (`Protocol.gt_regressor`).
 
 Sources:
 - 3DPW: SPIN `eval.py` (`J_regressor_h36m`, `H36M_TO_J14`, pelvis = H36M joint 0,
@@ -16,13 +18,23 @@ Sources:
   subtracting each side's pelvis (4D-Humans / CLIFF `eval.py`). (WHAM
   `lib/eval/evaluate_3dpw.py` centres on the mean of the LSP-14 hips instead; we follow
   SPIN and DESIGN.md.)
-- RICH: WHAM `lib/eval/evaluate_rich.py` (gendered SMPL-X ground truth from global
-  orientation, 21 body joints and betas, mapped to SMPL topology by the `smplx2smpl`
-  matrix; the 24 joints by the neutral SMPL `J_regressor` on both sides; root = mean of
-  the two hips `[1, 2]`).
+- RICH ("rich", the default): WHAM `lib/eval/evaluate_rich.py` (gendered SMPL-X ground
+  truth from global orientation, 21 body joints and betas, mapped to SMPL topology by the
+  `smplx2smpl` matrix; the 24 joints by the neutral SMPL `J_regressor` on both sides; root =
+  mean of the two hips `[1, 2]`); CameraHMR `core/camerahmr_trainer_smpl.py` (validation
+  step, 'rich' branch: `self.smpl` = neutral SMPL, its `J_regressor` on both sides) agrees.
+- RICH as BEDLAM scores it ("rich-gendered"): BEDLAM `train/dataset/dataset.py` builds the
+  same SMPL-topology mesh but regresses the ground-truth joints with the J_regressor of the
+  gendered SMPL (`model = self.smpl_female` / `self.smpl_male`,
+  `item['joints'] = model.J_regressor @ gt_vertices`), while `train/core/hmr_trainer.py`
+  regresses the prediction's with the neutral SMPL's (`self.smpl.J_regressor`); same root.
+  The choice moves the ground-truth joints (MPJPE, PA-MPJPE) and the root the ground-truth
+  mesh is centred on (PVE). (CameraHMR builds its SMPL-X ground truth with `flat_hand_mean=True`,
+  WHAM and BEDLAM with smplx's default mean hands, which we follow.)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +62,9 @@ class Protocol:
       each side are centred on that side's root before MPJPE and PVE.
     - ground_truth: how the ground-truth mesh is built, a key of GROUND_TRUTH_BODIES
       ("smpl": gendered SMPL; "smplx_to_smpl": gendered SMPL-X x smplx2smpl matrix).
+    - gt_regressor: which matrix maps the ground-truth mesh to joints, one of
+      GT_REGRESSORS: "shared" (the prediction's, `regressor`) or "gendered" (the
+      `J_regressor` of the SMPL model of each sample's gender; needs regressor "smpl").
     - expected_sequences: the number of sequences of the real split (None: not fixed).
     - allowed_rejects: the reject reasons by which the protocol itself leaves frames out of
       the real split; a frame left out for any other reason means an incomplete split
@@ -68,6 +83,7 @@ class Protocol:
     source: str
     expected_sequences: int | None = None
     allowed_rejects: tuple[str, ...] | None = None
+    gt_regressor: str = "shared"
     eval_index: np.ndarray = field(init=False, repr=False, compare=False)
     root_index: np.ndarray = field(init=False, repr=False, compare=False)
 
@@ -77,27 +93,43 @@ class Protocol:
         if self.ground_truth not in GROUND_TRUTH_BODIES:
             raise ValueError(f"protocol {self.name}: unknown ground truth {self.ground_truth!r}; "
                              f"known {sorted(GROUND_TRUTH_BODIES)}")
+        if self.gt_regressor not in GT_REGRESSORS:
+            raise ValueError(f"protocol {self.name}: unknown ground-truth regressor {self.gt_regressor!r}; "
+                             f"known {GT_REGRESSORS}")
+        if self.gt_regressor == "gendered" and self.regressor != "smpl":
+            raise ValueError(f"protocol {self.name}: a gendered ground-truth regressor is the gendered SMPL "
+                             f"J_regressor, so the protocol's regressor must be 'smpl', got {self.regressor!r}")
         object.__setattr__(self, "eval_index", self.joint_set.indices(self.eval_joints))
         object.__setattr__(self, "root_index", self.joint_set.indices(self.root_joints))
 
-    def score(self, pred_vertices, gt_vertices, regressor) -> dict[str, np.ndarray]:
+    def score(self, pred_vertices, gt_vertices, regressor, genders=None) -> dict[str, np.ndarray]:
         """Per-sample errors in mm: {"mpjpe", "pa_mpjpe", "pve"} -> (N,) float64.
 
         pred_vertices, gt_vertices: (N, 6890, 3) metres, SMPL topology (numpy or torch);
-        regressor: (len(joint_set), 6890), this protocol's vertex-to-joint matrix.
+        regressor: this protocol's vertex-to-joint matrices (`load_regressor`), or one
+        (len(joint_set), 6890) matrix for both sides (a "shared" protocol only);
+        genders: N strings, the ground truth's genders (needed by a "gendered" protocol).
         """
         pred_v, gt_v = (_as_f64(x) for x in (pred_vertices, gt_vertices))
-        reg = _as_f64(regressor)
+        regs = regressor if isinstance(regressor, JointRegressors) else JointRegressors(regressor)
         if pred_v.shape != gt_v.shape or pred_v.ndim != 3 or pred_v.shape[1:] != (NUM_SMPL_VERTICES, 3):
             raise ValueError(f"protocol {self.name}: expected pred and gt vertices (N, {NUM_SMPL_VERTICES}, 3), "
                              f"got {tuple(pred_v.shape)} and {tuple(gt_v.shape)}")
-        if reg.shape != (len(self.joint_set), NUM_SMPL_VERTICES):
-            raise ValueError(f"protocol {self.name}: regressor '{self.regressor}' has shape {tuple(reg.shape)}, "
-                             f"expected ({len(self.joint_set)}, {NUM_SMPL_VERTICES})")
+        regs.check(self)
+        if self.gt_regressor == "gendered":
+            if not regs.gt:
+                raise ValueError(f"protocol {self.name}: gendered ground-truth joints need the gendered SMPL "
+                                 f"J_regressors (`load_regressor`), got one matrix")
+            if genders is None or len(genders) != len(gt_v):
+                raise ValueError(f"protocol {self.name}: gendered ground-truth joints need one gender per sample, "
+                                 f"got {None if genders is None else len(genders)} for {len(gt_v)} samples")
+            gt_j = _regress_by_gender(regs.gt, gt_v, genders, self.name)  # (N, J, 3)
+        else:
+            gt_j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), gt_v)  # (N, J, 3)
+        pred_j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), pred_v)  # (N, J, 3) regressed joints
         out = {}
         sides = []
-        for v in (pred_v, gt_v):
-            j = torch.einsum("jv,nvc->njc", reg, v)  # (N, J, 3) regressed joints
+        for j, v in ((pred_j, pred_v), (gt_j, gt_v)):
             root = j[:, self.root_index].mean(dim=1, keepdim=True)  # (N, 1, 3)
             sides.append((j[:, self.eval_index] - root, v - root))
         (pj, pv), (gj, gv) = sides
@@ -111,6 +143,40 @@ def _as_f64(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64)
     return torch.from_numpy(np.asarray(x, dtype=np.float64))
+
+
+def _regress_by_gender(by_gender: dict, vertices: torch.Tensor, genders, name: str) -> torch.Tensor:
+    """(N, J, 3): each sample's vertices through the matrix of its gender."""
+    genders = np.asarray(genders)
+    unknown = sorted(set(genders.tolist()) - set(by_gender))
+    if unknown:
+        raise ValueError(f"protocol {name}: no gendered SMPL J_regressor for gender(s) {unknown} "
+                         f"(have {sorted(by_gender)})")
+    n_joints = len(next(iter(by_gender.values())))
+    out = torch.zeros((len(vertices), n_joints, 3), dtype=torch.float64)
+    for g in sorted(set(genders.tolist())):
+        idx = torch.from_numpy(np.flatnonzero(genders == g))
+        out[idx] = torch.einsum("jv,nvc->njc", _as_f64(by_gender[g]), vertices[idx])
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class JointRegressors:
+    """A protocol's vertex-to-joint matrices, each (J, 6890): `pred` for the prediction,
+    `gt` gender -> matrix for the ground truth of a "gendered" protocol (empty: the
+    ground truth goes through `pred` too)."""
+
+    pred: np.ndarray
+    gt: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def check(self, protocol: Protocol) -> "JointRegressors":
+        """Self, if every matrix is (len(protocol.joint_set), 6890); else a ValueError naming it."""
+        want = (len(protocol.joint_set), NUM_SMPL_VERTICES)
+        for what, reg in (("regressor", self.pred), *((f"{g} ground-truth regressor", r) for g, r in self.gt.items())):
+            if tuple(np.shape(reg)) != want:
+                raise ValueError(f"protocol {protocol.name}: {what} '{protocol.regressor}' has shape "
+                                 f"{tuple(np.shape(reg))}, expected {want}")
+        return self
 
 
 # ---- what a protocol's names stand for: vertex-to-joint matrices and ground-truth bodies ----
@@ -131,6 +197,18 @@ REGRESSORS = {
     "h36m": _load_h36m_regressor,  # the H36M 17-joint regressor asset (J_regressor_h36m.npy)
     "smpl": _load_smpl_regressor,  # the neutral SMPL model's J_regressor (WHAM: smpl.J_regressor)
 }
+# How the ground truth's joints are regressed: "shared" = the prediction's matrix (WHAM
+# evaluate_rich.py, CameraHMR); "gendered" = the gendered SMPL J_regressor (BEDLAM dataset.py).
+GT_REGRESSORS = ("shared", "gendered")
+# BEDLAM train/dataset/dataset.py: smpl_male / smpl_female (RICH has no neutral subject)
+GENDERED_REGRESSOR_GENDERS = ("male", "female")
+
+
+def _load_gendered_smpl_regressors(assets) -> dict[str, np.ndarray]:
+    from model.body_model import load_smpl_arrays
+
+    return {g: load_smpl_arrays(assets.require(f"smpl_{g}"))["J_regressor"].astype(np.float32)  # (24, 6890)
+            for g in GENDERED_REGRESSOR_GENDERS}
 
 
 class SMPLGroundTruth:
@@ -214,14 +292,13 @@ GROUND_TRUTH_BODIES = {
 }
 
 
-def load_regressor(protocol: Protocol, assets) -> np.ndarray:
-    """The protocol's (len(joint_set), 6890) vertex-to-joint matrix from `assets`
-    (a missing file is a FileNotFoundError naming the asset and where it is expected)."""
+def load_regressor(protocol: Protocol, assets) -> JointRegressors:
+    """The protocol's (len(joint_set), 6890) vertex-to-joint matrices from `assets`: the
+    prediction's, and the gendered ones of a "gendered" protocol (a missing file is a
+    FileNotFoundError naming the asset and where it is expected)."""
     reg = REGRESSORS[protocol.regressor](assets)
-    if reg.shape != (len(protocol.joint_set), NUM_SMPL_VERTICES):
-        raise ValueError(f"protocol {protocol.name}: regressor '{protocol.regressor}' has shape {reg.shape}, "
-                         f"expected ({len(protocol.joint_set)}, {NUM_SMPL_VERTICES})")
-    return reg
+    gt = _load_gendered_smpl_regressors(assets) if protocol.gt_regressor == "gendered" else {}
+    return JointRegressors(reg, gt).check(protocol)
 
 
 def load_ground_truth(protocol: Protocol, assets):
@@ -253,7 +330,21 @@ RICH = Protocol(
     eval_joints=SMPL_24.names,
     root_joints=("left_hip", "right_hip"),
     ground_truth="smplx_to_smpl",
-    source="WHAM lib/eval/evaluate_rich.py: SMPL-X GT x smplx2smpl, SMPL J_regressor, root = mean of hips",
+    gt_regressor="shared",
+    source="WHAM lib/eval/evaluate_rich.py (CameraHMR agrees): SMPL-X GT x smplx2smpl, neutral SMPL J_regressor "
+           "on both sides, root = mean of hips",
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (THREEDPW, RICH)}
+# The same benchmark with BEDLAM's ground-truth joints (a named option: `--protocols rich-gendered`).
+RICH_GENDERED = dataclasses.replace(
+    RICH,
+    name="rich-gendered",
+    gt_regressor="gendered",
+    source="BEDLAM train/dataset/dataset.py + train/core/hmr_trainer.py: SMPL-X GT x smplx2smpl, GT joints by the "
+           "gendered SMPL J_regressor, prediction's by the neutral one, root = mean of hips",
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (THREEDPW, RICH, RICH_GENDERED)}
+# What `make eval` scores when no protocol is named: one protocol per benchmark, RICH with
+# the neutral ground-truth regressor of WHAM / CameraHMR (BEDLAM's is `rich-gendered`).
+DEFAULT_PROTOCOLS = ("3dpw", "rich")

@@ -19,8 +19,9 @@ HMR2.0/SPIN. The factor is configurable (`CropSettings.expand`).
 Colour: images are decoded with OpenCV, so every array here is BGR (OpenCV's order). The
 JPEG bytes are a standard JPEG: PIL decodes them to RGB, `cv2.imdecode` to BGR
 (`pipelines.shard_reader.decode_jpeg` returns RGB).
-Decoding uses `cv2.IMREAD_COLOR`, which applies the EXIF orientation, as SPIN/HMR2.0's
-`cv2.imread` does.
+Decoding is `datasets.image_file.decode_image`: the image as stored, EXIF orientation
+ignored (`cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION`, as 4D-Humans and CameraHMR
+read theirs), the same convention as the readers' header size.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from datasets.image_file import decode_image  # noqa: F401 - the pipeline's one decode
 from datasets.record import CROP_HW, PersonFrame, reject_reason
 from model.geometry import (affine_intrinsics, apply_affine, crop_affine,
                             expand_to_aspect, transform_keypoints)
@@ -142,15 +144,6 @@ def jpeg_bytes_bound(crop_hw: tuple[int, int] = CROP_HW) -> int:
     h, w = crop_hw
     mcus = math.ceil(h / 16) * math.ceil(w / 16)
     return mcus * 6 * 2 * 216 + 2048
-
-
-def decode_image(data: bytes) -> np.ndarray | None:
-    """(H, W, 3) uint8 BGR, or None when the bytes are not a decodable image."""
-    buf = np.frombuffer(data, np.uint8)
-    if buf.size == 0:
-        return None
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    return img if img is not None and img.size else None
 
 
 def crop_frame(image: np.ndarray, record: PersonFrame,

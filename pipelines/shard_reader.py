@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from datasets.image_file import decode_image
 from datasets.record import KEY_RE, PersonFrame
 
 SAMPLE_EXTS = ("jpg", "npz")  # the members of one sample, in tar order
@@ -151,8 +152,8 @@ def iter_split(out: str | os.PathLike, dataset: str, split: str) -> Iterator[tup
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a sample's JPEG."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 RGB of a sample's JPEG (decoded as every image is, `datasets.image_file`)."""
+    img = decode_image(data)
     if img is None:
         raise ShardError("sample JPEG is not decodable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

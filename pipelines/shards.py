@@ -143,7 +143,9 @@ class ImageSource:
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def read(self, image_path: str, video_frame: int = -1) -> np.ndarray:
-        """(H, W, 3) uint8 BGR, or ImageError with a `missing_image` / `corrupt_image` reason."""
+        """(H, W, 3) uint8 BGR as stored (EXIF orientation ignored: `datasets.image_file`, the
+        convention of the readers' header size), or ImageError with a `missing_image` /
+        `corrupt_image` reason."""
         ident = (image_path, video_frame)
         if self._last is not None and self._last[0] == ident:
             return self._last[1]

@@ -197,6 +197,45 @@ def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
     assert len(res.values(T.MEAN_POSE_METHOD, "pve")) == 4
 
 
+def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, synthetic_assets, monkeypatch):
+    """`rich-gendered`: the evaluator hands every sample's gender to the protocol, so its
+    ground-truth joints come from that gender's matrix. The synthetic SMPL files share one
+    J_regressor across genders, so distinct male / female matrices are put in here."""
+    from eval.protocols import JointRegressors, load_ground_truth, load_regressor
+
+    loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))
+    cache = E.open_cache(str(tree["root"] / "features"), loaded)
+    proto = PROTOCOLS["rich-gendered"]
+    base = load_regressor(proto, synthetic_assets)
+    regs = JointRegressors(base.pred, {"male": np.roll(base.pred, 7, axis=1), "female": np.roll(base.pred, 13, axis=1)})
+    monkeypatch.setattr(E, "load_regressor", lambda protocol, assets: regs)
+    res = E.evaluate_protocol(proto, loaded, cache, synthetic_assets, "m", batch_size=3)
+    shards, _, _ = E.split_counts(cache, proto)
+    samples = list(E.iter_samples(shards, cache.spec))
+    with torch.no_grad():
+        pred = loaded.model(torch.from_numpy(np.stack([f for f, _ in samples]))).vertices.numpy()
+    genders = [r.gender for _, r in samples]
+    assert set(genders) == {"male", "female"}
+    gt = load_ground_truth(proto, synthetic_assets).vertices(
+        np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), genders)
+    direct = proto.score(pred, gt, regs, genders)
+    shared = PROTOCOLS["rich"].score(pred, gt, regs, genders)
+    for m in T.METRICS:
+        np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
+        assert np.all(np.abs(direct[m] - shared[m]) > 1e-3), m
+
+
+def test_gendered_option_is_selectable_and_shown_in_the_results(tree, first_eval):
+    assert E.main(_args(tree, "--run-id", "bedlam", "--protocols", "rich-gendered", "--examples", "0")) == 0
+    rows = [r for r in T.load_rows(first_eval / "results.json") if r.run_id == "bedlam"]
+    assert {(r.method, r.dataset) for r in rows} == {(PRESET, "rich-gendered"), (T.MEAN_POSE_METHOD, "rich-gendered")}
+    assert len(rows) == 2 * 3 and all(r.n_samples == sum(LAYOUT["rich"][2]) for r in rows)
+    md = (first_eval / "results.md").read_text()
+    assert "rich-gendered PA-MPJPE ↓" in md and "RICH PA-MPJPE ↓" in md  # its own column group beside Table 1's
+    assert "- rich-gendered: rich/test, joints by the 'smpl' regressor (ground truth: gendered)" in md
+    assert "BEDLAM train/dataset/dataset.py" in md
+
+
 def test_incomplete_shards_are_an_error(tree, synthetic_assets, tmp_path):
     _write_cache(tmp_path / "features", tmp_path / "raw", tree["spec"], np.random.default_rng(1), extra_manifest_rows=1)
     loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))

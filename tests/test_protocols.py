@@ -1,4 +1,6 @@
 """eval.protocols: declared protocols, and the scoring math on known cases."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,14 @@ def _disjoint_regressor(n_joints, support, rng):
     return reg
 
 
+def _score(proto, pred, gt, reg):
+    """proto.score with `reg` on both sides; a gendered protocol gets `reg` for every gender
+    (the same math as a shared one) and the genders it needs."""
+    genders = ["male", "female"] * (len(gt) // 2) + ["male"] * (len(gt) % 2)
+    regs = P.JointRegressors(reg, {"male": reg, "female": reg}) if proto.gt_regressor == "gendered" else reg
+    return proto.score(pred, gt, regs, genders)
+
+
 @pytest.fixture
 def body():
     rng = np.random.default_rng(7)
@@ -27,7 +37,8 @@ def body():
 
 
 def test_protocols_are_declared_objects():
-    assert set(P.PROTOCOLS) == {"3dpw", "rich"}
+    assert set(P.PROTOCOLS) == {"3dpw", "rich", "rich-gendered"}
+    assert P.DEFAULT_PROTOCOLS == ("3dpw", "rich")  # one per benchmark; RICH as WHAM / CameraHMR
     pw = P.PROTOCOLS["3dpw"]
     assert pw.eval_index.tolist() == [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]  # SPIN H36M_TO_J14
     assert pw.root_index.tolist() == [0] and pw.regressor == "h36m" and pw.ground_truth == "smpl"
@@ -35,7 +46,15 @@ def test_protocols_are_declared_objects():
     rich = P.PROTOCOLS["rich"]
     assert rich.eval_index.tolist() == list(range(24))
     assert rich.root_index.tolist() == [1, 2]  # WHAM pelvis_idxs for RICH
-    assert rich.regressor == "smpl" and rich.ground_truth == "smplx_to_smpl"
+    assert rich.regressor == "smpl" and rich.ground_truth == "smplx_to_smpl" and rich.gt_regressor == "shared"
+    bedlam = P.PROTOCOLS["rich-gendered"]  # the same benchmark, BEDLAM's ground-truth joints
+    assert bedlam.gt_regressor == "gendered" and bedlam.dataset == "rich" and "BEDLAM" in bedlam.source
+    assert dataclasses.replace(bedlam, name="rich", gt_regressor="shared", source=rich.source) == rich
+    assert pw.gt_regressor == "shared"
+    with pytest.raises(ValueError, match="unknown ground-truth regressor"):
+        dataclasses.replace(rich, gt_regressor="male")
+    with pytest.raises(ValueError, match="must be 'smpl'"):
+        dataclasses.replace(pw, gt_regressor="gendered")
     with pytest.raises(KeyError, match="not in joint set"):
         P.Protocol("x", "x", "test", "h36m", J.H36M_17, ("nose",), ("pelvis_mpii",), "smpl", "")
     with pytest.raises(ValueError, match="regressor"):
@@ -47,7 +66,7 @@ def test_ground_truth_as_prediction_scores_zero(name, body):
     rng, verts = body
     proto = P.PROTOCOLS[name]
     reg = _disjoint_regressor(len(proto.joint_set), 50, rng)
-    out = proto.score(verts, verts, reg)
+    out = _score(proto, verts, verts, reg)
     assert set(out) == {"mpjpe", "pa_mpjpe", "pve"}
     for v in out.values():
         assert v.shape == (5,) and np.allclose(v, 0.0, atol=1e-9)
@@ -58,7 +77,7 @@ def test_global_shift_is_removed_by_the_root(name, body):
     rng, verts = body
     proto = P.PROTOCOLS[name]
     reg = _disjoint_regressor(len(proto.joint_set), 50, rng)
-    out = proto.score(verts + np.array([0.1, -0.3, 2.0]), verts, reg)
+    out = _score(proto, verts + np.array([0.1, -0.3, 2.0]), verts, reg)
     for v in out.values():
         np.testing.assert_allclose(v, 0.0, atol=1e-9)
 
@@ -78,7 +97,7 @@ def test_moving_everything_but_the_root_by_10mm(name, body):
     shift = np.array([0.0, 0.006, 0.008])  # 10 mm
     pred = verts.copy()
     pred[:, moved] += shift
-    out = proto.score(pred, verts, reg)
+    out = _score(proto, pred, verts, reg)
     scored_is_root = np.isin(proto.eval_index, proto.root_index)
     expected_mpjpe = 10.0 * (~scored_is_root).mean()
     np.testing.assert_allclose(out["mpjpe"], expected_mpjpe, rtol=1e-9)
@@ -138,7 +157,7 @@ def loaded(synthetic_assets):
             for name, p in P.PROTOCOLS.items()}
 
 
-@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+@pytest.mark.parametrize("name", sorted(n for n, p in P.PROTOCOLS.items() if p.gt_regressor == "shared"))
 def test_synthetic_ground_truth_body_scores_zero_and_known_perturbations(name, loaded):
     proto = P.PROTOCOLS[name]
     reg, gt_body = loaded[name]
@@ -154,7 +173,7 @@ def test_synthetic_ground_truth_body_scores_zero_and_known_perturbations(name, l
     # rotation by theta about the vertical axis through each sample's root: every point
     # moves 2 sin(theta/2) x its distance from that axis; PA-MPJPE 0.
     theta = 0.2
-    joints = np.einsum("jv,nvc->njc", reg, gt.astype(np.float64))
+    joints = np.einsum("jv,nvc->njc", reg.pred, gt.astype(np.float64))
     root = joints[:, proto.root_index].mean(1, keepdims=True)  # (N, 1, 3)
     pred = np.einsum("ij,nvj->nvi", _rot_y(theta), gt - root) + root
     radial = lambda x: np.linalg.norm((x - root)[..., [0, 2]], axis=-1)  # noqa: E731  distance to the y axis

@@ -298,8 +298,8 @@ def _source_image(raw, dataset, rec):
     from pipelines.shards import dataset_roots
 
     path = os.path.join(dataset_roots(str(raw))[dataset], rec.image_path)
-    if rec.video_frame < 0:
-        return cv2.imread(path, cv2.IMREAD_COLOR)
+    if rec.video_frame < 0:  # as stored, EXIF orientation ignored (4D-Humans hmr2/datasets/utils.py flags)
+        return cv2.imread(path, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     cap = cv2.VideoCapture(path)  # sequential decode, independent of the pipeline's seeking
     for _ in range(rec.video_frame + 1):
         ok, img = cap.read()

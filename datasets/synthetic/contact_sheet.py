@@ -33,9 +33,11 @@ def load_image(root: Path, rec: PersonFrame) -> np.ndarray | None:
     """BGR image of a record (a video frame where `video_frame` >= 0), None if undecodable."""
     import cv2
 
+    from datasets.image_file import read_image
+
     path = root / rec.image_path
     if rec.video_frame < 0:
-        return cv2.imread(str(path))
+        return read_image(path)  # as stored, the frame of the record's box and keypoints
     cap = cv2.VideoCapture(str(path))
     try:
         cap.set(cv2.CAP_PROP_POS_FRAMES, rec.video_frame)

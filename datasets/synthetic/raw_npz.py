@@ -35,6 +35,9 @@ from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
 
 # fault -> row of the train file it is injected at (rows of distinct images; see _rows)
 FAULT_ROWS = {"missing_image": 0, "corrupt_jpeg": 1, "nan_label": 2, "box_outside": 3}
+# COCO / MPII photos with an EXIF Orientation tag (phone pictures): the first image after the
+# faulted ones carries this tag, its pixels and labels stay as stored (`datasets.image_file`)
+EXIF_ORIENTATION = {"coco": 6, "mpii": 8}
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,8 @@ def write(raw_root: Path, models, rng: np.random.Generator, scale: int, max_peop
                 frac = (0.5, 0.85) if n_people == 1 else (0.35, 0.6)
                 people.append(place(models, rng, "neutral", pose, sample_betas(rng), K, hw, height_frac=frac))
             image, masks = render(background(rng, hw), people, faces, K, rng)
-            write_jpeg(root / name, image)
+            write_jpeg(root / name, image,
+                       exif_orientation=EXIF_ORIENTATION.get(dataset) if i == len(FAULT_ROWS) else None)
             for p, (person, mask) in enumerate(zip(people, masks)):
                 proj = np.concatenate([project(person.keypoints[:, :3], K), person.keypoints[:, 3:]], 1)
                 part = visible_in_image(proj, hw)

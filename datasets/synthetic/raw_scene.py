@@ -211,13 +211,41 @@ def render(image: np.ndarray, people: list[Person], faces: np.ndarray, K: np.nda
     return image, masks
 
 
-def write_jpeg(path: Path, image: np.ndarray, quality: int = 92) -> None:
-    """Write an RGB image as JPEG."""
+def write_jpeg(path: Path, image: np.ndarray, quality: int = 92, exif_orientation: int | None = None) -> None:
+    """Write an RGB image as JPEG; with `exif_orientation` (1-8), the same pixels carry an
+    EXIF Orientation tag, as phone photos in COCO / MPII do (the labels stay in the stored
+    pixels' frame, `datasets.image_file`)."""
     import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality]):
+    ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
         raise OSError(f"{path}: could not write JPEG")
+    data = buf.tobytes()
+    if exif_orientation is not None:
+        data = with_exif_orientation(data, exif_orientation)
+    path.write_bytes(data)
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an APP1 EXIF segment holding only the Orientation tag (0x0112), put after
+    the JFIF APP0 segment (or the SOI marker when there is none); the pixels are untouched."""
+    from PIL import Image
+
+    from datasets.image_file import EXIF_ORIENTATION_TAG
+
+    if not 1 <= orientation <= 8:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG (no SOI marker)")
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    payload = exif.tobytes()  # b"Exif\0\0" + TIFF header + IFD0
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    at = 2
+    if jpeg[2:4] == b"\xff\xe0":  # JFIF APP0 first, as cv2 writes it
+        at = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:at] + app1 + jpeg[at:]
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
