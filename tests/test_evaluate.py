@@ -51,6 +51,7 @@ def _record(dataset, sequence, frame, rng):
 
 def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
     from pipelines.features import MANIFEST_SCHEMA
+    from pipelines.shard_index import index_split
 
     cache = features / "tiny"
     cache.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), d / "manifest.parquet")
+        index_split(str(d))  # a tar made by `tarfile`: indexed as shards made before indexes are
         # the image shards' manifest: the frames rejected before cropping (3DPW: invalid camera pose)
         from pipelines.shards import MANIFEST_SCHEMA as IMAGE_SCHEMA
 

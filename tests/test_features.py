@@ -20,6 +20,7 @@ from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
 from pipelines.features import (FeatureSettings, decode_view, iter_feature_shard, read_cache_spec, run,
                                 sample_views, summary_table)
+from pipelines.shard_index import write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
 from test_crop import IMAGE_HW, make_record
 
@@ -38,7 +39,7 @@ def image_shards(tmp_path_factory):
     for (dataset, split), sizes in LAYOUT.items():
         d = root / dataset / split
         d.mkdir(parents=True)
-        frame, rows = 0, []
+        frame, rows, entries = 0, [], {}
         for index, n in enumerate(sizes):
             samples = []
             for _ in range(n):
@@ -51,7 +52,9 @@ def image_shards(tmp_path_factory):
                 rows.append(dict(key=rec.key, dataset=dataset, split=split, shard=sr.shard_name(dataset, split, index),
                                  status="ok", reason=None, bytes=len(jpg)))
                 frame += 1
-            write_tar(fs, str(d / sr.shard_name(dataset, split, index)), samples)
+            entries[sr.shard_name(dataset, split, index)] = write_tar(fs, str(d / sr.shard_name(dataset, split, index)),
+                                                                      samples)
+        write_index(str(d), entries)
         if dataset == "synth":
             rows.append(dict(key=make_key(dataset, split, "seq", 99, 0), dataset=dataset, split=split, shard=None,
                              status="rejected", reason="missing_image", bytes=None))
