@@ -137,22 +137,18 @@ def iter_feature_shard(shard: str, spec: dict) -> Iterator[tuple[str, list[tuple
     """(key, [(features, record) per view]) per sample of one feature shard, in order; the
     shard checked against its index entry (size, samples, checksum)."""
     read = ShardRead(shard)
-    fs, path = resolve(shard)
-    with fs.open_input_stream(path) as raw:
-        f = read.stream(raw)
-        with tarfile.open(fileobj=f, mode="r|") as tar:
-            yield from read.samples(_feature_samples(shard, tar, spec))
-        read.finish(f)
+    yield from read.samples(_feature_samples(shard, read.members(), spec))
 
 
-def _feature_samples(shard: str, tar: tarfile.TarFile, spec: dict):
+def _feature_samples(shard: str, members, spec: dict):
+    """Tar members (name, is a file, bytes) grouped by key, decoded per view."""
     sample: dict = {}
-    for m in tar:
-        key, ext = m.name.split(".", 1)
+    for name, _, data in members:
+        key, ext = name.split(".", 1)
         if sample and key != sample["__key__"]:
             yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
             sample = {}
-        sample.update({"__key__": key, "__url__": shard, ext: tar.extractfile(m).read()})
+        sample.update({"__key__": key, "__url__": shard, ext: data})
     if sample:
         yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
 

@@ -269,7 +269,7 @@ def check(split_dirs: Iterable[str], remedy: str = "") -> None:
 # ---- checks while reading ---------------------------------------------------------------------------
 class ShardRead:
     """One read of one shard against its index entry: the size now, the samples as they come
-    (`samples`), and, for a reader of every byte, the checksum (`stream` + `finish`)."""
+    (`samples`), and, for a reader of every byte (`members`), the end and the checksum."""
 
     def __init__(self, shard: str):
         self.shard = shard
@@ -298,15 +298,22 @@ class ShardRead:
             raise ShardError(f"{self.shard}: read {n} of the {want} samples its index lists: the tar ends early "
                              f"(cut at a sample boundary)")
 
-    def stream(self, raw: BinaryIO) -> _Hashing:
-        """`raw` (the open shard) as a stream that hashes what is read through it."""
-        return _Hashing(raw)
-
-    def finish(self, stream: _Hashing) -> None:
-        """After the last sample: read the rest and compare size and checksum with the index."""
-        stream.drain()
-        if (stream.size, stream.checksum) != (self.entry.bytes, self.entry.crc32):
-            raise ShardError(f"{self.shard}: {stream.size} bytes of {CHECKSUM} {stream.checksum}, its index lists "
+    def members(self) -> Iterator[tuple[str, bool, bytes | None]]:
+        """(name, is a regular file, bytes or None) of every member, streamed (object stores
+        too); after the last, the end-of-archive marker (a tar cut anywhere is a
+        TruncatedShard before its last sample is complete), size and checksum are checked."""
+        fs, path = resolve(self.shard)
+        with fs.open_input_stream(path) as raw:
+            f = _Hashing(raw)
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for m in tar:
+                    yield m.name, m.isreg(), tar.extractfile(m).read() if m.isreg() else None
+                end = tar.offset  # where the end-of-archive marker starts
+            f.drain()
+        if f.size - end < 2 * BLOCK:
+            raise TruncatedShard(f"{self.shard}: the tar ends at byte {f.size} without the end-of-archive marker")
+        if (f.size, f.checksum) != (self.entry.bytes, self.entry.crc32):
+            raise ShardError(f"{self.shard}: {f.size} bytes of {CHECKSUM} {f.checksum}, its index lists "
                              f"{self.entry.bytes} bytes of {CHECKSUM} {self.entry.crc32}: the bytes changed after "
                              f"writing")
 

@@ -120,16 +120,7 @@ def iter_members(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
     from pipelines.shard_index import ShardRead
 
     read = ShardRead(shard)
-    fs, path = resolve(shard)
-    with fs.open_input_stream(path) as raw:
-        f = read.stream(raw)
-        try:
-            with tarfile.open(fileobj=f, mode="r|") as tar:
-                yield from read.samples(_samples(shard, ((m.name, m.isreg(), m.isreg() and tar.extractfile(m).read())
-                                                         for m in tar)))
-        except tarfile.TarError as e:
-            raise ShardError(f"{shard}: not a readable tar ({e})") from e
-        read.finish(f)
+    yield from read.samples(_samples(shard, read.members()))
 
 
 def list_samples(shard: str) -> list[tuple[str, int]]:
@@ -184,10 +175,12 @@ def webdataset_samples(urls: str | Iterable[str], shardshuffle: bool | int = Fal
     arguments go to `webdataset.WebDataset` (e.g. `nodesplitter`, `resampled`).
     """
     import webdataset as wds
+    from webdataset.shardlists import expand_urls
 
-    if not isinstance(urls, str):
-        urls = list(urls)
-    from pipelines.shard_index import counted_by_shard
+    from pipelines.shard_index import ShardRead, counted_by_shard
 
+    urls = expand_urls(urls) if isinstance(urls, str) else list(urls)
+    for url in urls:  # up front: each shard there, of the size its index lists
+        ShardRead(url)
     ds = wds.WebDataset(urls, shardshuffle=shardshuffle, seed=seed, empty_check=False, **kwargs)
     return ds.compose(counted_by_shard).map(_decode_wds_sample)

@@ -205,3 +205,42 @@ def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_pa
     stats = run(str(image_shards), str(out), settings)
     assert 0 < stats.crops < 13 * 3
     assert _files(cache) == _files(ref_out / "tiny-views3")
+
+
+def _damaged_copy(image_shards, tmp_path):
+    import shutil
+
+    shutil.copytree(image_shards, tmp_path / "shards")
+    return tmp_path / "shards", [tmp_path / "shards" / "synth" / "train" / sr.shard_name("synth", "train", i)
+                                 for i in range(4)]
+
+
+def test_damaged_image_shards_stop_features_before_it_starts(image_shards, tmp_path, capsys):
+    """A shard cut at a sample boundary, one cut mid-sample, one deleted, one with a foreign
+    sample appended: `python -m pipelines.features` names all four in one error, exits 2,
+    writes no cache."""
+    from pipelines.features import main
+    from test_shard_index import assert_lists, damage
+
+    shards, paths = _damaged_copy(image_shards, tmp_path)
+    damaged = damage(paths, keep=1)
+    out = tmp_path / "features"
+    assert main(["--shards", str(shards), "--out", str(out), "--encoder", "tiny", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: 4 damaged or unindexed shard(s):" in err and "rerun `make shards`" in err
+    assert_lists(err, damaged)
+    assert not out.exists()
+
+
+def test_an_image_shard_cut_after_the_check_stops_features(image_shards, built, tmp_path):
+    """A cut no size shows (the index made to agree with the cut file): the read task stops
+    at the shard's end naming it and the counts; its feature shard is never written."""
+    from test_shard_index import cut_at_sample, repoint_index
+
+    _, _, settings = built
+    shards, paths = _damaged_copy(image_shards, tmp_path)
+    cut_at_sample(paths[1], 1)
+    repoint_index(paths[1])
+    with pytest.raises(sr.ShardError, match=f"{paths[1]}: read 0 of the 3 samples its index lists, then the tar ends"):
+        run(str(shards), str(tmp_path / "features"), settings)
+    assert not (tmp_path / "features" / "tiny-views3" / "synth" / "train" / paths[1].name).exists()
