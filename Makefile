@@ -53,7 +53,7 @@ bench: bench-shards
 bench-shards: setup ## shard pipeline crops/s against decode+warp+encode in a tight loop on all cores (synthetic data)
 	$(BIN)/python -m pipelines.bench_shards
 
-check-shards: setup ## read every shard under SHARDS and FEATURES whole against its index: sizes, counts, checksums (pipelines/shard_index.py)
+check-shards: setup ## read every shard under SHARDS and FEATURES whole against its index (sizes, counts, checksums)
 	$(BIN)/python -m pipelines.shard_index check $(SHARDS) $(FEATURES) --checksums
 
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----

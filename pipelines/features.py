@@ -55,7 +55,6 @@ import json
 import logging
 import os
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -251,7 +251,8 @@ def split_problems(split_dir: str) -> list[str]:
         for name in sorted(set(entries) | {n for n in counts if n is not None}):
             have, want = entries[name].samples if name in entries else None, counts.get(name, 0)
             if have is None:
-                problems.append(f"{join(split_dir, name)}: {MANIFEST} lists {want} samples in it, {INDEX} has no such shard")
+                problems.append(f"{join(split_dir, name)}: {MANIFEST} lists {want} samples in it, {INDEX} has "
+                                f"no such shard")
             elif have != want:
                 problems.append(f"{join(split_dir, name)}: {INDEX} lists {have} samples, {MANIFEST} {want}")
         if counts.get(None):

@@ -26,8 +26,8 @@ Stages, top to bottom (per dataset and split):
    name + rename, written last), `stats.json`.
 
 Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, index.json,
-manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were made with, and a
-rerun with other settings into the same folder is refused.
+manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were
+made with, and a rerun with other settings into the same folder is refused.
 
 Determinism: the same input and settings give byte-identical shards in any output folder,
 whatever the number of workers, interruptions included (JPEG and npz encoding are

@@ -83,7 +83,8 @@ UPFRONT = {"cut at a sample boundary": "truncated: ", "cut mid-sample": "truncat
 # the tar readers of this project (the loader's, and the streaming reader of every byte) stop
 # at the missing end-of-archive marker while the last whole sample is still being grouped;
 # WebDataset's reader (URIs, `webdataset_samples`) ends quietly, and the count stops it
-CUT_STRICT = f"read {KEEP - 1} of the {PER_SHARD} samples its index lists, then the tar ends .*without the end-of-archive marker"
+CUT_STRICT = (f"read {KEEP - 1} of the {PER_SHARD} samples its index lists, then the tar ends "
+              f".*without the end-of-archive marker")
 CUT_QUIET = f"read {KEEP} of the {PER_SHARD} samples its index lists: the tar ends early"
 MID_SAMPLE = f"read {KEEP} of the {PER_SHARD} samples its index lists, then the tar ends"
 FOREIGN = f"sample {PER_SHARD + 1} is one more than the {PER_SHARD} samples its index lists"
@@ -139,7 +140,8 @@ def image_split(root: Path, shards: int = 2) -> Path:
     for s in range(shards):
         name = sr.shard_name("aaa", "train", s)
         recs = random_records("aaa", "train", PER_SHARD, np.random.default_rng(s), first=s * PER_SHARD)
-        entries[name] = write_tar(fs, str(d / name), [(r.key, b"jpeg " + r.key.encode(), r.to_npz_bytes()) for r in recs])
+        samples = [(r.key, b"jpeg " + r.key.encode(), r.to_npz_bytes()) for r in recs]  # JPEGs are not decoded here
+        entries[name] = write_tar(fs, str(d / name), samples)
         rows += [dict(key=r.key, dataset="aaa", split="train", shard=name, status="ok", reason=None, bytes=1)
                  for r in recs]
     si.write_index(str(d), entries)

@@ -174,7 +174,8 @@ def test_damaged_shards_stop_training_before_it_starts(features, synthetic_asset
     from test_shard_index import assert_lists, damage
 
     root, cache = _damaged_copy(features, tmp_path)
-    damaged = damage([cache / "3dpw" / "train" / "3dpw-train-000000.tar", cache / "coco" / "train" / "coco-train-000001.tar",
+    damaged = damage([cache / "3dpw" / "train" / "3dpw-train-000000.tar",
+                      cache / "coco" / "train" / "coco-train-000001.tar",
                       cache / "coco" / "train" / "coco-train-000003.tar", cache / "3dpw" / "val" / "3dpw-val-000001.tar"],
                      ("cut at a sample boundary", "cut mid-sample", "foreign sample appended", "deleted"))
     run = tmp_path / "run"
