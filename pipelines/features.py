@@ -303,7 +303,7 @@ class _ShardWriter:
         self.final = f"{out_dir}/{work.name}"
         self.tmp = f"{out_dir}/{TMP_PREFIX}{work.name}"
         self.stream = self.fs.open_output_stream(self.tmp)
-        self.tar = ShardWriter(self.stream)
+        self.tar = ShardWriter(self.stream, hash_in_thread=True)  # the driver writes every shard: keep it free
         self.rows: list[dict] = []
         self.chunks = 0
 

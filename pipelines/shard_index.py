@@ -42,7 +42,8 @@ import json
 import sys
 import tarfile
 import zlib
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, TypeVar
@@ -66,9 +67,12 @@ class ShardCheckError(ShardError):
     """Shards that do not match their index or manifest; one line per damaged shard."""
 
     def __init__(self, problems: list[str], remedy: str = ""):
-        self.problems = problems
+        self.problems, self.remedy = list(problems), remedy
         text = f"{len(problems)} damaged or unindexed shard(s):\n" + "\n".join(f"  - {p}" for p in problems)
         super().__init__(text + (f"\n{remedy}" if remedy else ""))
+
+    def __reduce__(self):  # across processes (Ray, DataLoader workers) with its fields
+        return type(self), (self.problems, self.remedy)
 
 
 class TruncatedShard(ShardError):
@@ -113,17 +117,63 @@ class _Hashing:
         while self.read(READ_CHUNK):
             pass
 
+    def finish(self) -> None:
+        """Wait for hashing still under way (none here)."""
+
     @property
     def checksum(self) -> str:
         return f"{self.crc:08x}"
 
 
+class _HashingInThread(_Hashing):
+    """`_Hashing` for writes, whose CRC-32 runs in one helper thread, in order, on batches of
+    `BATCH` bytes (zlib releases the GIL on large buffers): the writing thread only queues,
+    and waits only when `PENDING` batches are still to hash. The buffers written must not
+    change afterwards (the shard writers pass `bytes`)."""
+
+    BATCH = 1 << 16
+    PENDING = 8
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__(raw)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shard-crc32")
+        self._queued: list = []
+        self._queued_bytes = 0
+        self._pending: deque = deque()
+
+    def write(self, data) -> None:
+        self.raw.write(data)
+        self.size += len(data)
+        self._queued.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes >= self.BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        while len(self._pending) >= self.PENDING:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._update, self._queued))
+        self._queued, self._queued_bytes = [], 0
+
+    def _update(self, buffers: list) -> None:
+        for data in buffers:
+            self.crc = zlib.crc32(data, self.crc)
+
+    def finish(self) -> None:
+        self._submit()
+        while self._pending:
+            self._pending.popleft().result()  # an error in the thread surfaces here
+        self._pool.shutdown()
+
+
 class ShardWriter:
     """`pipelines.tar.TarWriter` into `stream` that counts samples and hashes every byte:
-    `add(name, data)` ..., then `close()` -> the shard's `Entry`. The caller owns `stream`."""
+    `add(name, data)` ..., then `close()` -> the shard's `Entry`. The caller owns `stream`.
+    `hash_in_thread`: the CRC-32 runs beside the writing thread (`_HashingInThread`), for a
+    writer that is its pipeline's one sequential step (the feature cache's driver)."""
 
-    def __init__(self, stream: BinaryIO):
-        self._out = _Hashing(stream)
+    def __init__(self, stream: BinaryIO, hash_in_thread: bool = False):
+        self._out = _HashingInThread(stream) if hash_in_thread else _Hashing(stream)
         self._tar = TarWriter(self._out)
         self._key: str | None = None
         self.samples = 0
@@ -136,6 +186,7 @@ class ShardWriter:
 
     def close(self) -> Entry:
         self._tar.close()
+        self._out.finish()
         return Entry(self.samples, self._out.size, self._out.checksum)
 
 

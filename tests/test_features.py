@@ -20,7 +20,7 @@ from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
 from pipelines.features import (FeatureSettings, decode_view, iter_feature_shard, read_cache_spec, run,
                                 sample_views, summary_table)
-from pipelines.shard_index import write_index
+from pipelines.shard_index import verify_split, write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
 from test_crop import IMAGE_HW, make_record
 
@@ -118,6 +118,8 @@ def test_keys_one_to_one_and_features_equal_a_direct_forward(image_shards, built
             assert feature_keys == [k for k in image_keys if k != CORRUPT]  # same keys, same order
             seen += feature_keys
     assert len(seen) == len(images) - 1
+    for dataset, split in LAYOUT:  # the index the driver wrote (CRC-32 in a helper thread) is the files'
+        assert verify_split(str(cache / dataset / split)) == []
     manifest = pq.read_table(cache / "other" / "test" / "manifest.parquet").to_pylist()
     assert [(r["key"], r["status"]) for r in manifest] == [
         (make_key("other", "test", "seq", f, 0), "rejected" if f == 1 else "ok") for f in range(3)]

@@ -170,6 +170,25 @@ def test_written_entries_are_what_the_files_hold(tmp_path):
     assert si.verify_split(str(img)) == []
 
 
+def test_hashing_in_a_thread_gives_the_entry_hashing_inline_gives(tmp_path, monkeypatch):
+    """The feature writer's CRC-32 in a helper thread, in small batches with a short queue
+    (ordering and back-pressure exercised), equals the inline one and the file's."""
+    monkeypatch.setattr(si._HashingInThread, "BATCH", 700)
+    monkeypatch.setattr(si._HashingInThread, "PENDING", 2)
+    rng = np.random.default_rng(0)
+    members = [(f"k{i // 3:03d}.m{i % 3}", rng.bytes(int(rng.integers(0, 3000)))) for i in range(60)]
+    entries = []
+    for threaded in (False, True):
+        path = tmp_path / f"{threaded}.tar"
+        with open(path, "wb") as f:
+            writer = si.ShardWriter(f, hash_in_thread=threaded)
+            for name, data in members:
+                writer.add(name, data)
+            entries.append(writer.close())
+        assert si.read_entry(str(path)) == entries[-1]
+    assert entries[0] == entries[1] and entries[0].samples == 20
+
+
 # ---- up front -------------------------------------------------------------------------------------
 def test_check_lists_every_damaged_shard_in_one_error(tmp_path):
     d = feature_split(tmp_path)
