@@ -58,8 +58,9 @@ INDEX = "index.json"
 FORMAT = 1
 CHECKSUM = "crc32"
 READ_CHUNK = 1 << 20
+UNINDEXED = f"without {INDEX} (written before per-shard indexes)"
 HOW_TO_INDEX = ("rerun `make shards` / `make features` with the same arguments (complete shards are kept and "
-                "indexed), or index them in place: `python -m pipelines.shard_index index {where}`")
+                "indexed, nothing is recomputed), or index them in place: `python -m pipelines.shard_index index {where}`")
 T = TypeVar("T")
 
 
@@ -68,7 +69,7 @@ class ShardCheckError(ShardError):
 
     def __init__(self, problems: list[str], remedy: str = ""):
         self.problems, self.remedy = list(problems), remedy
-        text = f"{len(problems)} damaged or unindexed shard(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        text = f"shard check: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
         super().__init__(text + (f"\n{remedy}" if remedy else ""))
 
     def __reduce__(self):  # across processes (Ray, DataLoader workers) with its fields
@@ -285,8 +286,7 @@ def split_problems(split_dir: str) -> list[str]:
     if not _exists(fs, path):
         if not files:
             return []
-        return [f"{split_dir}: {len(files)} shard(s) without {INDEX} (made before per-shard indexes): "
-                + HOW_TO_INDEX.format(where=split_dir)]
+        return [f"{split_dir}: {len(files)} shard(s) {UNINDEXED}"]
     try:
         entries = read_index(split_dir)
     except ShardError as e:
@@ -312,10 +312,15 @@ def split_problems(split_dir: str) -> list[str]:
 
 
 def check(split_dirs: Iterable[str], remedy: str = "") -> None:
-    """ShardCheckError listing every damaged shard of these split folders (none: returns)."""
+    """ShardCheckError listing every damaged shard of these split folders, then `remedy`
+    (for damaged shards) and how to index (for folders without an index); none: returns."""
     problems = [p for d in split_dirs for p in split_problems(d)]
     if problems:
-        raise ShardCheckError(problems, remedy)
+        unindexed = [p.split(": ", 1)[0] for p in problems if p.endswith(UNINDEXED)]
+        fixes = [remedy] if remedy and len(unindexed) < len(problems) else []
+        if unindexed:
+            fixes.append("to index shards written before indexes: " + HOW_TO_INDEX.format(where=" ".join(unindexed)))
+        raise ShardCheckError(problems, "\n".join(fixes))
 
 
 # ---- checks while reading ---------------------------------------------------------------------------

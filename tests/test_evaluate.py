@@ -227,7 +227,7 @@ def test_damaged_shards_stop_eval_before_it_scores(tree, tmp_path, capsys, kinds
     damaged = damage([features / "tiny" / d / "test" / f"{d}-test-000000.tar" for d in ("3dpw", "rich")], kinds)
     assert E.main(_args(tree, "--run", str(run), "--features", str(features))) == 2
     err = capsys.readouterr().err
-    assert "eval: error: 2 damaged or unindexed shard(s):" in err
+    assert "eval: error: shard check: 2 problem(s)\n" in err
     assert_lists(err, damaged)
     assert not (run / "eval").exists()
 

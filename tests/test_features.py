@@ -1,7 +1,9 @@
 """The feature pipeline on hand-made image shards with the tiny encoder (Ray local, 2 CPUs):
 keys one to one, features equal a direct forward, views, manifest, resume after a kill."""
 import dataclasses
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,12 +171,22 @@ def test_decoding_is_a_view_of_the_member_bytes(built):
         decode_view(sample, 3, spec)
 
 
-def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built):
+def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built, tmp_path):
     out, _, settings = built
     before = _files(out / "tiny-views3")
     stats = run(str(image_shards), str(out), settings)
     assert stats.crops == 0 and all(s.written == 0 for s in stats.splits)
     assert _files(out / "tiny-views3") == before
+    # a cache written before shard indexes (sidecars without entries, no index.json): indexed, nothing computed
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for sidecar in (old / "tiny-views3").glob("*/*/*-*.json"):
+        sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "index"}))
+    for index in (old / "tiny-views3").glob("*/*/index.json"):
+        index.unlink()
+    assert run(str(image_shards), str(old), settings).crops == 0
+    assert {k: v for k, v in _files(old / "tiny-views3").items() if k.endswith("index.json")} == \
+        {k: v for k, v in before.items() if k.endswith("index.json")}
     with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
         run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
 
@@ -229,7 +241,7 @@ def test_damaged_image_shards_stop_features_before_it_starts(image_shards, tmp_p
     out = tmp_path / "features"
     assert main(["--shards", str(shards), "--out", str(out), "--encoder", "tiny", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "error: 4 damaged or unindexed shard(s):" in err and "rerun `make shards`" in err
+    assert "error: shard check: 4 problem(s)\n" in err and "rerun `make shards`" in err
     assert_lists(err, damaged)
     assert not out.exists()
 

@@ -201,7 +201,7 @@ def test_check_lists_every_damaged_shard_in_one_error(tmp_path):
     with pytest.raises(si.ShardCheckError) as e:
         si.check([str(d), str(tmp_path / "rand" / "bbb" / "train")], remedy="do this")
     msg = str(e.value)
-    assert msg.startswith("6 damaged or unindexed shard(s):") and msg.endswith("\ndo this")
+    assert msg.startswith("shard check: 6 problem(s)\n") and msg.endswith("\ndo this")
     assert_lists(msg, damaged)
     assert f"{stray}: a shard file that index.json does not name" in msg
     assert str(shards[5]) not in msg  # the whole shard is not listed
@@ -228,8 +228,9 @@ def test_shards_without_an_index_are_refused_until_indexed(tmp_path, capsys):
     d = feature_split(tmp_path, shards=3)
     shard = str(d / "aaa-train-000000.tar")
     (d / si.INDEX).unlink()
-    (problem,) = si.split_problems(str(d))
-    assert "3 shard(s) without index.json" in problem and "python -m pipelines.shard_index index" in problem
+    assert si.split_problems(str(d)) == [f"{d}: 3 shard(s) without index.json (written before per-shard indexes)"]
+    with pytest.raises(si.ShardCheckError, match=f"(?s)rerun `make shards`.*python -m pipelines.shard_index index {d}`$"):
+        si.check([str(d)], remedy="not for unindexed shards")
     with pytest.raises(sr.ShardError, match="no shard index.*python -m pipelines.shard_index index"):
         next(read_samples(shard))
     # the indexing step reads every shard whole and checks its count against the manifest

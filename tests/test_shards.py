@@ -175,6 +175,7 @@ def test_rebuilds_are_byte_identical_and_resume_writes_only_missing_shards(hand_
     (split_dir / "coco-train-000001.tar").unlink()
     (split_dir / ".tmp-coco-train-000001.tar").write_bytes(b"half a shard")
     (split_dir / "manifest.parquet").unlink()
+    (split_dir / "index.json").unlink()  # also as shards written before indexes: read once and indexed
     stats, _ = _build(raw, other, readers)
     assert {(s["split"], s["shards_written"]) for s in stats} == {("train", 1), ("val", 0)}
     after = {p.name: p.stat().st_mtime_ns for p in split_dir.glob("*.tar")}
@@ -183,6 +184,7 @@ def test_rebuilds_are_byte_identical_and_resume_writes_only_missing_shards(hand_
     assert [open(x, "rb").read() for x in sr.list_shards(out, "coco", "train")] == \
         [open(x, "rb").read() for x in sr.list_shards(other, "coco", "train")]
     assert sr.read_manifest(out, "coco", "train").equals(sr.read_manifest(other, "coco", "train"))
+    assert (split_dir / "index.json").read_bytes() == (out / "coco" / "train" / "index.json").read_bytes()
 
 
 def test_other_settings_into_the_same_folder_are_refused(hand_made, built):

@@ -183,7 +183,7 @@ def test_damaged_shards_stop_training_before_it_starts(features, synthetic_asset
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(run),
                  "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
     err = capsys.readouterr().err
-    assert "train: error: 4 damaged or unindexed shard(s):" in err and "rerun `make features`" in err
+    assert "train: error: shard check: 4 problem(s)\n" in err and "rerun `make features`" in err
     assert_lists(err, damaged)
     assert not run.exists()
 
