@@ -6,9 +6,11 @@ split was written with, so that no reader takes a cut, emptied or padded shard f
      "shards": {"coco-train-000000.tar": {"samples": 1000, "bytes": 41656320, "crc32": "9a0c33f1"}, ...}}
 A sample is a run of consecutive tar members with one key (WebDataset's grouping: the name
 up to the first dot of its last path part). The checksum is zlib's CRC-32 of the whole file,
-computed as the writer writes it (the cheapest checksum in the standard library: about twice
-the rate of sha256, so it stays a small fraction of writing; `make bench-shards` /
-`make bench-features` measure the writers with it).
+computed as the writer writes it: the cheapest checksum in the standard library (about twice
+sha256's rate). On one core of the project's machine it adds about 10 µs to an image-shard
+sample (30 KB; the crop work is about 1.3 ms of CPU) and 125 µs to a ViT-H feature sample
+(0.5 MB), which the feature cache's driver, the one sequential writer, hashes in a helper
+thread (its writing thread: 159 µs per sample without the hash, 181 with it).
 
 Written by every shard writer: each tar goes through `ShardWriter` (a `pipelines.tar.TarWriter`
 that counts samples and hashes bytes), and the stage's driver writes the split's index
@@ -17,10 +19,10 @@ that counts samples and hashes bytes), and the stage's driver writes the split's
 
 Checked by every reader:
 - up front (`check`, from folder listings, the index and the manifest; no shard is opened):
-  `make features` (image shards), `make train`, `make eval` and the encoder pretraining list
-  every shard that is missing, empty, shorter or longer than its index says, not named by
-  the index, or whose index count differs from the manifest's ok rows for it, in one
-  `ShardCheckError`, before anything is written.
+  `make features` (image shards), `make train` and `make eval` list every shard that is
+  missing, empty, shorter or longer than its index says, not named by the index, or whose
+  index count differs from the manifest's ok rows for it, in one `ShardCheckError`, before
+  anything is written.
 - while reading (`ShardRead`): the size when a shard is opened; the samples as they come (one
   more than the index lists is an error at once; fewer, or a tar cut inside a member, when
   the shard ends); and, for readers that read every byte (image shards; evaluation's and the
@@ -43,8 +45,8 @@ import sys
 import tarfile
 import zlib
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import BinaryIO, TypeVar
 
