@@ -180,28 +180,58 @@ def test_batch_fields_read_the_npz_as_the_record_does(cache):
     assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
 
 
-def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path):
-    """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
-    lacks `targets`, read through the npz records) make the same batches."""
+@pytest.fixture(scope="module")
+def npz_cache(cache, tmp_path_factory):
+    """A copy of `cache` whose encoder.json lacks `targets` (a cache written before the
+    targets rows): the loader reads the batch fields from the npz records."""
     import json
     import shutil
 
-    from train.batch import materialize
-
-    slow = tmp_path / "slow"
+    slow = tmp_path_factory.mktemp("npz") / "features"
     shutil.copytree(cache, slow)
     spec_path = slow / "rand" / "encoder.json"
     spec = json.loads(spec_path.read_text())
     del spec["targets"]
     spec_path.write_text(json.dumps(spec))
+    return slow
+
+
+def test_targets_rows_give_the_batches_the_npz_records_give(cache, npz_cache):
+    """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
+    lacks `targets`, read through the npz records) make the same batches."""
+    from train.batch import materialize
+
     batches = []
-    for root in (cache, slow):
+    for root in (cache, npz_cache):
         dm = FeatureDataModule(_cfg(), str(root), global_batch=8, seed=0)
         batches.append([materialize(b) for b, _ in zip(dm.train_dataloader(), range(3))])
     for fast, plain in zip(*batches):
         assert fast.keys() == plain.keys()
         for k in fast:
             assert torch.equal(fast[k], plain[k]) if torch.is_tensor(fast[k]) else fast[k] == plain[k], k
+
+
+@pytest.mark.parametrize("path", ["targets rows", "npz records"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_map_belongs_to_its_targets(cache, npz_cache, path, workers):
+    """Each map of every training and validation batch is the map of its own targets' key
+    and view: `train.random_cache` seeds a sample's map by (key, view), so a map of another
+    view (or sample) paired with these targets differs from `feature_map(key, view)`."""
+    from train.batch import materialize
+    from train.random_cache import feature_map
+
+    root = cache if path == "targets rows" else npz_cache
+    dm = FeatureDataModule(_cfg(workers=workers), str(root), global_batch=8, seed=0)
+    train_batches = [materialize(b) for b, _ in zip(dm.train_dataloader(), range(5))]
+    val_batches = [materialize(b) for b in dm.val_dataloader()]
+    seen = Counter()
+    for batch in train_batches + val_batches:
+        assert len(batch["key"]) == len(batch["view"]) == len(batch["features"]) > 0
+        for key, view, fmap in zip(batch["key"], batch["view"].tolist(), batch["features"]):
+            assert np.array_equal(fmap.numpy(), feature_map(key, view, SHAPE)), f"{key} view {view}: another map"
+            seen[view] += 1
+    assert set(seen) == {0, 1, 2}  # views 1 and 2 drawn: a view-0 map on their targets would show
+    assert sum(len(b["key"]) for b in val_batches) == 9
 
 
 def test_a_bad_targets_row_is_named(cache):
