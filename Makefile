@@ -98,7 +98,11 @@ bench-train: setup ## training loader samples/s against `cat` of the same shards
 RUN ?= runs/demo
 FEATURES ?= data/features
 EVAL_ARGS ?=
-.PHONY: eval
+.PHONY: eval bench-render
+
+bench: bench-render
+bench-render: setup ## seconds per 512 px frame of the numpy mesh renderer (figures, eval.predict overlays)
+	$(BIN)/python -m model.bench_render
 
 eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT= decoder ckpt, ASSETS=, RAW=, EVAL_ARGS=)
 	$(BIN)/python -m eval.evaluate --run $(RUN) --features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT)) \

@@ -166,7 +166,13 @@ def box_from_keypoints(keypoints: np.ndarray, expand: float = SPIN_BOX_EXPAND,
     if not vis.any():
         return None
     pts = keypoints[vis, :2]
-    lo, hi = pts.min(0), pts.max(0)
+    return square_box(pts.min(0), pts.max(0), expand)
+
+
+def square_box(lo: np.ndarray, hi: np.ndarray, expand: float = SPIN_BOX_EXPAND) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's person box around the tight box [lo, hi] (x, y corners, px): (center (2,),
+    size (2,) = (side, side)), side = expand x the larger side (SPIN `datasets/preprocess/pw3d.py`)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     side = expand * float((hi - lo).max())
     return (lo + hi) / 2, np.array([side, side], np.float64)
 

@@ -110,3 +110,27 @@ def test_settings_are_checked():
         CropSettings(expand=0)
     with pytest.raises(ValueError):
         CropSettings(jpeg_quality=101)
+
+
+def test_predict_crops_a_tight_box_as_the_shards_crop_the_same_person():
+    """`eval.predict`'s crop of a tight person box is the shards' crop of the same person:
+    the readers' SPIN box around the keypoints (`box_from_keypoints`), then the crop stage
+    (`transform_record`). The issue's box (150, 40, 100, 240) gives a 288 x 384 px crop
+    (SPIN: 1.2 x the larger side, square, widened to 4:3); predict used to widen 1.2 x
+    (w, h) to 4:3, a 216 x 288 px crop."""
+    from eval.predict import crop_for_box
+    from model.geometry import box_from_keypoints
+
+    x, y, w, h = 150.0, 40.0, 100.0, 240.0
+    kp = np.c_[np.random.default_rng(0).uniform([x, y], [x + w, y + h], (24, 2)), np.ones(24)]
+    kp[0, :2], kp[1, :2] = (x, y), (x + w, y + h)  # the tight box's corners
+    center, size = box_from_keypoints(kp)
+    shard = transform_record(make_record(center=tuple(center), box_size=size, keypoints_2d=kp))
+    image = np.random.default_rng(1).integers(0, 256, (*IMAGE_HW, 3), np.uint8)
+    crop, A = crop_for_box(image, (x, y, w, h))
+    np.testing.assert_allclose(A, shard.crop_affine, rtol=1e-6, atol=1e-4)
+    shard_crop = crop_frame(image, make_record(center=tuple(center), box_size=size, keypoints_2d=kp))[0]
+    assert np.abs(crop.astype(int) - shard_crop).max() <= 1  # the shards warp with their float32 affine
+    # the crop spans 288 x 384 px about the box centre (200, 160)
+    corners = apply_affine(np.array([[-0.5, -0.5], [191.5, 255.5]]), invert_affine(A))
+    np.testing.assert_allclose(corners, [[200 - 144, 160 - 192], [200 + 144, 160 + 192]], atol=1e-9)

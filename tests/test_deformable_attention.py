@@ -116,16 +116,22 @@ def test_relative_bias_enters_the_logits():
     torch.testing.assert_close(info.weights.sum(-1), torch.ones(2, HEADS, N))
 
 
-def test_rpe_bias_head_reads_its_groups_positions():
-    """Head h's bias is its own query grid sampled at the positions of group h // (heads/G)."""
-    attn = _attn()
+@pytest.mark.parametrize("heads, groups", [(8, 2), (8, 4), (HEADS, G)])
+def test_rpe_bias_head_reads_its_groups_positions(heads, groups):
+    """Every head h's bias, for every query, is its own query grid sampled at the positions
+    of group h // (heads/G) (the mapping `AttentionInfo` documents and `eval.figures`
+    reads): with 8 heads in 2 groups, h % G would differ at heads 1-6."""
+    torch.manual_seed(0)
+    attn = CrossAttention(D, C, heads, N, (H, W), "relative", groups=groups, offset_kernel=3)
     _, x = _inputs()
-    pos = attn.positions(x)
+    pos = attn.positions(x)  # (B, G, H, W, 2)
+    assert not torch.allclose(pos[:, 0], pos[:, 1])  # the groups look at different places
     bias = attn.rpe_bias(pos)  # (B, heads, N, HW)
-    h, n = 3, 2  # head 3 belongs to group 1 (2 heads per group)
-    want = F.grid_sample(attn.rpe_table[h, n][None, None].expand(2, 1, H, W), pos[:, 1],
-                         mode="bilinear", padding_mode="border", align_corners=False)
-    torch.testing.assert_close(bias[:, h, n], want.reshape(2, H * W))
+    for h in range(heads):
+        for n in range(N):
+            want = F.grid_sample(attn.rpe_table[h, n][None, None].expand(2, 1, H, W), pos[:, h // (heads // groups)],
+                                 mode="bilinear", padding_mode="border", align_corners=False)
+            torch.testing.assert_close(bias[:, h, n], want.reshape(2, H * W), msg=f"head {h} query {n}")
 
 
 @pytest.mark.parametrize("pos_encoding", ["none", "absolute", "relative"])
