@@ -29,6 +29,14 @@ test: setup ## run the whole test suite (what .ci/run calls); "no tests collecte
 	@$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing" >&2; exit 1; fi; exit $$rc
 
+# mutation testing (tests/mutate.py, docs/testing.md): slow, not part of `make test` nor CI
+MODULES ?=
+JOBS ?=
+.PHONY: mutate
+mutate: setup ## mutmut over the core modules, each against its own tests: score per module, surviving mutants -> build/mutate/report.md (MODULES=joints,crop JOBS=2)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -e '.[mutate]'
+	$(BIN)/python tests/mutate.py $(if $(MODULES),--modules $(MODULES)) $(if $(JOBS),--jobs $(JOBS))
+
 assets-check: setup ## which external assets are present / missing / synthetic (ASSETS=, RAW= override)
 	$(BIN)/python -m datasets.assets $(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW))
 
