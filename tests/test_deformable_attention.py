@@ -153,3 +153,46 @@ def test_wrong_context_size_is_an_error():
     tokens, _ = _inputs()
     with pytest.raises(ValueError, match="built for"):
         attn(tokens, torch.randn(2, C, H + 1, W))
+
+
+def test_parameters_defaults_and_initial_scales():
+    """The defaults (relative PE, one group, λ_o = 1, 5x5 offset kernel), DAT's depthwise
+    offset conv, the PE shapes and their small initial values (DAT's RPE table
+    trunc-normal 0.01, ours for the absolute PE: ViT's 0.02)."""
+    torch.manual_seed(0)
+    attn = CrossAttention(D, C, HEADS, N, (H, W))
+    assert attn.groups == 1 and attn.offset_range == 1.0 and attn.rpe_table.shape == (HEADS, N, H, W)
+    conv = attn.offset_net.net[0]
+    assert conv.weight.shape == (C, 1, 5, 5) and conv.groups == C  # depthwise, on one group's C channels
+    assert attn.offset_net.net[-1].bias is None
+    big = CrossAttention(D, C, HEADS, N, (16, 12), groups=G)
+    assert big.offset_net.net[0].weight.shape == (C // G, 1, 5, 5)
+    assert 0.005 < big.rpe_table.std() < 0.015
+    absolute = CrossAttention(D, C, HEADS, N, (16, 12), "absolute", groups=G)
+    assert absolute.abs_pos.shape == (1, C, 16, 12) and 0.01 < absolute.abs_pos.std() < 0.03
+    tokens, _ = _inputs()
+    pos = absolute.positions(torch.randn(2, C, 16, 12))
+    _, k, _ = absolute.project(tokens, torch.zeros(2, C, 16, 12), pos)
+    s = absolute.sample(absolute.abs_pos.expand(2, -1, -1, -1), pos)  # the PE alone, sampled at P
+    torch.testing.assert_close(k.transpose(1, 2).reshape(2, 16 * 12, D), absolute.to_k(s.flatten(2).transpose(1, 2)))
+
+
+def test_positions_are_the_grid_plus_the_offsets():
+    """Eq. 3: P = R + ΔP, per group."""
+    attn = _attn()
+    _, x = _inputs()
+    delta = attn.offsets(x).reshape(2, G, H, W, 2)
+    torch.testing.assert_close(attn.positions(x), reference_grid(H, W) + delta)
+
+
+@pytest.mark.parametrize("dim, heads, groups, context", [(30, 4, 2, 16), (32, 4, 8, 16), (32, 4, 2, 15)])
+def test_sizes_that_do_not_divide_are_refused(dim, heads, groups, context):
+    with pytest.raises(ValueError, match="do not divide"):
+        CrossAttention(dim, context, heads, N, (H, W), groups=groups)
+
+
+def test_a_query_count_the_table_lacks_is_an_error():
+    attn = _attn()
+    tokens, x = _inputs()
+    with pytest.raises(ValueError, match="relative-position table has 5"):
+        attn(tokens[:, :3], x)
