@@ -13,7 +13,9 @@ profiler records every op from the start of step `warmup` to the start of step
 logging), and counts per step:
 - `aten_ops`: every `aten::` op call, nested ones included (the launch overhead of a step);
 - `syncs`: `aten::_local_scalar_dense`, the op behind `.item()`, `bool(t)`, `float(t)` and a
-  tensor used as a Python index: on a GPU each waits for the device to finish;
+  tensor used as a Python index: on a GPU each waits for the device to finish; except
+  `optimizer_reads`, those inside the fused AdamW kernel, which on CPU reads its step
+  counters (host memory; the CUDA kernel keeps them on the device and reads none);
 - `host_tensors`: `aten::lift_fresh`, a tensor made from Python data (`torch.tensor(...)`,
   `new_tensor`, Lightning's logging of a Python float): on a GPU each is a copy from
   pageable host memory, which waits for the stream too. (A CPU tensor moved with `.to(device)`
@@ -37,6 +39,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.profiler import ProfilerActivity, profile
 
 SYNC_OP = "aten::_local_scalar_dense"
+FUSED_OPTIMIZER_OPS = ("aten::_fused_adamw_", "aten::_fused_adam_")
 HOST_TENSOR_OP = "aten::lift_fresh"
 STREAM_SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize")
 
@@ -47,16 +50,18 @@ class StepProfile:
 
     steps: int
     aten_ops: float
-    syncs: float
+    syncs: float  # outside the fused optimizer kernel
     host_tensors: float
+    optimizer_reads: float = 0.0  # SYNC_OP inside the fused optimizer kernel (CPU only)
     memcpy_dtoh: float = 0.0
     memcpy_htod: float = 0.0
     stream_syncs: float = 0.0
     top_ops: list[tuple[str, float]] = field(default_factory=list)  # most frequent aten ops per step
 
     def summary(self) -> str:
-        line = (f"{self.aten_ops:.0f} aten op calls, {self.syncs:.1f} host syncs ({SYNC_OP}), "
-                f"{self.host_tensors:.1f} tensors from host data ({HOST_TENSOR_OP})")
+        line = (f"{self.aten_ops:.0f} aten op calls, {self.syncs:.1f} host syncs ({SYNC_OP}"
+                + (f"; and {self.optimizer_reads:.0f} in the CPU fused AdamW" if self.optimizer_reads else "")
+                + f"), {self.host_tensors:.1f} tensors from host data ({HOST_TENSOR_OP})")
         if self.memcpy_dtoh or self.memcpy_htod or self.stream_syncs:
             line += (f", CUDA memcpy DtoH {self.memcpy_dtoh:.1f} / HtoD {self.memcpy_htod:.1f}, "
                      f"stream syncs {self.stream_syncs:.1f}")
@@ -70,10 +75,21 @@ def count_events(events, steps: int) -> StepProfile:
     dtoh = sum(v for k, v in names.items() if "Memcpy DtoH" in k or "Memcpy D2H" in k)
     htod = sum(v for k, v in names.items() if "Memcpy HtoD" in k or "Memcpy H2D" in k)
     top = sorted(aten.items(), key=lambda kv: -kv[1])[:12]
-    return StepProfile(steps=steps, aten_ops=sum(aten.values()) / steps, syncs=names[SYNC_OP] / steps,
+    in_optimizer = sum(1 for e in events if e.name == SYNC_OP and _has_ancestor(e, FUSED_OPTIMIZER_OPS))
+    return StepProfile(steps=steps, aten_ops=sum(aten.values()) / steps,
+                       syncs=(names[SYNC_OP] - in_optimizer) / steps, optimizer_reads=in_optimizer / steps,
                        host_tensors=names[HOST_TENSOR_OP] / steps, memcpy_dtoh=dtoh / steps,
                        memcpy_htod=htod / steps, stream_syncs=sum(names[k] for k in STREAM_SYNCS) / steps,
                        top_ops=[(k, v / steps) for k, v in top])
+
+
+def _has_ancestor(event, names: tuple[str, ...]) -> bool:
+    e = event.cpu_parent
+    while e is not None:
+        if e.name in names:
+            return True
+        e = e.cpu_parent
+    return False
 
 
 class ProfileSteps(Callback):
@@ -97,16 +113,26 @@ class ProfileSteps(Callback):
             self.prof = None
 
 
+def random_batch(model, n: int, seed: int = 0) -> dict:
+    """A collated batch (`train.batch.collate`) of `n` random records with SMPL targets from
+    `model`'s body model and random float16 feature maps of the model's shape."""
+    from train.batch import collate
+    from train.random_cache import random_records
+
+    mc = model.cfg
+    frames = random_records("bench", "train", n, np.random.default_rng(seed), model.body_model)
+    feats = np.random.default_rng(seed + 1).standard_normal((n, mc.context_dim, *mc.feature_hw)).astype(np.float16)
+    return collate(list(zip(feats, frames)))
+
+
 def profile_training_steps(assets_root: str | Path, preset: str = "def-m", batch: int = 2, device: str = "cpu",
                            warmup: int = 2, steps: int = 3, sets: list[str] | tuple[str, ...] = ()) -> StepProfile:
     """Run `warmup + steps + 1` training steps of `preset` on one random batch of `batch`
     samples and return the counts of the `steps` profiled ones."""
     from datasets.assets import Assets
     from model.deforhmr import DeforHMR
-    from train.batch import collate
     from train.config import load_config
     from train.module import DeforHMRModule
-    from train.random_cache import random_records
     from train.run import build_trainer, resolve_runtime
 
     accel = "gpu" if device == "cuda" else "cpu"
@@ -114,10 +140,7 @@ def profile_training_steps(assets_root: str | Path, preset: str = "def-m", batch
                              f"trainer.accelerator={accel}", "data.val_dataset=''", *sets])
     L.seed_everything(0, verbose=False)
     model = DeforHMR.from_assets(cfg.model_config(), Assets(root=assets_root))
-    mc = cfg.model_config()
-    frames = random_records("bench", "train", batch, np.random.default_rng(0), model.body_model)
-    feats = np.random.default_rng(1).standard_normal((batch, mc.context_dim, *mc.feature_hw)).astype(np.float16)
-    one = collate(list(zip(feats, frames)))
+    one = random_batch(model, batch)
     n = warmup + steps + 1
     loader = torch.utils.data.DataLoader([one] * n, batch_size=None)
     module = DeforHMRModule(cfg, model, {"steps_per_epoch": n})
