@@ -130,7 +130,7 @@ class CrossAttention(nn.Module):
         # constants as buffers (non-persistent: derived from the config, never in a checkpoint),
         # made once, so that a step builds no tensor from host data (a host-to-device copy on
         # a GPU); `_apply` remakes them in a new dtype (exact in float64)
-        self._make_constants(torch.device("cpu"), torch.get_default_dtype())
+        self._make_constants(None, torch.get_default_dtype())  # None: the default device
         self.scale = 1 / math.sqrt(self.head_dim)  # eq. 4: 1 / sqrt(d_k)
         self.rpe_table = self.abs_pos = None
         if pos_encoding == "relative":
@@ -151,8 +151,8 @@ class CrossAttention(nn.Module):
         # spacing"; a cell is 2/H wide in [-1, 1], so ours reads H_r = H/2 per axis (H_r = W/2
         # for x): λ_o = 1 is one cell. (DAT scales by 1/(H-1) under align_corners=True, which
         # is half a cell.)
-        cell = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64)  # (2,) cell size (x, y)
-        self.register_buffer("offset_scale", (self.offset_range * cell).to(device, dtype), persistent=False)
+        cell = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64, device=device)  # (2,) cell size (x, y)
+        self.register_buffer("offset_scale", (self.offset_range * cell).to(dtype), persistent=False)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -221,14 +221,15 @@ class CrossAttention(nn.Module):
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Eq. 4: A = softmax(QK^T / sqrt(d_k) + φ(Z_rpe, P)), (B, heads, N, HW), with the
-        logits, the bias and the softmax in fp32 outside autocast (ours): logits of a few
+        logits, the bias and the softmax in fp32 (or wider) outside autocast (ours): logits of a few
         units rounded to bf16 carry errors of ~1e-2, as large as the bias itself (the
         table starts at σ 0.01). QK^T is N x HW per head (25 x 192), small next to the
         projections, so fp32 costs little."""
+        wide = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(q.device.type, enabled=False):
-            logits = (q.float() @ k.float().transpose(-1, -2)) * self.scale  # QK^T / sqrt(d_k)
+            logits = (q.to(wide) @ k.to(wide).transpose(-1, -2)) * self.scale  # QK^T / sqrt(d_k)
             if self.rpe_table is not None:
-                logits = logits + self.rpe_bias(positions).float()  # + φ(Z_rpe, P)
+                logits = logits + self.rpe_bias(positions).to(wide)  # + φ(Z_rpe, P)
             return logits.softmax(-1)
 
     def forward(self, tokens: torch.Tensor, context: torch.Tensor, need_weights: bool = False):
@@ -242,6 +243,6 @@ class CrossAttention(nn.Module):
         pos = self.positions(context)  # (B, G, H, W, 2)
         q, k, v = self.project(tokens, context, pos)
         attn = self.attention(q, k, pos)  # A, (B, heads, N, HW), fp32
-        out = (attn @ v).transpose(1, 2).reshape(b, n, -1)  # AV (bf16 under autocast), (B, heads, N, d) -> (B, N, D)
+        out = (attn.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # AV (bf16 under autocast), (B, heads, N, d) -> (B, N, D)
         info = AttentionInfo(positions=pos.detach(), weights=attn.detach()) if need_weights else None
         return self.to_out(out), info
