@@ -14,7 +14,12 @@ Reads top to bottom:
 2. features: FEATURES/<cache> (the cache the run trained on, `data.cache`); its
    `encoder.json` must hold features of the shape the model reads (and of the encoder id
    the checkpoint names, when it names one).
-3. per protocol (`--protocols`, default `eval.protocols.DEFAULT_PROTOCOLS`; any of
+3. shards, up front: the feature shards of every protocol's split (and the image shards
+   under `--shards` the figures may crop from) against their per-shard indexes and
+   manifests (`pipelines.shard_index.check`): every damaged shard in one error, before
+   anything is scored or written. While scoring, each shard is checked again as it is
+   read (size, sample count, checksum).
+4. per protocol (`--protocols`, default `eval.protocols.DEFAULT_PROTOCOLS`; any of
    `PROTOCOLS`, e.g. `rich-gendered`) whose split exists in the cache: every ok
    sample of the feature manifest, view 0, in shard order -> the model's neutral mesh, the
    mean-pose mesh (baseline), the ground-truth mesh (`Protocol.ground_truth`) and its
@@ -23,7 +28,7 @@ Reads top to bottom:
    error. Nothing is skipped. On real data the split must be the protocol's whole split
    (`check_complete`: 3DPW 24 sequences, frames left out only for an invalid camera pose,
    read from the image shards' manifest, --shards).
-4. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id;
+5. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id;
    the `dataset` column is the protocol's name), `results.md` (Table 1 layout, reported rows
    from the paper, a column group per protocol scored, and each protocol's declaration and
    source), `per_sequence.csv`, and
@@ -47,6 +52,7 @@ from datasets.assets import Assets, is_synthetic
 from datasets.record import PersonFrame
 from eval import tables
 from eval.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, Protocol, load_ground_truth, load_regressor
+from pipelines.shard_reader import ShardError
 
 CKPT_DIR = "checkpoints"
 CKPT_NAMES = ("best.ckpt", "last.ckpt")  # default checkpoint: the first that exists
@@ -162,6 +168,22 @@ def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> Fe
         raise EvalError(f"{root}: feature cache of encoder id {spec.get('encoder_id')!r}, the checkpoint was "
                         f"trained on {expected_id!r} — features from another encoder")
     return FeatureCache(root, spec)
+
+
+def check_shards(cache: FeatureCache, protocols: list[Protocol], shards_root: str | None) -> None:
+    """Every shard the evaluation may read (the protocols' feature splits; their image splits
+    under `shards_root`, for figure crops) against its index and manifest: all damaged
+    shards in one EvalError (`pipelines.shard_index.check`)."""
+    from pipelines.shard_index import ShardCheckError, check
+    from pipelines.shard_reader import join
+
+    dirs = [join(cache.root, p.dataset, p.split) for p in protocols]
+    dirs += [join(shards_root, p.dataset, p.split) for p in protocols] if shards_root else []
+    try:
+        check(dirs, remedy="remove the damaged shards and rerun `make shards` / `make features` (they write only "
+                           "what is missing)")
+    except ShardCheckError as e:
+        raise EvalError(str(e)) from None
 
 
 def split_counts(cache: FeatureCache, protocol: Protocol) -> tuple[list[str], int, Counter]:
@@ -520,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             is_synthetic(assets.require("smpl_neutral"))
         print(f"   checkpoint {loaded.ckpt} (preset {loaded.preset}), cache {cache.root} "
               f"(encoder {cache.spec.get('encoder', {}).get('encoder', '?')}), run id {run_id}")
+        check_shards(cache, [PROTOCOLS[n] for n in names], args.shards)
         results, not_evaluated = [], []
         for name in names:
             protocol = PROTOCOLS[name]
@@ -540,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
         if not results:
             raise EvalError(f"no protocol could be evaluated: {'; '.join(not_evaluated)}")
-    except (EvalError, FileNotFoundError) as e:
+    except (EvalError, FileNotFoundError, ShardError) as e:
         print(f"eval: error: {e}", file=sys.stderr)
         return 2
 

@@ -160,6 +160,53 @@ def test_cli_refuses_to_overwrite_or_to_resume_nothing(features, synthetic_asset
     assert "mpii" in err and "h36m" in err and "data.mix" in err
 
 
+def _damaged_copy(features, tmp_path):
+    import shutil
+
+    root = tmp_path / "features"
+    shutil.copytree(features, root)
+    return root, root / "tiny"
+
+
+def test_damaged_shards_stop_training_before_it_starts(features, synthetic_assets, tmp_path, capsys):
+    """A shard cut at a sample boundary, one cut mid-sample, one deleted, one with a foreign
+    sample appended: `python -m train` names all four in one error, exits 1, writes no run."""
+    from test_shard_index import assert_lists, damage
+
+    root, cache = _damaged_copy(features, tmp_path)
+    damaged = damage([cache / "3dpw" / "train" / "3dpw-train-000000.tar",
+                      cache / "coco" / "train" / "coco-train-000001.tar",
+                      cache / "coco" / "train" / "coco-train-000003.tar", cache / "3dpw" / "val" / "3dpw-val-000001.tar"],
+                     ("cut at a sample boundary", "cut mid-sample", "foreign sample appended", "deleted"))
+    run = tmp_path / "run"
+    sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.workers=0", "optim.epochs=1"]
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(run),
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+    err = capsys.readouterr().err
+    assert "train: error: shard check: 4 problem(s)\n" in err and "rerun `make features`" in err
+    assert_lists(err, damaged)
+    assert not run.exists()
+
+
+def test_a_shard_cut_after_the_check_stops_the_epoch(features, synthetic_assets, tmp_path, capsys):
+    """The issue's case: the 8-sample shard cut to 3 at a sample boundary, and its index
+    entry made to agree with the cut file (so no size shows it): the first epoch stops at
+    the shard's end naming it and the counts, exit 1 (it used to train on the 3 and exit 0)."""
+    from test_shard_index import cut_at_sample, repoint_index
+
+    root, cache = _damaged_copy(features, tmp_path)
+    shard = cache / "fixed" / "train" / "fixed-train-000000.tar"
+    cut_at_sample(shard, 3)
+    repoint_index(shard)
+    sets = [SMALL_MAPS, only(fixed=1), "data.val_dataset=''", "data.shuffle_buffer=1", "data.workers=0",
+            "optim.global_batch=4", "data.epoch_samples=8", "optim.epochs=1"]
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(tmp_path / "run"),
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+    err = capsys.readouterr().err
+    assert f"train: error: {shard}: read 2 of the 8 samples its index lists, then the tar ends" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 def test_a_non_finite_loss_stops_the_run_naming_step_and_keys(features, synthetic_assets, tmp_path, monkeypatch):
     import train.module as module
 

@@ -41,6 +41,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from datasets.assets import Assets, is_synthetic
 from model.deforhmr import DeforHMR
+from pipelines.shard_reader import ShardError
 from train.config import ConfigError, TrainConfig, load_config, load_resolved, with_sets
 from train.data import DataError, FeatureDataModule
 from train.module import DeforHMRModule, NonFiniteLossError, ValProtocol
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(run, args.config, args.sets, args.resume)
         trainer = train(cfg, args.features, run, args.resume, args.assets)
-    except (ConfigError, DataError, RunError, NonFiniteLossError, FileNotFoundError) as e:
+    except (ConfigError, DataError, ShardError, RunError, NonFiniteLossError, FileNotFoundError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 1
     if trainer.is_global_zero:
