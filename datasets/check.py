@@ -199,7 +199,8 @@ def override_limits(table: dict[str, Limits], items: list[str]) -> dict[str, Lim
             number = None if value.lower() == "none" else float(value)
         except ValueError:
             raise ValueError(f"--limit {item!r}: value {value!r} is not a number or 'none'") from None
-        base = out.get(name) or limits_for(*(name.split("/", 1) + [""])[:2], out)
+        dataset, _, split = name.partition("/")
+        base = out.get(name) or limits_for(dataset, split, out)
         out[name] = dataclasses.replace(base, **{fname: number})
     return out
 
