@@ -222,7 +222,7 @@ def progress(items: Iterable, desc: str, show: bool = True) -> Iterator:
         yield item
         now = time.perf_counter()
         if now - last >= PROGRESS_SECONDS:
-            print(f"  {desc}: {n} frames, {n / (now - t0):.0f}/s", file=sys.stderr, flush=True)
+            print(f"  {desc}: {n} frames, {n / (now - t0):.1f}/s", file=sys.stderr, flush=True)
             last = now
 
 
