@@ -101,7 +101,7 @@ train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's
 		$(if $(ASSETS),--assets $(ASSETS)) $(foreach s,$(SET),--set $(s))
 
 bench: bench-train
-bench-train: setup ## training loader samples/s against `cat` of the same shards; def-m training samples/s on this CPU
+bench-train: setup ## training loader samples/s against `cat` of the same shards; def-m training samples/s and op calls / host syncs per step on this CPU
 	$(BIN)/python -m train.bench_loader
 
 # ---- evaluation: standardized protocols, tables, figures (eval/) ----

@@ -118,7 +118,7 @@ def tree(synthetic_assets, tmp_path_factory):
     from pipelines.features import FeatureSettings, cache_spec
 
     root = tmp_path_factory.mktemp("evaltree")
-    spec = cache_spec(FeatureSettings(encoder="tiny"))
+    spec = cache_spec(FeatureSettings(encoder="tiny"), "cpu")
     cache = _write_cache(root / "features", root / "raw", spec, np.random.default_rng(0))
     ckpt = _write_checkpoint(root / "runs" / "demo" / "checkpoints" / "best.ckpt", synthetic_assets, _model_config())
     return {"root": root, "assets": synthetic_assets.root, "spec": spec, "cache": cache, "ckpt": ckpt,
