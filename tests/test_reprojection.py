@@ -25,14 +25,14 @@ VIEWS = [ViewParams(), ViewParams(rotation=0.6), ViewParams(flip=True), ViewPara
          ViewParams(1.2, -0.9, True)]
 
 
-def _read(synthetic_dir, name: str, split: str, n: int = 4):
-    """The first `n` records (not rejects) of a synthetic dataset split, as its reader gives them."""
-    frames = reader(name, split, synthetic_dir / "raw").frames()
-    return list(islice((f for f in frames if hasattr(f, "keypoints_2d")), n))
-
-
-def _records(synthetic_dir, name: str, split: str, n: int = 4):
-    return [transform_record(r) for r in _read(synthetic_dir, name, split, n)]
+@pytest.fixture(scope="module")
+def read(synthetic_dir):
+    """(dataset, split) -> its first 4 records (not rejects), as its reader gives them."""
+    out = {}
+    for name, split in (("3dpw", "test"), ("mpi_inf_3dhp", "train")):
+        frames = reader(name, split, synthetic_dir / "raw").frames()
+        out[name, split] = list(islice((f for f in frames if hasattr(f, "keypoints_2d")), 4))
+    return out
 
 
 def _batch(records):
@@ -46,12 +46,12 @@ def _view(rec, params: ViewParams):
     return augment(rec, crop, params, view=1)[0]
 
 
-def test_gt_smpl_with_gt_translation_lands_on_the_2d_labels_and_the_loss_is_zero(synthetic_dir):
+def test_gt_smpl_with_gt_translation_lands_on_the_2d_labels_and_the_loss_is_zero(synthetic_dir, read):
     """3DPW (intrinsics and SMPL translation): the gendered GT mesh moved by the GT
     translation, projected with the batch's full-image intrinsics, lands on the 2D labels
     carried back from the crop within 1 px; a prediction of that mesh with the crop camera
     that CLIFF's cam_crop2full turns into the GT translation has a zero 2D term."""
-    raw = _read(synthetic_dir, "3dpw", "test")
+    raw = read["3dpw", "test"]
     records = [transform_record(r) for r in raw]
     assert records and all(r.has_transl and r.intrinsics is not None for r in records)
     batch = _batch(records)
@@ -83,11 +83,12 @@ def test_gt_smpl_with_gt_translation_lands_on_the_2d_labels_and_the_loss_is_zero
 
 @pytest.mark.parametrize("params", VIEWS)
 @pytest.mark.parametrize("dataset,split", [("3dpw", "test"), ("mpi_inf_3dhp", "train")])
-def test_views_keep_the_full_image_camera_consistent(synthetic_dir, dataset, split, params):
+def test_views_keep_the_full_image_camera_consistent(read, dataset, split, params):
     """An augmented view's full-image quantities agree: its camera-frame 3D joints (3DPW: the
     GT mesh's; MPI-INF-3DHP: annot3, independent of any SMPL) projected with the batch's
     full-image intrinsics land on its 2D labels carried back from the view's crop."""
-    records = [_view(r, params) for r in _records(synthetic_dir, dataset, split)]
+    crops = [transform_record(r) for r in read[dataset, split]]
+    records = [_view(r, params) for r in crops]
     batch = _batch(records)
     t = make_targets(batch, None)
     both = (t.keypoints_full[..., 2] > 0) & (t.joints_3d[..., 3] > 0)
@@ -96,7 +97,7 @@ def test_views_keep_the_full_image_camera_consistent(synthetic_dir, dataset, spl
     err = (px - t.keypoints_full[..., :2]).norm(dim=-1)[both]
     assert float(err.max()) < 1.0, float(err.max())
     # the view's full image is the original turned about the box centre: same focal, box centre kept
-    plain = make_targets(_batch([_view(r, ViewParams()) for r in _records(synthetic_dir, dataset, split)]), None)
+    plain = make_targets(_batch([_view(r, ViewParams()) for r in crops]), None)
     np.testing.assert_allclose(t.K_full[:, 2], plain.K_full[:, 2], atol=1e-6)
     np.testing.assert_allclose(torch.linalg.det(t.K_full[:, :2, :2]).abs(), torch.linalg.det(plain.K_full[:, :2, :2]),
                                rtol=1e-4)
@@ -104,12 +105,12 @@ def test_views_keep_the_full_image_camera_consistent(synthetic_dir, dataset, spl
 
 
 @pytest.mark.parametrize("params", VIEWS)
-def test_without_intrinsics_cliffs_camera_follows_the_view_as_a_datasets_would(synthetic_dir, params):
+def test_without_intrinsics_cliffs_camera_follows_the_view_as_a_datasets_would(read, params):
     """A record without intrinsics gets CLIFF's camera of its original image (focal = the
     diagonal, principal point at the centre: CLIFF common/utils.py estimate_focal_length),
     taken through the crop and the view exactly as a dataset's K is."""
     with_k, without = [], []
-    for r in _read(synthetic_dir, "mpi_inf_3dhp", "train"):
+    for r in read["mpi_inf_3dhp", "train"]:
         cliff = centred_intrinsics(float(np.hypot(*r.image_hw)), tuple(r.image_hw))
         with_k.append(_view(transform_record(r.replace(intrinsics=cliff)), params))
         without.append(_view(transform_record(r.replace(intrinsics=None)), params))
