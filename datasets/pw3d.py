@@ -42,7 +42,7 @@ from datasets.joints import COCO_18, KEYPOINTS_2D, SMPL_24, convert
 from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, finish, image_hw, project,
                              resolve_assets_root, smpl_to_camera, synthetic_assets, visible_in_image)
 from datasets.record import NUM_BETAS, PersonFrame, Reject, make_key
-from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
+from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints, tight_box
 
 # record split -> folder under sequenceFiles/ (3DPW calls its validation split "validation")
 SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}
@@ -124,7 +124,7 @@ class PW3DReader:
                 # 2D targets: the GT keypoints' projection, off the image not visible (hw None: missing_image)
                 targets_2d = act["keypoints_2d"][i] if hw is None else visible_in_image(act["keypoints_2d"][i], hw)
                 yield finish(fid, hw, box_center=box[0], box_size=box[1], box_expand=SPIN_BOX_EXPAND,
-                             synthetic=self.synthetic, intrinsics=K,
+                             box_tight=tight_box(kp2d), synthetic=self.synthetic, intrinsics=K,
                              smpl_pose=act["pose"][i], betas=act["betas"], smpl_transl=act["transl"][i],
                              gender=act["gender"], joints_3d=act["joints_3d"][i],
                              keypoints_2d=targets_2d, has_smpl=True, has_transl=True)
