@@ -204,15 +204,7 @@ class Protocol:
         genders: N strings, the ground truth's genders (needed by a "gendered" protocol;
         taken from `gt.genders` when `gt` is a GroundTruth).
         """
-        pred = pred if isinstance(pred, Prediction) else Prediction(vertices=pred)
-        gt = gt if isinstance(gt, GroundTruth) else GroundTruth(vertices=gt, genders=tuple(genders or ()))
-        regs = regressor if isinstance(regressor, JointRegressors) else JointRegressors(regressor)
-        regs.check(self)
-        pj, pv = self._pred_side(pred, regs)
-        gj, gv = self._gt_side(gt, regs, len(pj))
-        if pv is not None and gv is not None and pv.shape != gv.shape:
-            raise ValueError(f"protocol {self.name}: expected pred and gt vertices (N, {NUM_SMPL_VERTICES}, 3), "
-                             f"got {tuple(pv.shape)} and {tuple(gv.shape)}")
+        pj, gj, pv, gv = self.aligned(pred, gt, regressor, genders)
         mm = {"pj": pj * M_TO_MM, "gj": gj * M_TO_MM}
         out = {}
         for m in self.metrics:
@@ -229,6 +221,18 @@ class Protocol:
             elif m == "auc":
                 out[m] = metrics.auc(mm["pj"], mm["gj"], AUC_THRESHOLDS_MM) * TO_PERCENT
         return {k: v.numpy() for k, v in out.items()}
+
+    def aligned(self, pred, gt, regressor, genders=None):
+        """The two sides as `score` compares them, float64 torch tensors, metres: predicted and
+        ground-truth scored joints (N, len(eval_joints), 3), each centred on its own root, and
+        the vertices centred alike ((N, 6890, 3), or None where a side has none)."""
+        pred = pred if isinstance(pred, Prediction) else Prediction(vertices=pred)
+        gt = gt if isinstance(gt, GroundTruth) else GroundTruth(vertices=gt, genders=tuple(genders or ()))
+        regs = regressor if isinstance(regressor, JointRegressors) else JointRegressors(regressor)
+        regs.check(self)
+        pj, pv = self._pred_side(pred, regs)
+        gj, gv = self._gt_side(gt, regs, len(pj))
+        return pj, gj, pv, gv
 
     def _pred_side(self, pred: Prediction, regs: "JointRegressors"):
         """(joints (N, J_eval, 3), vertices (N, 6890, 3) or None), centred on the prediction's root."""
