@@ -22,8 +22,13 @@ from eval.protocols import PROTOCOLS
 PRESET = "def-m-tiny"
 FEATURE_HW = (16, 12)
 # protocol dataset -> (raw folder under RAW (datasets/assets.yaml), sequences, samples per sequence)
-LAYOUT = {"3dpw": ("3DPW", ("courtyard_a", "office_b"), (3, 2)), "rich": ("rich", ("Gym_010", "Pavallion_002"), (2, 2))}
+# protocol -> (dataset, raw folder under RAW (datasets/assets.yaml), sequences, samples per sequence)
+LAYOUT = {"3dpw": ("3dpw", "3DPW", ("courtyard_a", "office_b"), (3, 2)),
+          "rich": ("rich", "rich", ("Gym_010", "Pavallion_002"), (2, 2)),
+          "emdb": ("emdb", "emdb", ("P0/09_outdoor_walk",), (3,)),
+          "3dhp": ("mpi_inf_3dhp", "mpi_inf_3dhp", ("TS1", "TS5"), (2, 2))}
 IMAGE_HW = (360, 480)
+CROP_K = np.array([[400.0, 0, 95.5], [0, 400.0, 127.5], [0, 0, 1]])  # the records' crop camera
 
 
 def _model_config():
@@ -40,13 +45,17 @@ def _record(dataset, sequence, frame, rng):
     if dataset == "rich":
         pose[22:] = 0.0
     center, size = np.array([240.0, 180.0]) + rng.normal(scale=5, size=2), np.array([180.0, 240.0])
+    joints_only = dataset == "mpi_inf_3dhp"  # its ground truth is univ_annot3 joints, no SMPL
+    joints = np.concatenate([rng.normal(scale=0.4, size=(24, 3)) + [0, 0, 4.0], np.ones((24, 1))], 1)
     return PersonFrame(
         key=make_key(dataset, "test", sequence, frame, 0), dataset=dataset, split="test", sequence=sequence,
         frame=frame, person=0, image_path=f"images/{sequence}/{frame:05d}.jpg", image_hw=np.array(IMAGE_HW),
         box_center=center, box_size=size, box_expand=1.2, smpl_pose=pose, betas=rng.normal(scale=0.5, size=10),
-        smpl_transl=np.zeros(3), gender=("male", "female")[frame % 2], joints_3d=np.zeros((24, 4)),
-        keypoints_2d=np.zeros((24, 3)), has_smpl=True, has_transl=False, synthetic=True,
-        crop_affine=crop_affine(center, size)).validate()
+        smpl_transl=np.array([0.0, 0.3, 6.0]), gender=("male", "female")[frame % 2],
+        joints_3d=joints if joints_only else np.zeros((24, 4)), keypoints_2d=np.zeros((24, 3)),
+        has_smpl=not joints_only, has_transl=not joints_only, synthetic=True,
+        body_model="smplx" if dataset == "rich" else "smpl", crop_affine=crop_affine(center, size),
+        intrinsics=None if joints_only else CROP_K).validate()
 
 
 def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
@@ -56,10 +65,10 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "encoder.json").write_text(json.dumps(spec))
     shape = tuple(spec["storage"]["shape"])
-    for dataset, (raw_dir, seqs, counts) in LAYOUT.items():
+    for dataset, raw_dir, seqs, counts in LAYOUT.values():
         d = cache / dataset / "test"
         d.mkdir(parents=True, exist_ok=True)
-        rows, members = [], []
+        rows, members, image_samples = [], [], []
         frame = 0
         for seq, n in zip(seqs, counts):
             for _ in range(n):
@@ -70,6 +79,8 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                             (f"{rec.key}.v0.npz", rec.to_npz_bytes())]
                 rows.append(dict(key=rec.key, shard=f"{dataset}-test-000000.tar", image_shard=f"{dataset}-test-000000.tar",
                                  views=1, status="ok", reason=None))
+                crop = np.full((256, 192, 3), 40 + 15 * frame, np.uint8)
+                image_samples.append((rec.key, cv2.imencode(".jpg", crop)[1].tobytes(), rec.to_npz_bytes()))
                 img = np.full((*IMAGE_HW, 3), 60 + 20 * frame, np.uint8)
                 path = raw / raw_dir / rec.image_path
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +105,11 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
         img_rows += [dict(key=make_key(dataset, "test", "campose", i, 0), dataset=dataset, split="test", shard=None,
                           status="rejected", reason="invalid_camera_pose: campose_valid 0", bytes=None) for i in range(3)]
         pq.write_table(pa.Table.from_pylist(img_rows, schema=IMAGE_SCHEMA), img_dir / "manifest.parquet")
+        # the image shards themselves (crops + records): the samples a predictions file is scored on
+        from pipelines.shard_reader import resolve
+        from pipelines.shards import write_tar
+
+        write_tar(resolve(img_dir)[0], str(img_dir / f"{dataset}-test-000000.tar"), sorted(image_samples))
     return cache
 
 
@@ -137,14 +153,14 @@ def first_eval(tree):
 def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
     rows = T.load_rows(first_eval / "results.json")
     measured = [r for r in rows if r.kind != "reported"]
-    expected_n = {ds: sum(counts) for ds, (_, _, counts) in LAYOUT.items()}
+    expected_n = {name: sum(counts) for name, (_, _, _, counts) in LAYOUT.items()}
     # every protocol x {model, mean pose} x 3 metrics, each over exactly the manifest's ok rows
     assert {(r.method, r.dataset, r.metric) for r in measured} == {
-        (m, ds, metric) for m in (PRESET, T.MEAN_POSE_METHOD) for ds in LAYOUT for metric in T.METRICS}
+        (m, ds, metric) for m in (PRESET, T.MEAN_POSE_METHOD) for ds in LAYOUT for metric in PROTOCOLS[ds].metrics}
     for r in measured:
         assert r.n_samples == expected_n[r.dataset] and r.synthetic and r.run_id == "first"
         assert np.isfinite(r.value_mm) and r.value_mm > 0
-    assert [r for r in rows if r.kind == "reported"] == T.reported_table1_rows()
+    assert [r for r in rows if r.kind == "reported"] == T.reported_rows()
     md = (first_eval / "results.md").read_text()
     assert "SYNTHETIC" in md.splitlines()[0]
     assert "| DeforHMR | reported (paper Table 1) | 38.3 | 63.6 | 75.2 |" in md
@@ -152,25 +168,39 @@ def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
     with open(first_eval / "per_sequence.csv") as f:
         seq_rows = list(csv.DictReader(f))
     got = {(r["method"], r["dataset"], r["sequence"]): int(r["n_samples"]) for r in seq_rows}
-    for ds, (_, seqs, counts) in LAYOUT.items():
+    for ds, (_, _, seqs, counts) in LAYOUT.items():
         for s, n in zip(seqs, counts):
             assert got[(PRESET, ds, s)] == n and got[(T.MEAN_POSE_METHOD, ds, s)] == n
     # the per-sequence means average back to the table's number
     for ds in LAYOUT:
         per = [r for r in seq_rows if r["method"] == PRESET and r["dataset"] == ds]
-        mean = sum(float(r["pve_mm"]) * int(r["n_samples"]) for r in per) / expected_n[ds]
-        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "pve"][0]
+        mean = sum(float(r["mpjpe_mm"]) * int(r["n_samples"]) for r in per) / expected_n[ds]
+        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "mpjpe"][0]
         assert abs(mean - table.value_mm) < 0.01
+    # MPI-INF-3DHP: PCK / AUC in %, no PVE
+    assert {r["pck_pct"] != "" for r in seq_rows if r["dataset"] == "3dhp"} == {True}
+    assert {r["pve_mm"] for r in seq_rows if r["dataset"] == "3dhp"} == {""}
+    assert "MPI-INF-3DHP PCK@150 ↑" in md and "EMDB PVE ↓" in md
+    # results.json keeps the model's per-sample errors, by key
+    _, evaluations = T.load_results(first_eval / "results.json")
+    ev = {e.dataset: e for e in evaluations if e.run_id == "first"}
+    assert set(ev) == set(LAYOUT) and all(e.method == PRESET and e.coverage is None for e in ev.values())
+    for ds, e in ev.items():
+        values = e.per_sample["mpjpe"]
+        assert len(e.per_sample["key"]) == len(values) == expected_n[ds]
+        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "mpjpe"][0]
+        assert abs(np.mean(values) - table.value_mm) < 0.001
     figs = sorted(p.name for p in (first_eval / "figures").iterdir())
-    assert figs == sorted(f"{ds}_{k}.png" for ds in LAYOUT for k in ("best", "worst", "attention_best", "attention_worst"))
+    assert figs == sorted(f"{ds}_{k}.png" for ds in LAYOUT
+                          for k in ("best", "worst", "attention_best", "attention_worst", "worst_sheet"))
 
 
 def test_rerun_appends_under_a_new_run_id(tree, first_eval):
     assert E.main(_args(tree, "--run-id", "second", "--protocols", "3dpw", "--examples", "0")) == 0
     rows = T.load_rows(first_eval / "results.json")
-    assert sum(r.run_id == "first" for r in rows) == 2 * 2 * 3  # untouched
+    assert sum(r.run_id == "first" for r in rows) == 2 * sum(len(PROTOCOLS[p].metrics) for p in LAYOUT)  # untouched
     assert sum(r.run_id == "second" for r in rows) == 2 * 3
-    assert sum(r.kind == "reported" for r in rows) == len(T.reported_table1_rows())
+    assert sum(r.kind == "reported" for r in rows) == len(T.reported_rows())
     with open(first_eval / "per_sequence.csv") as f:
         assert {r["run_id"] for r in csv.DictReader(f)} == {"first", "second"}
 
@@ -191,7 +221,7 @@ def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
     gt = load_ground_truth(proto, synthetic_assets).vertices(
         np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), [r.gender for _, r in samples])
     direct = proto.score(pred, gt, load_regressor(proto, synthetic_assets))
-    for m in T.METRICS:
+    for m in T.MESH_METRICS:
         np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
     # the mean-pose baseline is scored on the same samples
     assert len(res.values(T.MEAN_POSE_METHOD, "pve")) == 4
@@ -220,7 +250,7 @@ def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, sy
         np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), genders)
     direct = proto.score(pred, gt, regs, genders)
     shared = PROTOCOLS["rich"].score(pred, gt, regs, genders)
-    for m in T.METRICS:
+    for m in T.MESH_METRICS:
         np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
         assert np.all(np.abs(direct[m] - shared[m]) > 1e-3), m
 
@@ -229,10 +259,11 @@ def test_gendered_option_is_selectable_and_shown_in_the_results(tree, first_eval
     assert E.main(_args(tree, "--run-id", "bedlam", "--protocols", "rich-gendered", "--examples", "0")) == 0
     rows = [r for r in T.load_rows(first_eval / "results.json") if r.run_id == "bedlam"]
     assert {(r.method, r.dataset) for r in rows} == {(PRESET, "rich-gendered"), (T.MEAN_POSE_METHOD, "rich-gendered")}
-    assert len(rows) == 2 * 3 and all(r.n_samples == sum(LAYOUT["rich"][2]) for r in rows)
+    assert len(rows) == 2 * 3 and all(r.n_samples == sum(LAYOUT["rich"][3]) for r in rows)
     md = (first_eval / "results.md").read_text()
     assert "rich-gendered PA-MPJPE ↓" in md and "RICH PA-MPJPE ↓" in md  # its own column group beside Table 1's
-    assert "- rich-gendered: rich/test, joints by the 'smpl' regressor (ground truth: gendered)" in md
+    assert ("- rich-gendered: rich/test, 24 joints by the 'smpl' regressor, ground-truth mesh 'smplx_to_smpl' "
+            "(joints: gendered regressor)") in md
     assert "BEDLAM train/dataset/dataset.py" in md
 
 
