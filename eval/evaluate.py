@@ -649,7 +649,7 @@ def write_worst_sheet(result: ProtocolResult, method: str, keys: list[str], reco
     units = "mm, PCK / AUC %" if set(protocol.metrics) & set(tables.HIGHER_IS_BETTER) else "mm"
     return F.save_sheet(path, tiles, title=f"{protocol.name}: the {len(tiles)} worst by "
                                            f"{tables.METRIC_LABELS[protocol.rank_metric]} ({units}), "
-                                           f"{method}{title_suffix}")
+                                           f"{method}{title_suffix}; ground truth orange, prediction blue")
 
 
 def _run_predict(loaded: LoadedRun, cache: FeatureCache, protocol: Protocol, keys: set[str]):

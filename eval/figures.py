@@ -8,7 +8,7 @@ worst examples, and Fig. 5-style deformable-attention points.
 - Side view: the same camera-frame mesh turned 90° about the vertical axis through its
   centre, on a white canvas.
 - Worst cases: the k worst samples of a protocol as one contact sheet (`save_sheet`): the
-  crop with the ground-truth (grey) and predicted (blue) meshes, and both sides' scored
+  crop with the ground-truth (orange) and predicted (blue) meshes, and both sides' scored
   joints, root-centred, seen from the camera and from the side.
 - Attention (paper Fig. 5): for one head of the first and the last decoder layer, the
   sampling positions P whose attention summed over the queries exceeds a threshold
@@ -235,14 +235,15 @@ def best_and_worst(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- the worst samples of a protocol as one contact sheet ------------------------------------------
-PRED_COLOR = LIGHT_BLUE
-GT_COLOR = (0.7, 0.7, 0.7)
+PRED_COLOR = LIGHT_BLUE  # the prediction's mesh, as in every overlay
+GT_COLOR = (0.95, 0.6, 0.2)  # the ground truth, mesh and joints (orange)
+PRED_JOINT_COLOR = (0.15, 0.45, 0.95)
 
 
 @dataclass
 class SheetTile:
     """One sample of a contact sheet: `crop` (256, 192, 3) RGB the scored input, `overlay`
-    the crop with the ground-truth (grey) and predicted (blue) meshes or None, the scored
+    the crop with the ground-truth (orange) and predicted (blue) meshes or None, the scored
     joints of both sides (J, 3) metres, each centred on its own root, and the errors."""
 
     key: str
@@ -255,7 +256,7 @@ class SheetTile:
 
 def overlay_pair(crop: np.ndarray, gt_vertices: np.ndarray, pred_vertices: np.ndarray, faces: np.ndarray,
                  K: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The crop with the ground-truth mesh (grey) and the prediction (blue) drawn over it,
+    """The crop with the ground-truth mesh (orange) and the prediction (blue) drawn over it,
     both (V, 3) in the crop camera's frame (OpenCV axes, metres), K the crop intrinsics."""
     img = render_mesh(crop, np.asarray(gt_vertices, np.float64), faces, np.asarray(K, np.float64),
                       color=GT_COLOR, alpha=alpha)[0]
@@ -268,9 +269,9 @@ def _draw_joints(ax, pred: np.ndarray, gt: np.ndarray, axes: tuple[int, int], na
     joint to its prediction."""
     a, b = axes
     for p, g in zip(pred, gt):
-        ax.plot([g[a], p[a]], [g[b], p[b]], color=(0.85, 0.2, 0.2), linewidth=0.6)
+        ax.plot([g[a], p[a]], [g[b], p[b]], color=(0.5, 0.5, 0.5), linewidth=0.6)
     ax.scatter(gt[:, a], gt[:, b], s=6, color=GT_COLOR, edgecolors="k", linewidths=0.3, label="ground truth")
-    ax.scatter(pred[:, a], pred[:, b], s=6, color=PRED_COLOR, edgecolors="k", linewidths=0.3, label="prediction")
+    ax.scatter(pred[:, a], pred[:, b], s=6, color=PRED_JOINT_COLOR, edgecolors="k", linewidths=0.3, label="prediction")
     ax.set_aspect("equal", adjustable="datalim")
     ax.invert_yaxis()
     ax.set_xticks([])

@@ -336,3 +336,225 @@ def test_predict_writes_overlay_npz_obj(tree, tmp_path):
     assert sum(line.startswith("v ") for line in obj) == 6890 and sum(line.startswith("f ") for line in obj) == 13776
     with pytest.raises(P.EvalError, match="x,y,w,h"):
         P.parse_box("1,2,3")
+
+
+# ---- any method's predictions file (eval.predictions), scored under the same protocols ----------
+SCORED = ("3dpw", "rich", "emdb", "3dhp")  # rich-gendered: GT joints by another matrix, never 0 by design
+
+
+def _pred_args(tree, pred, protocol, out, *extra):
+    return ["--pred", str(pred), "--protocol", protocol, "--shards", str(tree["root"] / "shards"),
+            "--assets", str(tree["assets"]), "--raw", str(tree["root"] / "raw"), "--out", str(out),
+            "--worst", "0", "--device", "cpu", *extra]
+
+
+def _records(tree, name):
+    return E.split_records(str(tree["root"] / "shards"), PROTOCOLS[name])
+
+
+def _ground_truth_file(tree, assets, name, path, order=None):
+    """A predictions file holding the ground truth itself: the mesh, or (3DHP) the scored joints."""
+    from eval.predictions import write_npz
+    from eval.protocols import load_ground_truth
+
+    proto = PROTOCOLS[name]
+    recs = _records(tree, name)
+    gt = load_ground_truth(proto, assets).of_records(recs, proto)
+    keys = [r.key for r in recs]
+    order = np.arange(len(keys)) if order is None else order
+    if proto.has_mesh:
+        return write_npz(path, [keys[i] for i in order], vertices=gt.vertices[order])
+    return write_npz(path, [keys[i] for i in order], joints=gt.joints[:, proto.gt_eval_index][order])
+
+
+def _file_evaluation(out):
+    rows, evals = T.load_results(out / "results.json")
+    return [r for r in rows if r.kind == "measured"], evals[-1]
+
+
+@pytest.mark.parametrize("name", SCORED)
+def test_predictions_built_from_the_ground_truth_score_zero(tree, synthetic_assets, tmp_path, name, capsys):
+    pred = _ground_truth_file(tree, synthetic_assets, name, tmp_path / "gt.npz")
+    assert E.main(_pred_args(tree, pred, name, tmp_path / "out", "--worst", "2" if name in ("3dpw", "3dhp") else "0")) == 0
+    rows, ev = _file_evaluation(tmp_path / "out")
+    n = len(_records(tree, name))
+    assert {r.metric for r in rows} == set(PROTOCOLS[name].metrics) and {r.n_samples for r in rows} == {n}
+    perfect = {"pck": 100.0, "auc": 100.0 * 30 / 31}  # AUC's 0 mm threshold: `error < 0` never holds
+    for r in rows:
+        assert r.value_mm == pytest.approx(perfect.get(r.metric, 0.0), abs=1e-3), (r.metric, r.value_mm)
+    assert ev.coverage == {"samples": n, "scored": n, "missing": 0, "extra": 0, "missing_examples": [],
+                           "extra_examples": []} and ev.input == f"predictions {pred}"
+    assert sorted(ev.per_sample["key"]) == sorted(r.key for r in _records(tree, name))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert f"| gt | measured, run gt@" in md and "PARTIAL" not in md
+    if name in ("3dpw", "3dhp"):  # the worst-case contact sheet
+        assert (tmp_path / "out" / "figures" / f"{name}_worst_sheet.png").stat().st_size > 10_000
+
+
+def test_smpl_parameters_score_as_the_neutral_mesh_they_give(tree, synthetic_assets, tmp_path):
+    """`pose` (axis-angle), `rotmat` and `betas` are the neutral SMPL's: the same numbers as its vertices."""
+    from scipy.spatial.transform import Rotation
+
+    from eval.predictions import write_npz
+    from model.body_model import BodyModel
+
+    recs = _records(tree, "emdb")
+    keys = [r.key for r in recs]
+    pose = np.stack([r.smpl_pose for r in recs]).astype(np.float64)
+    betas = np.stack([r.betas for r in recs]).astype(np.float64)
+    body = BodyModel(synthetic_assets.body_model_dir, "neutral")
+    with torch.no_grad():
+        verts = body(betas=torch.tensor(betas, dtype=torch.float32), body_pose=torch.tensor(pose[:, 1:], dtype=torch.float32),
+                     global_orient=torch.tensor(pose[:, :1], dtype=torch.float32)).vertices.numpy()
+    rotmat = Rotation.from_rotvec(pose.reshape(-1, 3)).as_matrix().reshape(len(keys), 24, 3, 3)
+    files = {"vertices": write_npz(tmp_path / "v.npz", keys, vertices=verts),
+             "pose": write_npz(tmp_path / "p.npz", keys, pose=pose.reshape(len(keys), 72), betas=betas),
+             "rotmat": write_npz(tmp_path / "r.npz", keys, rotmat=rotmat, betas=betas)}
+    got = {}
+    for kind, path in files.items():
+        assert E.main(_pred_args(tree, path, "emdb", tmp_path / kind)) == 0
+        got[kind] = _file_evaluation(tmp_path / kind)[1].per_sample
+    for kind in ("pose", "rotmat"):
+        for m in ("mpjpe", "pa_mpjpe", "pve"):
+            np.testing.assert_allclose(got[kind][m], got["vertices"][m], atol=2e-3)
+    assert min(got["vertices"]["pve"]) > 1.0  # gendered ground truth vs the neutral body: not zero
+
+
+def test_a_runs_own_outputs_score_what_the_run_scores(tree, first_eval, tmp_path):
+    assert E.main(_args(tree, "--run-id", "saved", "--save-predictions", "--examples", "0", "--worst", "0")) == 0
+    rows, evals = T.load_results(first_eval / "results.json")
+    for name in SCORED:
+        run_ev = [e for e in evals if e.run_id == "saved" and e.dataset == name][0]
+        pred = first_eval / "predictions" / f"{name}.npz"
+        assert E.main(_pred_args(tree, pred, name, tmp_path / name, "--method", PRESET)) == 0
+        file_rows, file_ev = _file_evaluation(tmp_path / name)
+        by_key = {k: i for i, k in enumerate(file_ev.per_sample["key"])}
+        order = [by_key[k] for k in run_ev.per_sample["key"]]
+        for m in PROTOCOLS[name].metrics:
+            np.testing.assert_allclose(np.array(file_ev.per_sample[m])[order], run_ev.per_sample[m], atol=2e-3,
+                                       err_msg=(name, m))
+        run_rows = {(r.method, r.metric): r.value_mm for r in rows if r.run_id == "saved" and r.dataset == name}
+        for r in file_rows:
+            assert r.value_mm == pytest.approx(run_rows[(r.method, r.metric)], abs=1e-3), (name, r.method, r.metric)
+
+
+def test_shuffled_keys_score_the_same(tree, synthetic_assets, tmp_path):
+    from eval.predictions import write_npz
+
+    recs = _records(tree, "3dpw")
+    keys = [r.key for r in recs]
+    rng = np.random.default_rng(3)
+    verts = _ground_truth_file(tree, synthetic_assets, "3dpw", tmp_path / "gt.npz")
+    v = np.load(verts)["vertices"] + rng.normal(scale=0.02, size=(len(keys), 6890, 3))  # something to score
+    order = rng.permutation(len(keys))
+    write_npz(tmp_path / "a.npz", keys, vertices=v)
+    write_npz(tmp_path / "b.npz", [keys[i] for i in order], vertices=v[order])
+    got = {}
+    for f in ("a", "b"):
+        assert E.main(_pred_args(tree, tmp_path / f"{f}.npz", "3dpw", tmp_path / f, "--method", "m")) == 0
+        rows, ev = _file_evaluation(tmp_path / f)
+        got[f] = ({(r.metric, round(r.value_mm, 6)) for r in rows if r.method == "m"},
+                  dict(zip(ev.per_sample["key"], ev.per_sample["pve"])))
+    assert got["a"] == got["b"] and min(got["a"][1].values()) > 1.0
+
+
+def test_partial_file_scores_the_covered_part_and_says_so(tree, synthetic_assets, tmp_path, capsys):
+    from eval.predictions import write_npz
+
+    full = np.load(_ground_truth_file(tree, synthetic_assets, "3dpw", tmp_path / "gt.npz"))
+    keys = [str(k) for k in full["key"]]
+    extra = make_key("3dpw", "test", "not_a_sample", 7, 0)
+    write_npz(tmp_path / "part.npz", keys[2:] + [extra],
+              vertices=np.concatenate([full["vertices"][2:], full["vertices"][:1]]))
+    assert E.main(_pred_args(tree, tmp_path / "part.npz", "3dpw", tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "3 of the 5 samples of 3dpw scored; PARTIAL: 2 samples have no prediction" in out
+    assert f"1 keys are not samples of 3dpw (e.g. {extra})" in out
+    rows, ev = _file_evaluation(tmp_path / "out")
+    assert {r.n_samples for r in rows} == {3}
+    assert ev.coverage["missing"] == 2 and ev.coverage["extra"] == 1 and ev.coverage["scored"] == 3
+    assert ev.coverage["missing_examples"] == keys[:2] and ev.coverage["extra_examples"] == [extra]
+    assert "PARTIAL: the numbers are over the covered samples only" in (tmp_path / "out" / "results.md").read_text()
+
+
+def _bad_files(tree, assets, tmp_path):
+    """name -> (protocol, path, the error's words) of malformed predictions files."""
+    from eval.predictions import write_npz
+
+    gt = np.load(_ground_truth_file(tree, assets, "3dpw", tmp_path / "gt.npz"))
+    keys, v = [str(k) for k in gt["key"]], gt["vertices"]
+    nan = v.copy()
+    nan[3, 10, 1] = np.nan
+    joints = np.load(_ground_truth_file(tree, assets, "3dhp", tmp_path / "gt3dhp.npz"))
+    rich = [r.key for r in _records(tree, "rich")]
+    return {
+        "shape": ("3dpw", write_npz(tmp_path / "shape.npz", keys, vertices=v[:, :6000]),
+                  f"shape.npz: field 'vertices' has shape (5, 6000, 3), expected (5, 6890, 3) (first key '{keys[0]}')"),
+        "nan": ("3dpw", write_npz(tmp_path / "nan.npz", keys, vertices=nan),
+                f"nan.npz: field 'vertices' has NaN or infinite values for 1 keys, the first '{keys[3]}' (row 3)"),
+        "joint count": ("3dhp", write_npz(tmp_path / "j14.npz", [str(k) for k in joints["key"]],
+                                          joints=joints["joints"][:, :14]),
+                        "j14.npz: field 'joints' has shape (4, 14, 3), expected (4, 17, 3): 14 joints per sample, "
+                        "protocol 3dhp scores 17"),
+        "other protocol": ("3dpw", write_npz(tmp_path / "rich.npz", rich, vertices=v[:len(rich)]),
+                           f"rich.npz: field 'key': key '{rich[0]}' is not a 3dpw/test key"),
+        "repeated key": ("3dpw", write_npz(tmp_path / "twice.npz", keys[:2] + keys[:1], vertices=v[:3]),
+                         f"twice.npz: field 'key': key '{keys[0]}' appears twice (rows 0 and 2)"),
+        "what is needed": ("3dpw", write_npz(tmp_path / "joints.npz", keys, joints=np.zeros((5, 14, 3))),
+                           "joints.npz: protocol 3dpw needs 'vertices' (N, 6890, 3) or SMPL parameters"),
+    }
+
+
+def test_malformed_files_are_named_errors_and_write_nothing(tree, synthetic_assets, tmp_path, capsys):
+    for case, (protocol, path, words) in _bad_files(tree, synthetic_assets, tmp_path).items():
+        out = tmp_path / f"out-{case.replace(' ', '-')}"
+        assert E.main(_pred_args(tree, path, protocol, out)) == 2, case
+        err = capsys.readouterr().err
+        assert words in err, (case, err)
+        assert not out.exists(), case  # nothing half-written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left
+
+
+def test_parquet_predictions_score_as_the_npz(tree, synthetic_assets, tmp_path):
+    import pyarrow as pa
+
+    gt = np.load(_ground_truth_file(tree, synthetic_assets, "3dhp", tmp_path / "gt.npz"))
+    joints = gt["joints"] + np.random.default_rng(0).normal(scale=0.05, size=gt["joints"].shape)
+    np.savez(tmp_path / "j.npz", key=gt["key"], joints=joints)
+    pq.write_table(pa.table({"key": [str(k) for k in gt["key"]], "joints": [j.tolist() for j in joints]}),
+                   tmp_path / "j.parquet")
+    got = {}
+    for suffix in ("npz", "parquet"):
+        assert E.main(_pred_args(tree, tmp_path / f"j.{suffix}", "3dhp", tmp_path / suffix, "--method", "m")) == 0
+        got[suffix] = _file_evaluation(tmp_path / suffix)[1].per_sample
+    assert got["npz"] == got["parquet"] and min(got["npz"]["mpjpe"]) > 1.0
+
+
+def test_export_lists_the_protocol_samples_for_a_round_trip(tree, synthetic_assets, tmp_path):
+    from eval import export as X
+    from eval.predictions import write_npz
+    from eval.protocols import load_ground_truth
+
+    assert X.main(["--protocol", "3dhp", "--shards", str(tree["root"] / "shards"), "--out", str(tmp_path / "3dhp")]) == 0
+    table = pq.read_table(tmp_path / "3dhp.parquet").to_pylist()
+    header = json.loads((tmp_path / "3dhp.json").read_text())
+    recs = _records(tree, "3dhp")
+    assert [r["key"] for r in table] == [r.key for r in recs] == [r["key"] for r in header["sample_rows"]]
+    assert header["predictions"]["joints_order"] == list(PROTOCOLS["3dhp"].eval_joints) and header["samples"] == 4
+    row, rec = table[0], recs[0]
+    assert row["image_path"] == rec.image_path and row["image_h"] == IMAGE_HW[0]
+    np.testing.assert_allclose(np.reshape(row["crop_affine"], (2, 3)), rec.crop_affine, atol=1e-6)
+    assert all(np.isnan(row["box_tight"])) and all(np.isnan(row["intrinsics"]))  # not in these hand-made records
+    # the crop box maps onto the whole crop: its corners go to the crop's corners
+    A = np.reshape(row["crop_affine"], (2, 3))
+    (cx, cy), (w, h) = row["box_center"], row["box_size"]
+    corner = A @ np.array([cx + w / 2, cy + h / 2, 1.0])
+    np.testing.assert_allclose(corner, [192 - 0.5, 256 - 0.5], atol=1e-3)
+    # round trip: a file keyed by the export's keys scores
+    gt = load_ground_truth(PROTOCOLS["3dhp"], synthetic_assets).of_records(recs, PROTOCOLS["3dhp"])
+    order = [header["predictions"]["joints_order"].index(n) for n in PROTOCOLS["3dhp"].eval_joints]
+    write_npz(tmp_path / "p.npz", [r["key"] for r in table],
+              joints=gt.joints[:, PROTOCOLS["3dhp"].gt_eval_index][:, order])
+    assert E.main(_pred_args(tree, tmp_path / "p.npz", "3dhp", tmp_path / "out")) == 0
+    # a protocol without shards is a named error
+    assert X.main(["--protocol", "emdb", "--shards", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
