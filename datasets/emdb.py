@@ -41,7 +41,7 @@ from typing import Iterator
 import numpy as np
 
 from datasets import safe_pickle
-from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, finish, project,
+from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, checked_array, finish, project,
                              resolve_assets_root, smpl_to_camera, synthetic_assets, visible_in_image)
 from datasets.record import NUM_BETAS, NUM_SMPL_JOINTS, PersonFrame, Reject
 from model.geometry import SPIN_BOX_EXPAND
@@ -179,22 +179,15 @@ def sequence_arrays(data: dict, path: Path) -> dict:
     cam, smpl, boxes = data["camera"], data["smpl"], data["bboxes"]
     out = dict(
         n=n,
-        good=_array(data["good_frames_mask"], (n,), path, "good_frames_mask").astype(bool),
-        intrinsics=_array(cam["intrinsics"], (3, 3), path, "camera.intrinsics"),
-        extrinsics=_array(cam["extrinsics"], (n, 4, 4), path, "camera.extrinsics"),
-        poses_root=_array(smpl["poses_root"], (n, 3), path, "smpl.poses_root"),
-        poses_body=_array(smpl["poses_body"], (n, (NUM_SMPL_JOINTS - 1) * 3), path, "smpl.poses_body"),
-        trans=_array(smpl["trans"], (n, 3), path, "smpl.trans"),
-        betas=_array(np.asarray(smpl["betas"]).reshape(-1)[:NUM_BETAS], (NUM_BETAS,), path, "smpl.betas"),
-        bboxes=_array(boxes["bboxes"], (n, 4), path, "bboxes.bboxes"),
+        good=checked_array(data["good_frames_mask"], (n,), path, "good_frames_mask").astype(bool),
+        intrinsics=checked_array(cam["intrinsics"], (3, 3), path, "camera.intrinsics"),
+        extrinsics=checked_array(cam["extrinsics"], (n, 4, 4), path, "camera.extrinsics"),
+        poses_root=checked_array(smpl["poses_root"], (n, 3), path, "smpl.poses_root"),
+        poses_body=checked_array(smpl["poses_body"], (n, (NUM_SMPL_JOINTS - 1) * 3), path, "smpl.poses_body"),
+        trans=checked_array(smpl["trans"], (n, 3), path, "smpl.trans"),
+        betas=checked_array(np.asarray(smpl["betas"]).reshape(-1)[:NUM_BETAS], (NUM_BETAS,), path, "smpl.betas"),
+        bboxes=checked_array(boxes["bboxes"], (n, 4), path, "bboxes.bboxes"),
         invalid_idxs=np.asarray(boxes["invalid_idxs"]).reshape(-1).astype(np.int64),
         hw=(int(cam["height"]), int(cam["width"])),
     )
     return out
-
-
-def _array(value, shape: tuple[int, ...], path: Path, field: str) -> np.ndarray:
-    arr = np.asarray(value, np.float64)
-    if arr.shape != shape:
-        raise AnnotationError(f"{path}: field '{field}' has shape {arr.shape}, expected {shape}")
-    return arr

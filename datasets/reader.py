@@ -121,6 +121,14 @@ def load_label_npz(path: Path, what: str, required: tuple[str, ...], shapes: dic
     return z
 
 
+def checked_array(value, shape: tuple[int, ...], path: Path, field: str) -> np.ndarray:
+    """`value` as a float64 array of exactly `shape`, else an AnnotationError naming the file and field."""
+    arr = np.asarray(value, np.float64)
+    if arr.shape != shape:
+        raise AnnotationError(f"{path}: field '{field}' has shape {arr.shape}, expected {shape}")
+    return arr
+
+
 def person_index(names: list[str]) -> list[int]:
     """Index of each row among the rows of the same image, in file order (stable keys for
     label files with one row per person)."""

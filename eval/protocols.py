@@ -358,22 +358,32 @@ def _load_gendered_smpl_regressors(assets) -> dict[str, np.ndarray]:
             for g in GENDERED_REGRESSOR_GENDERS}
 
 
-def _require_smpl(records, body_model: str) -> None:
-    """A GroundTruthError unless every record has SMPL-family targets of `body_model`."""
-    lacking = [r.key for r in records if not r.has_smpl]
-    if lacking:
-        raise GroundTruthError(f"samples without SMPL ground truth in the evaluation split (e.g. {lacking[:3]}); "
-                               f"the protocol scores every sample")
-    other = [r.key for r in records if r.body_model != body_model]
-    if other:
-        raise GroundTruthError(f"samples whose ground truth is not {body_model} (e.g. {other[:3]})")
+class _MeshGroundTruth:
+    """A ground-truth mesh built from the records' SMPL-family targets (`body_model`) by
+    `vertices(pose, betas, genders)`; joints come from the protocol's regressor."""
+
+    joint_set = None
+    body_model = ""
+
+    def of_records(self, records, protocol: "Protocol | None" = None) -> GroundTruth:
+        """The ground truth of records: a GroundTruthError unless each has `body_model` targets."""
+        lacking = [r.key for r in records if not r.has_smpl]
+        if lacking:
+            raise GroundTruthError(f"samples without SMPL ground truth in the evaluation split (e.g. {lacking[:3]}); "
+                                   f"the protocol scores every sample")
+        other = [r.key for r in records if r.body_model != self.body_model]
+        if other:
+            raise GroundTruthError(f"samples whose ground truth is not {self.body_model} (e.g. {other[:3]})")
+        genders = tuple(r.gender for r in records)
+        return GroundTruth(vertices=self.vertices(np.stack([r.smpl_pose for r in records]),
+                                                  np.stack([r.betas for r in records]), genders), genders=genders)
 
 
-class SMPLGroundTruth:
+class SMPLGroundTruth(_MeshGroundTruth):
     """Gendered SMPL meshes from the record's pose (24 x 3 axis-angle, row 0 the global
     orientation) and betas (10); no translation (the protocol centres on the root)."""
 
-    joint_set = None  # a mesh: joints come from the protocol's regressor
+    body_model = "smpl"
 
     def __init__(self, assets, genders=("male", "female", "neutral")):
         from model.body_model import BodyModel
@@ -401,21 +411,16 @@ class SMPLGroundTruth:
             out[idx.numpy()] = body.vertices.numpy()
         return out
 
-    def of_records(self, records, protocol: "Protocol | None" = None) -> GroundTruth:
-        """The ground truth of records (`PersonFrame`s with SMPL targets)."""
-        _require_smpl(records, "smpl")
-        genders = tuple(r.gender for r in records)
-        return GroundTruth(vertices=self.vertices(np.stack([r.smpl_pose for r in records]),
-                                                  np.stack([r.betas for r in records]), genders), genders=genders)
 
 
-class SMPLXToSMPLGroundTruth:
+class SMPLXToSMPLGroundTruth(_MeshGroundTruth):
     """Gendered SMPL-X meshes (global orientation = pose row 0, body pose = rows 1-21,
     betas; hands, jaw, eyes and expression at zero, i.e. smplx's mean hands as WHAM's
-    `SMPLX(gender=...)` call) mapped to SMPL topology by the smplx2smpl matrix."""
+    `SMPLX(gender=...)` call) mapped to SMPL topology by the smplx2smpl matrix
+    (`datasets/rich.py` records)."""
 
     NUM_BODY_JOINTS = 21  # SMPL-X body joints after the global orientation
-    joint_set = None  # a mesh: joints come from the protocol's regressor
+    body_model = "smplx"
 
     def __init__(self, assets, genders=("male", "female")):
         from model.body_model import SMPLXModel, load_smplx2smpl
@@ -446,12 +451,6 @@ class SMPLXToSMPLGroundTruth:
             out[idx] = smplx_to_smpl_vertices(self.matrix, v)  # (n, 6890, 3)
         return out
 
-    def of_records(self, records, protocol: "Protocol | None" = None) -> GroundTruth:
-        """The ground truth of records (`PersonFrame`s with SMPL-X targets, `datasets/rich.py`)."""
-        _require_smpl(records, "smplx")
-        genders = tuple(r.gender for r in records)
-        return GroundTruth(vertices=self.vertices(np.stack([r.smpl_pose for r in records]),
-                                                  np.stack([r.betas for r in records]), genders), genders=genders)
 
 
 class RecordJointsGroundTruth:

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conformance.spin_reference import similarity_transform
 from datasets.mpi_inf_3dhp import MpiInf3dhpReader
 from datasets.record import PersonFrame
 
@@ -64,21 +65,6 @@ def _spin_gt(univ_mm: np.ndarray) -> np.ndarray:
     return S24[J24_TO_J17]
 
 
-def _procrustes(S1, S2):
-    """SPIN utils/pose_utils.py compute_similarity_transform, (17, 3) -> (17, 3)."""
-    S1, S2 = S1.T, S2.T
-    mu1, mu2 = S1.mean(axis=1, keepdims=True), S2.mean(axis=1, keepdims=True)
-    X1, X2 = S1 - mu1, S2 - mu2
-    K = X1.dot(X2.T)
-    U, s, Vh = np.linalg.svd(K)
-    V = Vh.T
-    Z = np.eye(3)
-    Z[-1, -1] *= np.sign(np.linalg.det(U.dot(V.T)))
-    R = V.dot(Z.dot(U.T))
-    scale = np.trace(R.dot(K)) / np.sum(X1 ** 2)
-    return (scale * R.dot(S1) + mu2 - scale * R.dot(mu1)).T
-
-
 def _official_pck_auc(err_mm: np.ndarray) -> tuple[float, float]:
     """mpii_compute_3d_pck.m 'Total' of one method: err (frames, 17) mm. The groups index
     the 3DHP test order and `err` is in SPIN's J17 order, but the groups cover each of the
@@ -119,7 +105,7 @@ def test_3dhp_scores_follow_spin_and_the_official_pck(test_root, synthetic_asset
         err = np.linalg.norm(pred - want, axis=-1)
         errs.append(err * 1000)
         assert out["mpjpe"][n] == pytest.approx(1000 * err.mean(), rel=1e-6)  # records hold float32
-        pa = _procrustes(pred, want)
+        pa = similarity_transform(pred, want)
         assert out["pa_mpjpe"][n] == pytest.approx(1000 * np.linalg.norm(pa - want, axis=-1).mean(), rel=1e-6)
     pck, auc = _official_pck_auc(np.stack(errs))
     assert out["pck"].mean() == pytest.approx(pck, rel=1e-9)

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from conformance.spin_reference import similarity_transform
 from datasets.emdb import EmdbReader, Options
 from datasets.reader import AnnotationError, BodyModels
 from datasets.record import PersonFrame, Reject
@@ -142,24 +143,6 @@ def test_bad_files_are_named_errors(emdb_root, synthetic_assets):
 
 
 # ---- the EMDB-1 numbers: CameraHMR / TokenHMR's evaluation rule ----------------------------------
-def _similarity_transform(S1, S2):
-    """SPIN utils/pose_utils.py compute_similarity_transform (CameraHMR / TokenHMR reconstruction_error):
-    S1, S2 (N, 3) -> S1 mapped onto S2."""
-    S1, S2 = S1.T, S2.T
-    mu1, mu2 = S1.mean(axis=1, keepdims=True), S2.mean(axis=1, keepdims=True)
-    X1, X2 = S1 - mu1, S2 - mu2
-    var1 = np.sum(X1 ** 2)
-    K = X1.dot(X2.T)
-    U, s, Vh = np.linalg.svd(K)
-    V = Vh.T
-    Z = np.eye(3)
-    Z[-1, -1] *= np.sign(np.linalg.det(U.dot(V.T)))
-    R = V.dot(Z.dot(U.T))
-    scale = np.trace(R.dot(K)) / var1
-    t = mu2 - scale * R.dot(mu1)
-    return (scale * R.dot(S1) + t).T
-
-
 def test_emdb_scores_follow_camerahmr_and_tokenhmr(synthetic_assets):
     from eval.protocols import PROTOCOLS, load_regressor
 
@@ -180,5 +163,5 @@ def test_emdb_scores_follow_camerahmr_and_tokenhmr(synthetic_assets):
         pk, pv = pk - p_pelvis, pred_v[n] - p_pelvis
         assert out["mpjpe"][n] == pytest.approx(1000 * np.linalg.norm(pk - gk, axis=-1).mean(), rel=1e-9)
         assert out["pve"][n] == pytest.approx(1000 * np.linalg.norm(pv - gv, axis=-1).mean(), rel=1e-9)
-        pa = _similarity_transform(pk, gk)
+        pa = similarity_transform(pk, gk)
         assert out["pa_mpjpe"][n] == pytest.approx(1000 * np.linalg.norm(pa - gk, axis=-1).mean(), rel=1e-6)
