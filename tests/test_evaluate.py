@@ -141,7 +141,7 @@ def tree(synthetic_assets, tmp_path_factory):
 def _args(tree, *extra):
     return ["--run", str(tree["run"]), "--features", str(tree["root"] / "features"), "--assets", str(tree["assets"]),
             "--raw", str(tree["root"] / "raw"), "--shards", str(tree["root"] / "shards"), "--device", "cpu",
-            "--examples", "2", *extra]
+            "--examples", "2", "--worst", "2", *extra]
 
 
 @pytest.fixture(scope="module")
