@@ -41,7 +41,7 @@ synthetic: setup ## synthetic assets + raw datasets in the real layouts under OU
 SHARDS_RAW = $(or $(RAW),data/synthetic/raw)
 SHARDS_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/shards)
 SHARDS_ARGS ?=
-.PHONY: shards bench-shards
+.PHONY: shards bench-shards check-shards
 
 shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, SHARDS_ARGS=)
 	$(BIN)/python -m pipelines.shards --raw $(SHARDS_RAW) --out $(SHARDS_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
@@ -52,6 +52,9 @@ bench: bench-shards
 
 bench-shards: setup ## shard pipeline crops/s against decode+warp+encode in a tight loop on all cores (synthetic data)
 	$(BIN)/python -m pipelines.bench_shards
+
+check-shards: setup ## read every shard under SHARDS and FEATURES whole against its index (sizes, counts, checksums)
+	$(BIN)/python -m pipelines.shard_index check $(SHARDS) $(FEATURES) --checksums
 
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
 SHARDS ?= data/shards
@@ -88,7 +91,7 @@ train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's
 		$(if $(ASSETS),--assets $(ASSETS)) $(foreach s,$(SET),--set $(s))
 
 bench: bench-train
-bench-train: setup ## training loader samples/s against `cat` of the same shards; def-m training samples/s on this CPU
+bench-train: setup ## training loader samples/s against `cat` of the same shards; def-m training samples/s and op calls / host syncs per step on this CPU
 	$(BIN)/python -m train.bench_loader
 
 # ---- evaluation: standardized protocols, tables, figures (eval/) ----

@@ -1,12 +1,15 @@
-"""`make eval`: score a trained run on the standardized protocols (3DPW test, RICH test).
+"""`make eval`: score a trained run, or any method's predictions file, on the standardized
+protocols (3DPW test, RICH test, EMDB 1, MPI-INF-3DHP test; `eval.protocols`).
 
     python -m eval.evaluate --run runs/def-m --features data/features [--ckpt PATH]
-        [--assets DIR] [--raw DIR] [--protocols 3dpw,rich] [--batch-size 64] [--device auto]
-        [--examples 3] [--run-id ID]
+        [--assets DIR] [--raw DIR] [--shards DIR] [--protocols 3dpw,rich,emdb,3dhp] [--batch-size 64]
+        [--device auto] [--examples 3] [--worst 8] [--save-predictions] [--run-id ID]
+    python -m eval.evaluate --pred preds.npz --protocol 3dpw [--shards DIR] [--out DIR] [--method NAME]
     make eval RUN=runs/def-m FEATURES=data/features [CKPT=...]
     make eval RUN=... EVAL_ARGS="--protocols 3dpw,rich-gendered"   # RICH with BEDLAM's GT joints
+    make eval PRED=preds.npz PROTOCOL=3dpw [OUT=DIR]                # any method (docs/evaluation.md)
 
-Reads top to bottom:
+A run reads top to bottom:
 1. run: the checkpoint (default RUN/checkpoints/best.ckpt, else last.ckpt) with its model
    config; checked against RUN/config.yaml (same model keys) and rebuilt with the assets'
    body model (`DeforHMR.from_assets`; the checkpoint's decoder weights, never its copy of
@@ -14,20 +17,34 @@ Reads top to bottom:
 2. features: FEATURES/<cache> (the cache the run trained on, `data.cache`); its
    `encoder.json` must hold features of the shape the model reads (and of the encoder id
    the checkpoint names, when it names one).
-3. per protocol (`--protocols`, default `eval.protocols.DEFAULT_PROTOCOLS`; any of
+3. shards, up front: the feature shards of every protocol's split (and the image shards
+   under `--shards` the figures may crop from) against their per-shard indexes and
+   manifests (`pipelines.shard_index.check`): every damaged shard in one error, before
+   anything is scored or written. While scoring, each shard is checked again as it is
+   read (size, sample count, checksum).
+4. per protocol (`--protocols`, default `eval.protocols.DEFAULT_PROTOCOLS`; any of
    `PROTOCOLS`, e.g. `rich-gendered`) whose split exists in the cache: every ok
    sample of the feature manifest, view 0, in shard order -> the model's neutral mesh, the
-   mean-pose mesh (baseline), the ground-truth mesh (`Protocol.ground_truth`) and its
-   genders -> `Protocol.score` per sample (ground-truth joints by `Protocol.gt_regressor`).
-   The number scored must equal the manifest's ok rows; a sample without SMPL targets is an
-   error. Nothing is skipped. On real data the split must be the protocol's whole split
+   mean-pose mesh (baseline), the ground truth (`Protocol.ground_truth`: a mesh with its
+   genders, or the record's joints) -> `Protocol.score` per sample. The number scored must
+   equal the manifest's ok rows; a sample without the protocol's ground truth is an error.
+   Nothing is skipped. On real data the split must be the protocol's whole split
    (`check_complete`: 3DPW 24 sequences, frames left out only for an invalid camera pose,
    read from the image shards' manifest, --shards).
-4. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id;
-   the `dataset` column is the protocol's name), `results.md` (Table 1 layout, reported rows
-   from the paper, a column group per protocol scored, and each protocol's declaration and
-   source), `per_sequence.csv`, and
-   `figures/` (best / worst examples with overlays and side views; Fig. 5 attention points).
+5. outputs under RUN/eval/: `results.json` (long-format rows, appended under a new run id;
+   the `dataset` column is the protocol's name; and each evaluation's per-sample errors),
+   `results.md` (Table 1 layout, reported rows with their sources, a column group per
+   protocol scored, and each protocol's declaration and source), `per_sequence.csv`, and
+   `figures/` (best / worst examples with overlays and side views; Fig. 5 attention points;
+   the worst-case contact sheet of each protocol). `--save-predictions` also writes the
+   model's outputs as predictions files (RUN/eval/predictions/<protocol>.npz).
+
+A predictions file (`--pred`, `eval.predictions`) is checked in full first (a malformed
+file is an error naming the file, field and first offending key, and nothing is written);
+its samples and ground truth are the protocol's split in the image shards (`--shards`,
+checked and counted against their manifest); the covered samples are scored as a run's
+are, the missing and extra keys counted; outputs go to `--out` (default `<FILE stem>-eval`
+beside the file), figures staged first so that a failure leaves that folder untouched.
 """
 from __future__ import annotations
 
@@ -52,6 +69,7 @@ from eval.predictions import Coverage, PredictionsError, PredictionsFile, match,
 from eval.predictions import read as read_predictions
 from eval.protocols import (DEFAULT_PROTOCOLS, PROTOCOLS, GroundTruthError, Prediction, Protocol, load_ground_truth,
                             load_regressor)
+from pipelines.shard_reader import ShardError
 
 CKPT_DIR = "checkpoints"
 CKPT_NAMES = ("best.ckpt", "last.ckpt")  # default checkpoint: the first that exists
@@ -170,6 +188,23 @@ def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> Fe
         raise EvalError(f"{root}: feature cache of encoder id {spec.get('encoder_id')!r}, the checkpoint was "
                         f"trained on {expected_id!r} — features from another encoder")
     return FeatureCache(root, spec)
+
+
+def check_shards(cache: FeatureCache | None, protocols: list[Protocol], shards_root: str | None) -> None:
+    """Every shard the evaluation may read (the protocols' feature splits, when scoring a
+    run; their image splits under `shards_root`: figure crops, and a predictions file's
+    samples) against its index and manifest: all damaged shards in one EvalError
+    (`pipelines.shard_index.check`)."""
+    from pipelines.shard_index import ShardCheckError, check
+    from pipelines.shard_reader import join
+
+    dirs = [join(cache.root, p.dataset, p.split) for p in protocols] if cache is not None else []
+    dirs += [join(shards_root, p.dataset, p.split) for p in protocols] if shards_root else []
+    try:
+        check(dirs, remedy="remove the damaged shards and rerun `make shards` / `make features` (they write only "
+                           "what is missing)")
+    except ShardCheckError as e:
+        raise EvalError(str(e)) from None
 
 
 def split_counts(cache: FeatureCache, protocol: Protocol) -> tuple[list[str], int, Counter]:
@@ -701,6 +736,7 @@ def evaluate_run(args, assets: Assets, created: str):
     synthetic_inputs = bool(loaded.meta.get("synthetic")) or bool(cache.spec.get("synthetic"))
     print(f"   checkpoint {loaded.ckpt} (preset {loaded.preset}), cache {cache.root} "
           f"(encoder {cache.spec.get('encoder', {}).get('encoder', '?')}), run id {run_id}")
+    check_shards(cache, [PROTOCOLS[n] for n in names], args.shards)
     out_dir = run / EVAL_DIR
     results, not_evaluated = [], []
     for name in names:
@@ -751,6 +787,7 @@ def evaluate_file(args, assets: Assets, created: str):
     print(f"== eval: predictions {pred_path} on {protocol.name}, samples from {shards_root}, assets {assets.root}")
     preds = read_predictions(pred_path, protocol)
     print(f"   {pred_path}: {len(preds.keys)} keys, scoring their {preds.kind} ({describe_protocol(protocol)})")
+    check_shards(None, [protocol], shards_root)
     records = split_records(shards_root, protocol)
     method = args.method or pred_path.stem
     res = evaluate_predictions(protocol, preds, records, assets, method, args.batch_size)
@@ -853,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = synthetic_inputs or is_synthetic(assets.require("smpl_neutral")) or any(r.synthetic for r in results)
         md, counts, figures, n_rows = write_outputs(out_dir, results, not_evaluated, run_id, checkpoint, synthetic,
                                                     created, draw)
-    except (EvalError, PredictionsError, FileNotFoundError) as e:
+    except (EvalError, PredictionsError, FileNotFoundError, ShardError) as e:
         print(f"eval: error: {e}", file=sys.stderr)
         return 2
     print()

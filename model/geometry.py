@@ -122,10 +122,15 @@ def weak_cam_to_transl(cam: torch.Tensor, focal: float = FOCAL_CROP,
 
 
 def normalise_crop_pixels(px, crop_hw: tuple[int, int] = CROP_HW):
-    """Crop pixels -> normalised crop coordinates n = (px - centre) / (H / 2)."""
+    """Crop pixels -> normalised crop coordinates n = (px - centre) / (H / 2).
+
+    Tensors: per axis with Python scalars (no tensor from host data: on a GPU that would be
+    a host-to-device copy per call)."""
     h, w = crop_hw
-    centre = px.new_tensor([(w - 1) / 2, (h - 1) / 2]) if torch.is_tensor(px) else np.array([(w - 1) / 2, (h - 1) / 2])
-    return (px - centre) / (h / 2)
+    if torch.is_tensor(px):
+        x, y = px.unbind(-1)
+        return torch.stack([x - (w - 1) / 2, y - (h - 1) / 2], -1) / (h / 2)
+    return (px - np.array([(w - 1) / 2, (h - 1) / 2])) / (h / 2)
 
 
 def cam_crop_to_full(cam: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor,

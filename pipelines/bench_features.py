@@ -37,12 +37,13 @@ import numpy as np
 
 def write_image_shards(root: Path, crops: int, per_shard: int, seed: int = 0) -> list[np.ndarray]:
     """`crops` image-shard samples (random smooth images, SPIN-style records) under
-    root/bench/train; returns the decoded crops, RGB, in order."""
+    root/bench/train, with its index; returns the decoded crops, RGB, in order."""
     import cv2
 
     from datasets.record import CROP_HW, PersonFrame, make_key
     from model.geometry import crop_intrinsics
     from pipelines.crop import encode_jpeg
+    from pipelines.shard_index import write_index
     from pipelines.shard_reader import decode_jpeg, resolve, shard_name
     from pipelines.shards import write_tar
 
@@ -51,7 +52,7 @@ def write_image_shards(root: Path, crops: int, per_shard: int, seed: int = 0) ->
     out_dir.mkdir(parents=True)
     fs, _ = resolve(out_dir)
     h, w = CROP_HW
-    decoded, samples, index = [], [], 0
+    decoded, samples, entries = [], [], {}
     for i in range(crops):
         small = rng.integers(0, 256, (h // 8, w // 8, 3), np.uint8)
         crop = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -65,8 +66,10 @@ def write_image_shards(root: Path, crops: int, per_shard: int, seed: int = 0) ->
         decoded.append(decode_jpeg(jpg))
         samples.append((rec.key, jpg, rec.to_npz_bytes()))
         if len(samples) == per_shard or i == crops - 1:
-            write_tar(fs, str(out_dir / shard_name("bench", "train", index)), samples)
-            samples, index = [], index + 1
+            name = shard_name("bench", "train", len(entries))
+            entries[name] = write_tar(fs, str(out_dir / name), samples)
+            samples = []
+    write_index(str(out_dir), entries)
     return decoded
 
 

@@ -7,7 +7,9 @@ Launch:
 
 Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
 - `CACHE/encoder.json`: the encoder (config, preprocessing, weights sha256 or random seed,
-  synthetic flag, `encoder_id`), the storage (`shape`, `dtype`), views, seed, augmentation.
+  synthetic flag, `encoder_id`), the storage (`shape`, `dtype`), views, seed, augmentation,
+  and `compute`: the device type and precision the features were computed in (CPU fp32 and
+  GPU bf16 give different bytes, so a cache is only extended under the same ones).
 - `CACHE/<dataset>/<split>/<dataset>-<split>-%06d.tar`: one feature shard per image shard,
   same name, same keys in the same order. A sample `<key>` holds
   `<key>.enc` the `encoder_id` (ASCII), so features of different encoders never mix, and
@@ -19,27 +21,32 @@ Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
   `encoder.json` under `targets`), which the training loader reads instead of the npz.
   One sample per image keeps an epoch one pass over the images whatever K: the loader
   draws one view per sample (`sample_views`, `decode_view`).
-- beside each tar a `.json` sidecar (its manifest rows), and `manifest.parquet` per split:
-  one row per image-shard sample (`ok`, or `rejected` with the reason).
+- beside each tar a `.json` sidecar (its manifest rows and its index entry), and per split
+  `index.json` (per shard: samples, bytes, CRC-32; `pipelines.shard_index`) and
+  `manifest.parquet`: one row per image-shard sample (`ok`, or `rejected` with the reason).
 
 Stages, top to bottom:
-1. plan (driver): every image shard set under SHARDS; a shard is done when its feature tar
-   and sidecar exist; the rest, with their sample counts, is the work list.
+1. plan (driver): every image shard set under SHARDS, checked against its index up front
+   (every damaged image shard in one error); a shard is done when its feature tar and
+   sidecar exist (and the tar has the size the sidecar's index entry says: a damaged one
+   is an error); the rest, with their sample counts from the image index, is the work list.
 2. read (Ray tasks, CPU): one image shard -> chunk rows of at most `batch_size` (sample,
    view) crops, in key then view order (`pipelines.augment.views`); a JPEG that does not
    decode is a `corrupt_image` reject. Holds after: a chunk's composition depends on the shard alone (not on the run),
    so batched forwards, and hence the bytes, are the same after a restart.
 3. encode (actor pool: one actor per GPU with `num_gpus=1`, else `cpu_actors` CPU actors):
    normalise, forward (bf16 autocast on GPU), -> float16 bytes.
-4. write (driver, in order): chunk rows stream into `.tmp-<shard>`; at a shard's last chunk
-   the sidecar is written, then the tar is renamed into place. A killed run leaves no half
-   shard; a rerun writes only what is missing, with the same bytes.
-5. manifest (driver): the split's sidecars -> `manifest.parquet`, checked against the image
-   manifest (every image-shard sample accounted for); summary table.
+4. write (driver, in order): chunk rows stream into `.tmp-<shard>` (samples counted and
+   bytes hashed as written); at a shard's last chunk the sidecar is written, then the tar
+   is renamed into place. A killed run leaves no half shard; a rerun writes only what is
+   missing, with the same bytes.
+5. index and manifest (driver): the split's sidecars -> `index.json` and `manifest.parquet`,
+   checked against the image manifest (every image-shard sample accounted for); summary table.
 
 Reading: `read_cache_spec(CACHE)` once, then per WebDataset sample `sample_views(sample)` and
 `decode_view(sample, view, spec)` -> ((C, 16, 12) float16, a read-only view of the member's
-bytes, no copy; PersonFrame); `iter_feature_shard(tar, spec)` reads one shard plainly.
+bytes, no copy; PersonFrame); `iter_feature_shard(tar, spec)` reads one shard plainly,
+checked against its index entry (size, samples, checksum).
 """
 from __future__ import annotations
 
@@ -50,7 +57,6 @@ import json
 import logging
 import os
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,10 +68,11 @@ import pyarrow.parquet as pq
 
 from datasets.record import SPLITS, TARGETS_DTYPE, PersonFrame, reject_reason, targets_layout
 from pipelines.augment import AugmentSettings, views
-from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join,
-                                    list_samples, list_shards, read_manifest, resolve)
+from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWriter, check, entry_from_dict,
+                                   read_entry, read_index, size_problem, write_index)
+from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
+                                    read_manifest, resolve, split_dir)
 from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray
-from pipelines.tar import TarWriter
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -128,18 +135,23 @@ def decode_view(sample: dict, view: int, spec: dict) -> tuple[np.ndarray, Person
 
 
 def iter_feature_shard(shard: str, spec: dict) -> Iterator[tuple[str, list[tuple[np.ndarray, PersonFrame]]]]:
-    """(key, [(features, record) per view]) per sample of one feature shard, in order."""
-    fs, path = resolve(shard)
-    with fs.open_input_stream(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        sample: dict = {}
-        for m in tar:
-            key, ext = m.name.split(".", 1)
-            if sample and key != sample["__key__"]:
-                yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
-                sample = {}
-            sample.update({"__key__": key, "__url__": shard, ext: tar.extractfile(m).read()})
-        if sample:
+    """(key, [(features, record) per view]) per sample of one feature shard, in order; the
+    shard checked against its index entry (size, samples, checksum)."""
+    read = ShardRead(shard)
+    yield from read.samples(_feature_samples(shard, read.members(), spec))
+
+
+def _feature_samples(shard: str, members, spec: dict):
+    """Tar members (name, is a file, bytes) grouped by key, decoded per view."""
+    sample: dict = {}
+    for name, _, data in members:
+        key, ext = name.split(".", 1)
+        if sample and key != sample["__key__"]:
             yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
+            sample = {}
+        sample.update({"__key__": key, "__url__": shard, ext: data})
+    if sample:
+        yield sample["__key__"], [decode_view(sample, v, spec) for v in sample_views(sample)]
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -185,8 +197,17 @@ def has_targets(spec: dict) -> bool:
     return spec.get("targets") == _TARGETS_SPEC
 
 
-def cache_spec(settings: FeatureSettings) -> dict:
-    """The content of `encoder.json` (checks the checkpoint's keys; no network is built)."""
+def compute_spec(device: str) -> dict:
+    """`encoder.json`'s `compute` entry: the device type the encoder actors run on and the
+    precision `model.vitpose.ViTPoseEncoder` computes in there."""
+    from model.vitpose import encoder_precision
+
+    return {"device": device, "precision": encoder_precision(device)}
+
+
+def cache_spec(settings: FeatureSettings, device: str) -> dict:
+    """The content of `encoder.json` for features computed on `device` ("cpu" | "cuda")
+    (checks the checkpoint's keys; no network is built)."""
     from model.vitpose import encoder_spec
 
     enc = encoder_spec(settings.encoder, settings.ckpt, settings.seed)
@@ -197,6 +218,7 @@ def cache_spec(settings: FeatureSettings) -> dict:
             "augment": dataclasses.asdict(settings.augment) if settings.views > 1 else None,
             "members": "<key>.enc, and per view v: <key>.v<v>.f16, <key>.v<v>.npz, <key>.v<v>.tgt",
             "targets": targets_spec(),
+            "compute": compute_spec(device),
             "synthetic": enc["synthetic"]}
 
 
@@ -293,7 +315,7 @@ class _ShardWriter:
         self.final = f"{out_dir}/{work.name}"
         self.tmp = f"{out_dir}/{TMP_PREFIX}{work.name}"
         self.stream = self.fs.open_output_stream(self.tmp)
-        self.tar = TarWriter(self.stream)
+        self.tar = ShardWriter(self.stream, hash_in_thread=True)  # the driver writes every shard: keep it free
         self.rows: list[dict] = []
         self.chunks = 0
 
@@ -319,9 +341,10 @@ class _ShardWriter:
     def close(self, rejects: list) -> None:
         self.rows += [_row(key, self.work, 0, REJECTED, reason) for key, reason in rejects]
         self.rows.sort(key=lambda r: r["key"])
-        self.tar.close()
+        entry = self.tar.close()
         self.stream.close()
-        sidecar = {"encoder_id": self.encoder_id.decode(), "image_shard": self.work.name, "rows": self.rows}
+        sidecar = {"encoder_id": self.encoder_id.decode(), "image_shard": self.work.name,
+                   "index": dataclasses.asdict(entry), "rows": self.rows}
         _write_atomic(self.fs, _sidecar(self.final), (json.dumps(sidecar, indent=0) + "\n").encode())
         self.fs.move(self.tmp, self.final)
 
@@ -337,21 +360,23 @@ def _sidecar(tar_path: str) -> str:
 
 # ---- stage 1 and 5: plan and manifest (driver) -----------------------------------------------
 def shard_sets(shards: str) -> list[tuple[str, str]]:
-    """(dataset, split) of every image shard set under `shards`."""
+    """(dataset, split) of every image shard set under `shards` (a folder with shards or an index)."""
     fs, root = resolve(shards)
     found = []
     for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
         if info.type != pafs.FileType.Directory:
             continue
         for split in SPLITS:
-            if list_shards(shards, info.base_name, split):
+            index = fs.get_file_info(f"{root}/{info.base_name}/{split}/{INDEX}").type == pafs.FileType.File
+            if index or list_shards(shards, info.base_name, split):
                 found.append((info.base_name, split))
     return sorted(found)
 
 
 def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
-    """Create CACHE and its `encoder.json`, or refuse a cache made by another encoder /
-    other views. Returns the cache location."""
+    """Create CACHE and its `encoder.json`, or refuse a cache made by another encoder,
+    other views or seed, or on another device type or precision (`compute`). Returns the
+    cache location."""
     cache = join(out, settings.cache_name)
     fs, path = resolve(cache)
     fs.create_dir(path, recursive=True)
@@ -362,41 +387,62 @@ def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
             have = json.loads(f.read())
         if have != spec:
             diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
-            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder or views "
-                               f"(differs in {diff}); use another OUT or remove {cache}")
+            compute = (f"; its features were computed with {have.get('compute') or 'unrecorded settings'}, this run "
+                       f"computes {spec['compute']} (other bytes: pass the matching --device)"
+                       if "compute" in diff else "")
+            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder, views, seed, device "
+                               f"or precision (differs in {diff}){compute}; use another OUT or remove {cache}")
     else:
         _write_atomic(fs, spec_path, wanted.encode())
     return cache
 
 
-def plan_split(shards: str, cache: str, dataset: str, split: str) -> tuple[list[str], list[_Work]]:
-    """(all image shards of the split, the ones whose feature shard is missing)."""
+def plan_split(shards: str, cache: str, dataset: str, split: str) -> tuple[list[str], list[_Work], list[str]]:
+    """(all image shards of the split, the ones whose feature shard is missing, what is
+    wrong with the feature shards already there). The image shards are checked already."""
     out_dir = join(cache, dataset, split)
     fs, path = resolve(out_dir)
     fs.create_dir(path, recursive=True)
     for info in fs.get_file_info(pafs.FileSelector(path)):
         if info.base_name.startswith(TMP_PREFIX):  # left by a killed run
             fs.delete_file(info.path)
+    image_index = read_index(split_dir(shards, dataset, split))
     all_shards = list_shards(shards, dataset, split)
-    todo = []
+    todo, damaged = [], []
     for shard in all_shards:
         name = shard.rsplit("/", 1)[-1]
-        done = [fs.get_file_info(p).type == pafs.FileType.File
-                for p in (f"{path}/{name}", _sidecar(f"{path}/{name}"))]
-        if not all(done):
-            todo.append(_Work(shard, out_dir, len(list_samples(shard))))
-    return all_shards, todo
+        tar, sidecar = (fs.get_file_info(p) for p in (f"{path}/{name}", _sidecar(f"{path}/{name}")))
+        if tar.type != pafs.FileType.File or sidecar.type != pafs.FileType.File:
+            todo.append(_Work(shard, out_dir, image_index[name].samples))
+            continue
+        with fs.open_input_stream(sidecar.path) as f:
+            entry = json.loads(f.read()).get("index")  # None: written before indexes (see write_manifest)
+        if entry is not None and (p := size_problem(tar.size, entry_from_dict(entry, sidecar.path))):
+            damaged.append(f"{join(out_dir, name)}: {p}")
+    return all_shards, todo, damaged
 
 
 def write_manifest(shards: str, cache: str, dataset: str, split: str, image_shards: list[str]) -> list[dict]:
-    """Gather the split's sidecars into `manifest.parquet`; check that every sample of the
-    image manifest (when there is one) is accounted for."""
+    """Gather the split's sidecars into `index.json` and `manifest.parquet`; check that every
+    sample of the image manifest (when there is one) is accounted for. A sidecar written
+    before indexes gets its entry from its shard, read whole (`read_entry`), whose sample
+    count must be the sidecar's ok rows."""
     fs, path = resolve(join(cache, dataset, split))
-    rows = []
+    rows, entries = [], {}
     for shard in image_shards:
         name = shard.rsplit("/", 1)[-1]
         with fs.open_input_stream(_sidecar(f"{path}/{name}")) as f:
-            rows += json.loads(f.read())["rows"]
+            sidecar = json.loads(f.read())
+        rows += sidecar["rows"]
+        location = join(cache, dataset, split, name)
+        if "index" in sidecar:
+            entries[name] = entry_from_dict(sidecar["index"], _sidecar(location))
+        else:
+            entries[name] = read_entry(location)
+            ok = sum(r["status"] == OK for r in sidecar["rows"])
+            if entries[name].samples != ok:
+                raise ShardCheckError([f"{location}: {entries[name].samples} samples, its sidecar lists {ok}"],
+                                      "remove it and rerun `make features` (it computes only what is missing)")
     image_manifest = join(shards, dataset, split, MANIFEST)
     fs_img, p_img = resolve(image_manifest)
     if fs_img.get_file_info(p_img).type == pafs.FileType.File:
@@ -408,6 +454,7 @@ def write_manifest(shards: str, cache: str, dataset: str, split: str, image_shar
             raise RuntimeError(f"{dataset}/{split}: image manifest {image_manifest} and feature shards disagree: "
                                f"{len(missing)} samples without features (e.g. {missing[:3]}), "
                                f"{len(extra)} features of samples the manifest lacks (e.g. {extra[:3]})")
+    write_index(join(cache, dataset, split), entries)
     tmp = f"{path}/{TMP_PREFIX}{MANIFEST}"
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp, filesystem=fs)
     fs.move(tmp, f"{path}/{MANIFEST}")
@@ -439,10 +486,14 @@ class RunStats:
     busy_seconds: float  # the encoder's own time on those chunks: / steady_seconds = its utilisation
 
 
-def _device(settings: FeatureSettings) -> tuple[str, int]:
-    """(device, number of encoder actors): one per GPU of the cluster, else CPU actors."""
+def _device(settings: FeatureSettings, num_cpus: int | None = None) -> tuple[str, int]:
+    """(device, number of encoder actors): one per GPU of the cluster, else CPU actors
+    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs)."""
     import ray
 
+    if settings.device == "cpu":
+        return "cpu", settings.cpu_actors
+    ensure_ray(num_cpus)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if settings.device == "cuda" and gpus == 0:
         raise RuntimeError("--device cuda: the Ray cluster has no GPU")
@@ -458,9 +509,14 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     sets = shard_sets(shards)
     if not sets:
         raise FileNotFoundError(f"{shards}: no image shards found (<dataset>/<split>/<dataset>-<split>-%06d.tar)")
-    spec = cache_spec(settings)
+    check([split_dir(shards, *s) for s in sets], remedy="remove the damaged image shards and rerun `make shards` "
+          "(it writes only what is missing), then `make features`")
+    spec = cache_spec(settings, _device(settings, num_cpus)[0])
     cache = prepare_cache(out, settings, spec)
     plans = {s: plan_split(shards, cache, *s) for s in sets}
+    if damaged := [p for s in sets for p in plans[s][2]]:
+        raise ShardCheckError(damaged, "remove the damaged feature shards and rerun `make features` (it computes "
+                              "only what is missing)")
     work = [w for s in sets for w in plans[s][1]]
     written = {s: len(plans[s][1]) for s in sets}
 
@@ -572,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         stats = run(args.shards, args.out, settings, progress=not args.no_progress, num_cpus=args.num_cpus)
-    except (CheckpointError, FileNotFoundError) as e:
+    except (CheckpointError, FileNotFoundError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(summary_table(stats))

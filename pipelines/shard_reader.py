@@ -11,6 +11,8 @@ Two readers:
   exactly one .jpg then one .npz); a bad member raises `ShardError` naming shard and member.
 - `webdataset_samples`: a `webdataset.WebDataset` pipeline for training-time streaming
   (shard shuffling, node/worker splitting), yielding the same (PersonFrame, bytes) pairs.
+Both check each shard against the split's `index.json` (`pipelines.shard_index`: size,
+sample count, and for `iter_shard` the checksum); a short, cut or padded shard is an error.
 
 Locations are local paths or URIs that `pyarrow.fs.FileSystem.from_uri` understands.
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import tarfile
 from collections.abc import Iterable, Iterator
 
 import cv2
@@ -114,25 +115,22 @@ def _check_sample(shard: str, key: str, parts: list[tuple[str, object]]) -> dict
 
 
 def iter_members(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) per sample of one shard, checked; streams the tar (object stores too)."""
-    fs, path = resolve(shard)
-    try:
-        with fs.open_input_stream(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            yield from _samples(shard, ((m.name, m.isreg(), m.isreg() and tar.extractfile(m).read())
-                                        for m in tar))
-    except tarfile.TarError as e:
-        raise ShardError(f"{shard}: not a readable tar ({e})") from e
+    """(key, {ext: bytes}) per sample of one shard, checked, and checked against the
+    shard's index entry (size, samples, checksum); streams the tar (object stores too)."""
+    from pipelines.shard_index import ShardRead
+
+    read = ShardRead(shard)
+    yield from read.samples(_samples(shard, read.members()))
 
 
 def list_samples(shard: str) -> list[tuple[str, int]]:
     """(key, bytes of its members) per sample of one shard, checked as `iter_members`, from
-    the tar headers alone (seeks past the data)."""
-    fs, path = resolve(shard)
-    try:
-        with fs.open_input_file(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            members = [(m.name, m.isreg(), m.size) for m in tar.getmembers()]
-    except tarfile.TarError as e:
-        raise ShardError(f"{shard}: not a readable tar ({e})") from e
+    the tar headers alone (seeks past the data) up to the end-of-archive marker (a tar cut
+    anywhere is a ShardError). Not checked against an index: the shard writer's resume
+    reads shards of a run that has not written its index yet."""
+    from pipelines.shard_index import tar_headers
+
+    members = [(m.name, m.isreg(), m.size) for m in tar_headers(shard)]
     return [(key, sum(sizes.values())) for key, sizes in _samples(shard, members)]
 
 
@@ -177,8 +175,12 @@ def webdataset_samples(urls: str | Iterable[str], shardshuffle: bool | int = Fal
     arguments go to `webdataset.WebDataset` (e.g. `nodesplitter`, `resampled`).
     """
     import webdataset as wds
+    from webdataset.shardlists import expand_urls
 
-    if not isinstance(urls, str):
-        urls = list(urls)
+    from pipelines.shard_index import ShardRead, counted_by_shard
+
+    urls = expand_urls(urls) if isinstance(urls, str) else list(urls)
+    for url in urls:  # up front: each shard there, of the size its index lists
+        ShardRead(url)
     ds = wds.WebDataset(urls, shardshuffle=shardshuffle, seed=seed, empty_check=False, **kwargs)
-    return ds.map(_decode_wds_sample)
+    return ds.compose(counted_by_shard).map(_decode_wds_sample)

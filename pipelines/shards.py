@@ -16,15 +16,18 @@ Stages, top to bottom (per dataset and split):
    source image (undecodable, or not the size the labels say: `corrupt_image`; gone:
    `missing_image`), warp, JPEG-encode, serialize the crop-space record, and stream the
    samples in key order into `.tmp-<shard>.<id>` with fixed tar metadata, renamed to
-   `<shard>` when complete. A shard that already exists (an earlier, interrupted run) is
-   checked against the plan from its tar headers instead.
+   `<shard>` when complete; its sample count, size and checksum are taken as it is written
+   (`pipelines.shard_index.ShardWriter`). A shard that already exists (an earlier,
+   interrupted run) is checked against the plan from its tar headers instead, and read
+   once for its checksum.
    Holds after: each planned frame is in its shard or an image-reject row.
-4. manifest (driver): one row per frame read, sorted by key -> `manifest.parquet`
-   (temporary name + rename, written last), `stats.json`.
+4. index and manifest (driver): the split's `index.json` (per shard: samples, bytes,
+   CRC-32), then one row per frame read, sorted by key -> `manifest.parquet` (temporary
+   name + rename, written last), `stats.json`.
 
-Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, manifest.parquet,
-stats.json, build.json}`; `build.json` holds the settings the shards were made with, and a
-rerun with other settings into the same folder is refused.
+Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, index.json,
+manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were
+made with, and a rerun with other settings into the same folder is refused.
 
 Determinism: the same input and settings give byte-identical shards in any output folder,
 whatever the number of workers, interruptions included (JPEG and npz encoding are
@@ -58,11 +61,11 @@ from datasets.assets import Assets
 from datasets.record import PersonFrame, Reject, reject_reason
 from pipelines.crop import (CropSettings, crop_frame, decode_image, encode_jpeg, jpeg_bytes_bound,
                             label_reject)
-from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, join, list_samples, resolve, shard_name,
-                                    split_dir)
+from pipelines.shard_index import Entry, ShardWriter, read_entry, write_index
+from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, ShardError, join, list_samples, resolve,
+                                    shard_name, split_dir)
 from pipelines.tar import BLOCK as TAR_BLOCK
 from pipelines.tar import RECORD as TAR_RECORD
-from pipelines.tar import TarWriter
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 1_000_000_000
@@ -252,16 +255,18 @@ class ShardTask:
         return shard_name(self.dataset, self.split, self.index)
 
 
-def write_tar(fs: pafs.FileSystem, path: str, samples: Iterable[tuple[str, bytes, bytes]]) -> None:
-    """Stream (key, jpg, npz) samples into a tar at `path` (no rename here)."""
-    with fs.open_output_stream(path) as f, TarWriter(f) as tar:
+def write_tar(fs: pafs.FileSystem, path: str, samples: Iterable[tuple[str, bytes, bytes]]) -> Entry:
+    """Stream (key, jpg, npz) samples into a tar at `path` (no rename here); its index entry."""
+    with fs.open_output_stream(path) as f:
+        tar = ShardWriter(f)
         for key, jpg, npz in samples:
             tar.add(f"{key}.jpg", jpg)
             tar.add(f"{key}.npz", npz)
+        return tar.close()
 
 
 def process_shard(task: ShardTask) -> dict:
-    """Write (or, if it exists, check) one shard; return its manifest rows and bytes."""
+    """Write (or, if it exists, check) one shard; return its manifest rows, bytes and index entry."""
     cv2.setNumThreads(1)  # one task per CPU: no OpenCV thread pool on top
     fs, out_dir = resolve(task.out_dir)
     final = f"{out_dir}/{task.name}"
@@ -269,19 +274,19 @@ def process_shard(task: ShardTask) -> dict:
     t0 = time.perf_counter()
     try:
         if fs.get_file_info(final).type == pafs.FileType.File:
-            rows, written = _check_existing(task, source, join(task.out_dir, task.name)), False
+            (rows, entry), written = _check_existing(task, source, join(task.out_dir, task.name)), False
         else:
-            rows, written = _write_shard(task, source, fs, final), True
+            (rows, entry), written = _write_shard(task, source, fs, final), True
     finally:
         source.close()
     size = fs.get_file_info(final).size
     if size > task.settings.max_bytes:  # cannot happen while the planning bound holds
         raise RuntimeError(f"{final}: {size} bytes exceeds max_bytes={task.settings.max_bytes}")
     return dict(dataset=task.dataset, split=task.split, index=task.index, rows=rows, bytes=size,
-                written=written, seconds=time.perf_counter() - t0)
+                entry=entry, written=written, seconds=time.perf_counter() - t0)
 
 
-def _write_shard(task: ShardTask, source: ImageSource, fs: pafs.FileSystem, final: str) -> list[dict]:
+def _write_shard(task: ShardTask, source: ImageSource, fs: pafs.FileSystem, final: str) -> tuple[list[dict], Entry]:
     rows: list[dict] = []
 
     def samples() -> Iterator[tuple[str, bytes, bytes]]:
@@ -299,15 +304,19 @@ def _write_shard(task: ShardTask, source: ImageSource, fs: pafs.FileSystem, fina
             yield rec.key, jpg, npz
 
     tmp = _tmp_path(final)
-    write_tar(fs, tmp, samples())
+    entry = write_tar(fs, tmp, samples())
     fs.move(tmp, final)
-    return rows
+    return rows, entry
 
 
-def _check_existing(task: ShardTask, source: ImageSource, shard: str) -> list[dict]:
-    """Rows of a shard written by an earlier run: its samples must be the planned records
-    minus those whose image is unreadable (re-read here to recover the reason)."""
-    present = dict(list_samples(shard))
+def _check_existing(task: ShardTask, source: ImageSource, shard: str) -> tuple[list[dict], Entry]:
+    """(rows, index entry) of a shard written by an earlier run: its samples must be the
+    planned records minus those whose image is unreadable (re-read here to recover the
+    reason); a shard cut short is an error naming it."""
+    try:
+        present = dict(list_samples(shard))
+    except ShardError as e:
+        raise RuntimeError(f"{e}: remove {shard} and run again") from None
     rows = []
     for rec in task.records:
         if rec.key in present:
@@ -323,7 +332,7 @@ def _check_existing(task: ShardTask, source: ImageSource, shard: str) -> list[di
     if present:
         raise RuntimeError(f"{shard}: holds samples outside this run's plan (e.g. {next(iter(present))!r}); "
                            f"it was built from other raw data: remove it and run again")
-    return rows
+    return rows, read_entry(shard)
 
 
 def _row(item: PersonFrame | Reject, shard: str | None, status: str, reason: str | None,
@@ -471,7 +480,7 @@ def run_tasks(tasks: list[ShardTask], progress: bool = False) -> Iterator[dict]:
 
 
 def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, stage_seconds: float) -> dict:
-    """Write the split's manifest (last, atomically) and stats.json; return the stats.
+    """Write the split's index, its manifest (last, atomically) and stats.json; return the stats.
 
     stage_seconds: wall time from the start of the crop stage to this split's last shard."""
     rows = list(plan.rows)
@@ -481,6 +490,7 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
     if len(rows) != plan.frames:  # every frame read is one row: nothing dropped, nothing twice
         raise RuntimeError(f"{plan.dataset}/{plan.split}: {len(rows)} manifest rows for {plan.frames} frames")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    write_index(plan.out_dir, {shard_name(plan.dataset, plan.split, r["index"]): r["entry"] for r in results})
     fs, out_dir = resolve(plan.out_dir)
     tmp = _tmp_path(f"{out_dir}/{MANIFEST}")
     pq.write_table(table, tmp, filesystem=fs)

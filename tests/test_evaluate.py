@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import tarfile
+import zlib
 
 import cv2
 import numpy as np
@@ -60,6 +61,7 @@ def _record(dataset, sequence, frame, rng):
 
 def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
     from pipelines.features import MANIFEST_SCHEMA
+    from pipelines.shard_index import index_split
 
     cache = features / "tiny"
     cache.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,7 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
         pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), d / "manifest.parquet")
+        index_split(str(d))  # a tar made by `tarfile`: indexed as shards made before indexes are
         # the image shards' manifest: the frames rejected before cropping (3DPW: invalid camera pose)
         from pipelines.shards import MANIFEST_SCHEMA as IMAGE_SCHEMA
 
@@ -131,7 +134,7 @@ def tree(synthetic_assets, tmp_path_factory):
     from pipelines.features import FeatureSettings, cache_spec
 
     root = tmp_path_factory.mktemp("evaltree")
-    spec = cache_spec(FeatureSettings(encoder="tiny"))
+    spec = cache_spec(FeatureSettings(encoder="tiny"), "cpu")
     cache = _write_cache(root / "features", root / "raw", spec, np.random.default_rng(0))
     ckpt = _write_checkpoint(root / "runs" / "demo" / "checkpoints" / "best.ckpt", synthetic_assets, _model_config())
     return {"root": root, "assets": synthetic_assets.root, "spec": spec, "cache": cache, "ckpt": ckpt,
@@ -273,6 +276,56 @@ def test_incomplete_shards_are_an_error(tree, synthetic_assets, tmp_path):
     cache = E.open_cache(str(tmp_path / "features"), loaded)
     with pytest.raises(E.EvalError, match="scored 5 samples but the manifest .* lists 6 ok"):
         E.evaluate_protocol(PROTOCOLS["3dpw"], loaded, cache, synthetic_assets, "m")
+
+
+def _copy_for_damage(tree, tmp_path):
+    """(features root, run folder) copies of the tree's, to damage."""
+    import shutil
+
+    shutil.copytree(tree["root"] / "features", tmp_path / "features")
+    shutil.copytree(tree["run"], tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
+    return tmp_path / "features", tmp_path / "run"
+
+
+@pytest.mark.parametrize("kinds", [("cut at a sample boundary", "foreign sample appended"),
+                                   ("cut mid-sample", "deleted")])
+def test_damaged_shards_stop_eval_before_it_scores(tree, tmp_path, capsys, kinds):
+    """Both protocols' shards damaged: one error names both, exit 2, nothing written."""
+    from test_shard_index import assert_lists, damage
+
+    features, run = _copy_for_damage(tree, tmp_path)
+    damaged = damage([features / "tiny" / d / "test" / f"{d}-test-000000.tar" for d in ("3dpw", "rich")], kinds)
+    assert E.main(_args(tree, "--run", str(run), "--features", str(features))) == 2
+    err = capsys.readouterr().err
+    assert "eval: error: shard check: 2 problem(s)\n" in err
+    assert_lists(err, damaged)
+    assert not (run / "eval").exists()
+
+
+def test_a_shard_damaged_after_the_check_stops_eval(tree, tmp_path, capsys):
+    """Damage no size shows (the index made to agree with the file): a cut at a sample
+    boundary stops at the shard's end, a flipped byte at the checksum; exit 2, nothing written."""
+    from test_shard_index import cut_at_sample, repoint_index
+
+    features, run = _copy_for_damage(tree, tmp_path)
+    shard = features / "tiny" / "3dpw" / "test" / "3dpw-test-000000.tar"
+    whole = shard.read_bytes()
+    cut_at_sample(shard, 3)
+    repoint_index(shard)
+    assert E.main(_args(tree, "--run", str(run), "--features", str(features))) == 2
+    assert f"{shard}: read 2 of the 5 samples its index lists, then the tar ends" in capsys.readouterr().err
+    shard.write_bytes(whole)
+    with tarfile.open(shard) as tar:
+        at = next(m.offset_data for m in tar.getmembers() if m.name.endswith(".f16"))
+    flipped = bytearray(whole)
+    flipped[at + 100] ^= 0xFF  # inside a feature map: the same size, the same samples
+    shard.write_bytes(bytes(flipped))
+    index = json.loads((shard.parent / "index.json").read_text())
+    index["shards"][shard.name].update(bytes=len(whole), crc32=f"{zlib.crc32(whole):08x}")
+    (shard.parent / "index.json").write_text(json.dumps(index))
+    assert E.main(_args(tree, "--run", str(run), "--features", str(features))) == 2
+    assert f"{shard}: {len(whole)} bytes of crc32" in capsys.readouterr().err
+    assert not (run / "eval").exists()
 
 
 def test_features_of_another_encoder_are_refused(tree, synthetic_assets, tmp_path):

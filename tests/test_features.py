@@ -1,7 +1,9 @@
 """The feature pipeline on hand-made image shards with the tiny encoder (Ray local, 2 CPUs):
 keys one to one, features equal a direct forward, views, manifest, resume after a kill."""
 import dataclasses
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +20,9 @@ from model.vitpose import encode_crops, load_encoder
 from pipelines import shard_reader as sr
 from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
-from pipelines.features import (FeatureSettings, decode_view, iter_feature_shard, read_cache_spec, run,
-                                sample_views, summary_table)
+from pipelines.features import (SPEC, FeatureSettings, cache_spec, decode_view, iter_feature_shard,
+                                prepare_cache, read_cache_spec, run, sample_views, summary_table)
+from pipelines.shard_index import verify_split, write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
 from test_crop import IMAGE_HW, make_record
 
@@ -38,7 +41,7 @@ def image_shards(tmp_path_factory):
     for (dataset, split), sizes in LAYOUT.items():
         d = root / dataset / split
         d.mkdir(parents=True)
-        frame, rows = 0, []
+        frame, rows, entries = 0, [], {}
         for index, n in enumerate(sizes):
             samples = []
             for _ in range(n):
@@ -51,7 +54,9 @@ def image_shards(tmp_path_factory):
                 rows.append(dict(key=rec.key, dataset=dataset, split=split, shard=sr.shard_name(dataset, split, index),
                                  status="ok", reason=None, bytes=len(jpg)))
                 frame += 1
-            write_tar(fs, str(d / sr.shard_name(dataset, split, index)), samples)
+            entries[sr.shard_name(dataset, split, index)] = write_tar(fs, str(d / sr.shard_name(dataset, split, index)),
+                                                                      samples)
+        write_index(str(d), entries)
         if dataset == "synth":
             rows.append(dict(key=make_key(dataset, split, "seq", 99, 0), dataset=dataset, split=split, shard=None,
                              status="rejected", reason="missing_image", bytes=None))
@@ -115,6 +120,8 @@ def test_keys_one_to_one_and_features_equal_a_direct_forward(image_shards, built
             assert feature_keys == [k for k in image_keys if k != CORRUPT]  # same keys, same order
             seen += feature_keys
     assert len(seen) == len(images) - 1
+    for dataset, split in LAYOUT:  # the index the driver wrote (CRC-32 in a helper thread) is the files'
+        assert verify_split(str(cache / dataset / split)) == []
     manifest = pq.read_table(cache / "other" / "test" / "manifest.parquet").to_pylist()
     assert [(r["key"], r["status"]) for r in manifest] == [
         (make_key("other", "test", "seq", f, 0), "rejected" if f == 1 else "ok") for f in range(3)]
@@ -164,14 +171,46 @@ def test_decoding_is_a_view_of_the_member_bytes(built):
         decode_view(sample, 3, spec)
 
 
-def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built):
+def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built, tmp_path):
     out, _, settings = built
     before = _files(out / "tiny-views3")
     stats = run(str(image_shards), str(out), settings)
     assert stats.crops == 0 and all(s.written == 0 for s in stats.splits)
     assert _files(out / "tiny-views3") == before
+    # a cache written before shard indexes (sidecars without entries, no index.json): indexed, nothing computed
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for sidecar in (old / "tiny-views3").glob("*/*/*-*.json"):
+        sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "index"}))
+    for index in (old / "tiny-views3").glob("*/*/index.json"):
+        index.unlink()
+    assert run(str(image_shards), str(old), settings).crops == 0
+    assert {k: v for k, v in _files(old / "tiny-views3").items() if k.endswith("index.json")} == \
+        {k: v for k, v in before.items() if k.endswith("index.json")}
     with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
         run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
+
+
+def test_a_cache_made_on_another_device_or_precision_is_not_extended(built, tmp_path):
+    """encoder.json records the device type and precision (CPU fp32 and GPU bf16 features
+    differ in their bytes); a run under other ones is refused with both named, and so is a
+    cache from before they were recorded. The encoder id (the weights) stays the same."""
+    import json
+
+    out, _, settings = built
+    spec = read_cache_spec(str(out / "tiny-views3"))
+    assert spec["compute"] == {"device": "cpu", "precision": "fp32"}
+    gpu = cache_spec(settings, "cuda")
+    assert gpu["compute"] == {"device": "cuda", "precision": "bf16-autocast"} and gpu["encoder_id"] == spec["encoder_id"]
+    with pytest.raises(RuntimeError, match=r"differs in \['compute'\]\); its features were computed with "
+                                           r"\{'device': 'cpu', 'precision': 'fp32'\}, this run computes "
+                                           r"\{'device': 'cuda', 'precision': 'bf16-autocast'\}"):
+        prepare_cache(str(out), settings, gpu)
+    old = tmp_path / settings.cache_name
+    old.mkdir()
+    (old / SPEC).write_text(json.dumps({k: v for k, v in spec.items() if k != "compute"}))
+    with pytest.raises(RuntimeError, match=r"computed with unrecorded settings"):
+        prepare_cache(str(tmp_path), settings, spec)
 
 
 def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_path):
@@ -202,3 +241,42 @@ def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_pa
     stats = run(str(image_shards), str(out), settings)
     assert 0 < stats.crops < 13 * 3
     assert _files(cache) == _files(ref_out / "tiny-views3")
+
+
+def _damaged_copy(image_shards, tmp_path):
+    import shutil
+
+    shutil.copytree(image_shards, tmp_path / "shards")
+    return tmp_path / "shards", [tmp_path / "shards" / "synth" / "train" / sr.shard_name("synth", "train", i)
+                                 for i in range(4)]
+
+
+def test_damaged_image_shards_stop_features_before_it_starts(image_shards, tmp_path, capsys):
+    """A shard cut at a sample boundary, one cut mid-sample, one deleted, one with a foreign
+    sample appended: `python -m pipelines.features` names all four in one error, exits 2,
+    writes no cache."""
+    from pipelines.features import main
+    from test_shard_index import assert_lists, damage
+
+    shards, paths = _damaged_copy(image_shards, tmp_path)
+    damaged = damage(paths, keep=1)
+    out = tmp_path / "features"
+    assert main(["--shards", str(shards), "--out", str(out), "--encoder", "tiny", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: shard check: 4 problem(s)\n" in err and "rerun `make shards`" in err
+    assert_lists(err, damaged)
+    assert not out.exists()
+
+
+def test_an_image_shard_cut_after_the_check_stops_features(image_shards, built, tmp_path):
+    """A cut no size shows (the index made to agree with the cut file): the read task stops
+    at the shard's end naming it and the counts; its feature shard is never written."""
+    from test_shard_index import cut_at_sample, repoint_index
+
+    _, _, settings = built
+    shards, paths = _damaged_copy(image_shards, tmp_path)
+    cut_at_sample(paths[1], 1)
+    repoint_index(paths[1])
+    with pytest.raises(sr.ShardError, match=f"{paths[1]}: read 0 of the 3 samples its index lists, then the tar ends"):
+        run(str(shards), str(tmp_path / "features"), settings)
+    assert not (tmp_path / "features" / "tiny-views3" / "synth" / "train" / paths[1].name).exists()

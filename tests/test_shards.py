@@ -12,6 +12,7 @@ import pytest
 from datasets.record import PersonFrame, Reject, make_key, reject_reason
 from pipelines import shard_reader as sr
 from pipelines.crop import CropSettings, crop_frame, decode_image, encode_jpeg, transform_record
+from pipelines.shard_index import read_entry, write_index
 from pipelines.shards import ImageError, ImageSource, ShardSettings, build, summary_table
 from test_crop import make_record
 
@@ -174,6 +175,7 @@ def test_rebuilds_are_byte_identical_and_resume_writes_only_missing_shards(hand_
     (split_dir / "coco-train-000001.tar").unlink()
     (split_dir / ".tmp-coco-train-000001.tar").write_bytes(b"half a shard")
     (split_dir / "manifest.parquet").unlink()
+    (split_dir / "index.json").unlink()  # also as shards written before indexes: read once and indexed
     stats, _ = _build(raw, other, readers)
     assert {(s["split"], s["shards_written"]) for s in stats} == {("train", 1), ("val", 0)}
     after = {p.name: p.stat().st_mtime_ns for p in split_dir.glob("*.tar")}
@@ -182,6 +184,7 @@ def test_rebuilds_are_byte_identical_and_resume_writes_only_missing_shards(hand_
     assert [open(x, "rb").read() for x in sr.list_shards(out, "coco", "train")] == \
         [open(x, "rb").read() for x in sr.list_shards(other, "coco", "train")]
     assert sr.read_manifest(out, "coco", "train").equals(sr.read_manifest(other, "coco", "train"))
+    assert (split_dir / "index.json").read_bytes() == (out / "coco" / "train" / "index.json").read_bytes()
 
 
 def test_other_settings_into_the_same_folder_are_refused(hand_made, built):
@@ -227,12 +230,13 @@ def test_shard_reader_names_bad_members(tmp_path, built):
                          ("a.jpg", data["jpg"]), ("a.npz", data["npz"])],
         "expected": [(f"{key}.npz", data["npz"]), (f"{key}.jpg", data["jpg"])],
     }
-    for i, (match, members) in enumerate(cases.items()):
-        shard = _tar(tmp_path / f"bad{i}.tar", members)
+    shards = [_tar(tmp_path / f"bad{i}.tar", members) for i, members in enumerate(cases.values())]
+    wrong = _tar(tmp_path / "wrong.tar", [("zz.jpg", data["jpg"]), ("zz.npz", data["npz"])])
+    write_index(str(tmp_path), {os.path.basename(s): read_entry(s) for s in [*shards, wrong]})
+    for i, (match, shard) in enumerate(zip(cases, shards)):
         for read in (lambda s: list(sr.iter_shard(s)), sr.list_samples):
             with pytest.raises(sr.ShardError, match=f"bad{i}.tar.*{match.split()[0]}"):
                 read(shard)
-    wrong = _tar(tmp_path / "wrong.tar", [("zz.jpg", data["jpg"]), ("zz.npz", data["npz"])])
     with pytest.raises(sr.ShardError, match="holds the record of key"):
         list(sr.iter_shard(wrong))
 
@@ -435,6 +439,8 @@ def test_truncated_shard_is_named(tmp_path, built):
     out, _, _ = built
     data = open(sr.list_shards(out, "coco", "train")[0], "rb").read()
     cut = tmp_path / "cut.tar"
+    cut.write_bytes(data)
+    write_index(str(tmp_path), {"cut.tar": read_entry(str(cut))})
     cut.write_bytes(data[:len(data) // 2 + 100])
     for read in (lambda s: list(sr.iter_shard(s)), sr.list_samples):
         with pytest.raises(sr.ShardError, match="cut.tar"):

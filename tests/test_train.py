@@ -160,6 +160,53 @@ def test_cli_refuses_to_overwrite_or_to_resume_nothing(features, synthetic_asset
     assert "mpii" in err and "h36m" in err and "data.mix" in err
 
 
+def _damaged_copy(features, tmp_path):
+    import shutil
+
+    root = tmp_path / "features"
+    shutil.copytree(features, root)
+    return root, root / "tiny"
+
+
+def test_damaged_shards_stop_training_before_it_starts(features, synthetic_assets, tmp_path, capsys):
+    """A shard cut at a sample boundary, one cut mid-sample, one deleted, one with a foreign
+    sample appended: `python -m train` names all four in one error, exits 1, writes no run."""
+    from test_shard_index import assert_lists, damage
+
+    root, cache = _damaged_copy(features, tmp_path)
+    damaged = damage([cache / "3dpw" / "train" / "3dpw-train-000000.tar",
+                      cache / "coco" / "train" / "coco-train-000001.tar",
+                      cache / "coco" / "train" / "coco-train-000003.tar", cache / "3dpw" / "val" / "3dpw-val-000001.tar"],
+                     ("cut at a sample boundary", "cut mid-sample", "foreign sample appended", "deleted"))
+    run = tmp_path / "run"
+    sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.workers=0", "optim.epochs=1"]
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(run),
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+    err = capsys.readouterr().err
+    assert "train: error: shard check: 4 problem(s)\n" in err and "rerun `make features`" in err
+    assert_lists(err, damaged)
+    assert not run.exists()
+
+
+def test_a_shard_cut_after_the_check_stops_the_epoch(features, synthetic_assets, tmp_path, capsys):
+    """The issue's case: the 8-sample shard cut to 3 at a sample boundary, and its index
+    entry made to agree with the cut file (so no size shows it): the first epoch stops at
+    the shard's end naming it and the counts, exit 1 (it used to train on the 3 and exit 0)."""
+    from test_shard_index import cut_at_sample, repoint_index
+
+    root, cache = _damaged_copy(features, tmp_path)
+    shard = cache / "fixed" / "train" / "fixed-train-000000.tar"
+    cut_at_sample(shard, 3)
+    repoint_index(shard)
+    sets = [SMALL_MAPS, only(fixed=1), "data.val_dataset=''", "data.shuffle_buffer=1", "data.workers=0",
+            "optim.global_batch=4", "data.epoch_samples=8", "optim.epochs=1"]
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(tmp_path / "run"),
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+    err = capsys.readouterr().err
+    assert f"train: error: {shard}: read 2 of the 8 samples its index lists, then the tar ends" in err
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 def test_a_non_finite_loss_stops_the_run_naming_step_and_keys(features, synthetic_assets, tmp_path, monkeypatch):
     import train.module as module
 
@@ -173,6 +220,41 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_keys(features, syntheti
     cfg = cfg_of(only(fixed=1), "data.val_dataset=''", "optim.global_batch=8")
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*batch keys: fixed_train_seq_0000"):
         train(cfg, features, tmp_path / "run", assets=synthetic_assets.root)
+
+
+class KeysAt(Callback):
+    """The sample keys of the batch of optimizer step `step`."""
+
+    def __init__(self, step: int):
+        self.step, self.keys = step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self.keys = list(batch["key"])
+
+
+def test_the_non_finite_check_runs_every_n_steps_and_names_the_bad_step(features, synthetic_assets, tmp_path,
+                                                                         monkeypatch):
+    """The step reads nothing back: a NaN at step 2 is found by the check after step 3
+    (log_every_n_steps=4), which names step 2, its batch keys and its loss terms."""
+    import train.module as module
+
+    real, calls = module.compute_losses, []
+
+    def nan_at_step_2(pred, targets, cfg):
+        total, terms = real(pred, targets, cfg)
+        calls.append(1)
+        return (total * float("nan"), terms) if len(calls) == 3 else (total, terms)
+
+    monkeypatch.setattr(module, "compute_losses", nan_at_step_2)
+    cfg = cfg_of(only(fixed=1), "data.val_dataset=''", "optim.global_batch=4", "data.epoch_samples=40",
+                 "trainer.log_every_n_steps=4")
+    keys = KeysAt(2)
+    with pytest.raises(NonFiniteLossError, match=r"loss nan at step 2 \(epoch 0, batch 2, rank 0; found at step 3\)"
+                                                 r"; terms: pose=.*batch keys: ") as e:
+        train(cfg, features, tmp_path / "run", assets=synthetic_assets.root, extra_callbacks=[keys])
+    assert len(calls) == 4 and str(e.value).endswith(", ".join(keys.keys))
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 DDP_SCRIPT = """

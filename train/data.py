@@ -33,6 +33,12 @@ Local shards are read by `tar_members` (headers parsed in place, feature maps le
 disk); URIs (s3://, gs://, hdfs://) stream through pyarrow's file systems and WebDataset's
 tar iterator. Members are grouped into samples by WebDataset's `group_by_keys`, and its
 `_shuffle` is the shuffle buffer.
+Shards are checked against their split's `index.json` (`pipelines.shard_index`): up front,
+every shard of the splits the config reads (missing, empty, cut, padded, not named by the
+index, a count the manifest disagrees with: all in one DataError, before the run folder is
+touched); and each time a shard is read, its size at open and its sample count (a sample
+beyond the index's count at once; a tail cut at a sample boundary or inside a member when
+the shard ends): never an epoch on part of a shard.
 Every rank yields exactly N batches per epoch (N = epoch samples // global batch), so no
 rank waits for another at an epoch's end; worker w of a rank serves the batches
 b = w, w + W, ... (the DataLoader's round-robin order).
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import zlib
 from dataclasses import dataclass
@@ -56,6 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
                                 has_targets, read_cache_spec, sample_views, view_ext)
+from pipelines.shard_index import ShardCheckError, ShardRead, TruncatedShard, check
 from pipelines.shard_reader import ShardError, join, list_shards, read_manifest, resolve
 from pipelines.tar import BLOCK as TAR_BLOCK
 from pipelines.tar import header_checksum
@@ -113,6 +121,20 @@ def find_source(root: str, dataset: str, split: str) -> Source:
     return Source(dataset, split, shards, sum(s == OK for s in status))
 
 
+def check_shards(root: str, cfg: DataConfig) -> None:
+    """Every shard of the splits `cfg` reads from the cache `root` against its index and
+    manifest (`pipelines.shard_index.check`): all damaged shards in one DataError."""
+    splits = [(d, cfg.train_split) for d, w in cfg.mix.items() if w > 0]
+    if cfg.val_dataset:
+        splits.append((cfg.val_dataset, cfg.val_split))
+    try:
+        check([join(root, d, s) for d, s in splits],
+              remedy="remove the damaged feature shards and rerun `make features` (it computes only what is "
+                     "missing), or leave their datasets out (data.mix weight 0, data.val_dataset)")
+    except ShardCheckError as e:
+        raise DataError(str(e)) from None
+
+
 def train_sources(root: str, cfg: DataConfig) -> tuple[list[Source], np.ndarray]:
     """(sources, normalised weights) of the datasets with weight > 0 in the cache `root`."""
     names = [d for d, w in cfg.mix.items() if w > 0]
@@ -140,17 +162,19 @@ def consumer_shards(shards: tuple[str, ...], consumer: int, consumers: int,
 
 
 def read_samples(shard: str, lazy: tuple[str, ...] = ()) -> Iterator[dict]:
-    """The samples of one tar: {"__key__", "__url__", <ext>: bytes} (WebDataset's grouping).
+    """The samples of one tar: {"__key__", "__url__", <ext>: bytes} (WebDataset's grouping),
+    checked against the shard's index entry (size, sample count: `ShardRead`).
     Members of a local shard whose name ends with one of `lazy` are left on disk: a `Span`
     instead of their bytes."""
+    read = ShardRead(shard)
     if "://" in shard:  # object stores: pyarrow's file systems (as pipelines.shard_reader.resolve)
         from webdataset.tariterators import group_by_keys, tar_file_expander
 
         fs, path = resolve(shard)
         with fs.open_input_stream(path) as stream:
-            yield from group_by_keys(tar_file_expander([{"url": shard, "stream": stream}]))
+            yield from read.samples(group_by_keys(tar_file_expander([{"url": shard, "stream": stream}])))
         return
-    yield from group_members(tar_members(shard, lazy), shard)
+    yield from read.samples(group_members(tar_members(shard, lazy), shard))
 
 
 def group_members(members: Iterator[tuple[str, bytes | Span]], url: str) -> Iterator[dict]:
@@ -184,20 +208,27 @@ def tar_members(path: str, lazy: tuple[str, ...] = ()) -> Iterator[tuple[str, by
     A direct reader of the ustar headers (POSIX.1-2001 pax `path`/`size` records and GNU
     long names honoured) at a few microseconds per member, where `tarfile` spends about
     30: the loader reads three members per sample. Other entry types are skipped; a
-    header whose checksum fails is a ShardError naming the shard and the byte.
+    header whose checksum fails is a ShardError naming the shard and the byte; a file that
+    ends before the end-of-archive marker (inside a member, or at a member boundary) is a
+    TruncatedShard.
     """
     with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
         pax: dict[bytes, bytes] = {}
         while True:
             at = f.tell()
             header = f.read(TAR_BLOCK)
-            if len(header) < TAR_BLOCK or header == bytes(TAR_BLOCK):
-                return  # end of archive (two zero blocks) or a truncated tail
+            if header == bytes(TAR_BLOCK):
+                return  # end of archive (zero blocks)
+            if len(header) < TAR_BLOCK:
+                raise TruncatedShard(f"{path}: the file ends at byte {end} without the end-of-archive marker")
             if header_checksum(header) != _octal(header[148:156], path, at):
                 raise ShardError(f"{path}: tar header at byte {at} fails its checksum")
             kind = header[156:157]
             size = int(pax.get(b"size", b"0")) if b"size" in pax else _octal(header[124:136], path, at)
             padded = -(-size // TAR_BLOCK) * TAR_BLOCK
+            if at + TAR_BLOCK + size > end:
+                raise TruncatedShard(f"{path}: the member at byte {at} has {size} bytes, the file ends at byte {end}")
             if kind in (_PAX, _GNU_LONGNAME, _PAX_GLOBAL):
                 data = f.read(padded)[:size]
                 if kind == _PAX:
@@ -418,6 +449,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.configure(rank=0, world=1)
         self.served_synthetic = False  # a training batch held a sample made from synthetic stand-ins
         self.root, self.spec = open_cache(self.features, cfg.cache)
+        check_shards(self.root, cfg)
         self.sources, self.weights = train_sources(self.root, cfg)
         self.epoch_samples = cfg.epoch_samples or sum(s.samples for s in self.sources)
         self.batches_per_epoch = max(1, self.epoch_samples // global_batch)

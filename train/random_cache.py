@@ -1,7 +1,7 @@
 """A feature cache of random feature maps with self-consistent targets, in exactly the
 layout `pipelines/features.py` writes (encoder.json, tars of `<key>.enc`,
-`<key>.v<v>.f16`, `<key>.v<v>.npz`, `<key>.v<v>.tgt`, manifest.parquet) — for the training tests and the
-loader benchmark, which need shards without running an encoder.
+`<key>.v<v>.f16`, `<key>.v<v>.npz`, `<key>.v<v>.tgt`, index.json, manifest.parquet) — for the
+training tests and the loader benchmark, which need shards without running an encoder.
 
 Targets of a sample: SMPL pose ~ N(0, 0.2) rad per joint, betas ~ N(0, 0.5), a crop camera
 (s, tx, ty) near the mean; with a body model, joints_3d are the mesh's KEYPOINTS_2D joints
@@ -23,8 +23,8 @@ from datasets.record import CROP_HW, NUM_KEYPOINTS, PersonFrame, make_key
 from model.geometry import crop_intrinsics, project, weak_cam_to_transl
 from pipelines.features import (ENCODER_EXT, FEATURE_DTYPE, FEATURE_EXT, MANIFEST_SCHEMA, OK, RECORD_EXT, SPEC,
                                 TARGETS_EXT, targets_spec, view_ext)
+from pipelines.shard_index import ShardWriter, write_index
 from pipelines.shard_reader import MANIFEST, shard_name
-from pipelines.tar import TarWriter
 
 ENCODER_ID = "random-features"
 
@@ -78,16 +78,17 @@ def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, b
 
 def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: int, shape: tuple[int, int, int],
                 views: int = 1, seed: int = 0, body_model=None, has_smpl_rate: float = 1.0) -> int:
-    """Write `shards` tars of `per_shard` samples (each with `views` views) and the manifest
-    of `cache/<dataset>/<split>`; returns the number of samples."""
+    """Write `shards` tars of `per_shard` samples (each with `views` views), the index and the
+    manifest of `cache/<dataset>/<split>`; returns the number of samples."""
     rng = np.random.default_rng([seed, len(dataset), shards])
     out = cache / dataset / split
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, entries = [], {}
     for s in range(shards):
         name = shard_name(dataset, split, s)
         frames = random_records(dataset, split, per_shard, rng, body_model, has_smpl_rate, first=s * per_shard)
-        with open(out / name, "wb") as f, TarWriter(f) as tar:
+        with open(out / name, "wb") as f:
+            tar = ShardWriter(f)
             for fr in frames:
                 members = [(f"{fr.key}.{ENCODER_EXT}", ENCODER_ID.encode())]
                 for v in range(views):
@@ -99,5 +100,7 @@ def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: i
                 for m, data in members:
                     tar.add(m, data)
                 rows.append(dict(key=fr.key, shard=name, image_shard=name, views=views, status=OK, reason=None))
+            entries[name] = tar.close()
+    write_index(str(out), entries)
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), out / MANIFEST)
     return len(rows)
