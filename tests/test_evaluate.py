@@ -113,6 +113,7 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
         from pipelines.shards import write_tar
 
         write_tar(resolve(img_dir)[0], str(img_dir / f"{dataset}-test-000000.tar"), sorted(image_samples))
+        index_split(str(img_dir))
     return cache
 
 
