@@ -40,9 +40,9 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets import safe_pickle
-from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, checked_array, finish, project,
-                             resolve_assets_root, smpl_to_camera, synthetic_assets, visible_in_image)
+from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, checked_array, finish,
+                             load_pickle_dict, project, resolve_assets_root, smpl_to_camera, synthetic_assets,
+                             visible_in_image)
 from datasets.record import NUM_BETAS, NUM_SMPL_JOINTS, PersonFrame, Reject
 from model.geometry import SPIN_BOX_EXPAND
 
@@ -156,12 +156,7 @@ class EmdbReader:
 
 def load_sequence(path: Path) -> dict:
     """The sequence pickle, restricted-unpickled, with its required keys checked."""
-    try:
-        data = safe_pickle.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
-        raise AnnotationError(f"{path}: unreadable EMDB sequence file ({e})") from e
-    if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: expected a dict, got {type(data).__name__}")
+    data = load_pickle_dict(path, "EMDB sequence file")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     for group, keys in (("camera", CAMERA_KEYS), ("smpl", SMPL_KEYS), ("bboxes", BBOX_KEYS)):
         if group in data:

@@ -37,10 +37,10 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets import safe_pickle
 from datasets.joints import COCO_18, KEYPOINTS_2D, SMPL_24, convert
 from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, checked_array, finish, image_hw,
-                             project, resolve_assets_root, smpl_to_camera, synthetic_assets, visible_in_image)
+                             load_pickle_dict, project, resolve_assets_root, smpl_to_camera, synthetic_assets,
+                             visible_in_image)
 from datasets.record import NUM_BETAS, PersonFrame, Reject, make_key
 from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints, tight_box
 
@@ -174,12 +174,7 @@ def sequence_files(root: str | Path, split: str) -> list[Path]:
 def load_sequence(path: Path) -> dict:
     """A sequence file (restricted unpickling, latin1 for 3DPW's Python 2 pickles), checked
     for the keys the reader needs and for a consistent `img_frame_ids`."""
-    try:
-        data = safe_pickle.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
-        raise AnnotationError(f"{path}: unreadable 3DPW sequence file ({e})") from e
-    if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: expected a dict, got {type(data).__name__}")
+    data = load_pickle_dict(path, "3DPW sequence file")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise AnnotationError(f"{path}: 3DPW sequence file lacks {missing}")

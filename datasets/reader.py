@@ -121,6 +121,20 @@ def load_label_npz(path: Path, what: str, required: tuple[str, ...], shapes: dic
     return z
 
 
+def load_pickle_dict(path: Path, what: str) -> dict:
+    """A pickle of a dict, read with the restricted unpickler (`datasets.safe_pickle`);
+    anything unreadable or not a dict is an AnnotationError naming the file."""
+    from datasets import safe_pickle
+
+    try:
+        data = safe_pickle.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
+        raise AnnotationError(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected a dict, got {type(data).__name__}")
+    return data
+
+
 def checked_array(value, shape: tuple[int, ...], path: Path, field: str) -> np.ndarray:
     """`value` as a float64 array of exactly `shape`, else an AnnotationError naming the file and field."""
     arr = np.asarray(value, np.float64)

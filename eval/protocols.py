@@ -542,16 +542,13 @@ RICH_GENDERED = dataclasses.replace(
            "gendered SMPL J_regressor, prediction's by the neutral one, root = mean of hips",
 )
 
-EMDB = Protocol(
+# RICH's joints and root (CameraHMR / TokenHMR: J_regressor @ vertices, (j[1] + j[2]) / 2) on a
+# gendered SMPL ground truth
+EMDB = dataclasses.replace(
+    RICH,
     name="emdb",
-    dataset="emdb",
-    split="test",  # EMDB 1, good frames only (datasets/emdb.py)
-    regressor="smpl",
-    joint_set=SMPL_24,
-    eval_joints=SMPL_24.names,
-    root_joints=("left_hip", "right_hip"),  # CameraHMR / TokenHMR: (j[1] + j[2]) / 2
+    dataset="emdb",  # test = EMDB 1, good frames only (datasets/emdb.py)
     ground_truth="smpl",
-    gt_regressor="shared",
     # eth-ait/emdb evaluation_engine.py / WHAM evaluate_emdb.py: frames outside good_frames_mask are not scored
     allowed_rejects=("invalid_frame",),
     source="CameraHMR core/camerahmr_trainer_smpl.py ('emdb') / TokenHMR lib/utils/pose_utils.py Evaluator ('EMDB'): "
