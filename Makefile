@@ -56,6 +56,16 @@ bench-shards: setup ## shard pipeline crops/s against decode+warp+encode in a ti
 check-shards: setup ## read every shard under SHARDS and FEATURES whole against its index (sizes, counts, checksums)
 	$(BIN)/python -m pipelines.shard_index check $(SHARDS) $(FEATURES) --checksums
 
+# ---- labels vs images on the user's data, before sharding (datasets/check.py) ----
+# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/check.
+CHECK_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/check)
+CHECK_ARGS ?=
+.PHONY: check-data
+
+check-data: setup ## coverage, GT body vs independent 2D/3D labels and contact sheets of every dataset under RAW -> OUT (default data/synthetic/raw -> data/check; DATASETS=, N=16, CHECK_ARGS=)
+	$(BIN)/python -m datasets.check --raw $(SHARDS_RAW) --out $(CHECK_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
+		$(if $(N),-n $(N)) $(CHECK_ARGS)
+
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
 SHARDS ?= data/shards
 ENCODER ?= vitpose-h
