@@ -30,6 +30,21 @@ def test_reference_grid_is_cell_centres():
     torch.testing.assert_close(px, torch.stack([jj, ii], -1), rtol=0, atol=1e-12)
 
 
+def test_dat_reference_points_are_not_cell_centres():
+    """LeapLabTHU/DAT models/dat_blocks.py `_get_ref_points`: linspace(0.5, H-0.5, H) / (H-1)
+    * 2 - 1, sampled with align_corners=True, lands at cell index i + 0.5 (between two cell
+    centres), where ours (align_corners=False) land on the centres i."""
+    rows = torch.arange(H, dtype=torch.float64).reshape(1, 1, H, 1).expand(1, 1, H, W)  # value = row index
+    dat_y = torch.linspace(0.5, H - 0.5, H, dtype=torch.float64) / (H - 1) * 2 - 1  # DAT's ref[..., 0]
+    grid = torch.stack([torch.zeros(H, dtype=torch.float64), dat_y], -1).reshape(1, H, 1, 2)  # (x, y) at x = 0
+    dat = F.grid_sample(rows, grid, mode="bilinear", align_corners=True).flatten()  # DAT: zero padding
+    # the last point is half a cell past the last centre: half its row, half the zero padding
+    torch.testing.assert_close(dat, torch.tensor([0.5, 1.5, 2.5, 1.5], dtype=torch.float64))
+    ours = F.grid_sample(rows, reference_grid(H, W, dtype=torch.float64)[None], mode="bilinear",
+                         align_corners=False)[0, 0, :, 0]
+    torch.testing.assert_close(ours, torch.arange(H, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("hw", [(H, W), (16, 12)])
 def test_zero_offsets_sample_the_feature_map_exactly(hw):
     """In float64, so that "exactly" means to the rounding of the grid coordinate (~1e-15)."""
@@ -196,3 +211,23 @@ def test_a_query_count_the_table_lacks_is_an_error():
     tokens, x = _inputs()
     with pytest.raises(ValueError, match="relative-position table has 5"):
         attn(tokens[:, :3], x)
+
+
+@pytest.mark.parametrize("deformable", [True, False])
+def test_bf16_autocast_keeps_logits_and_bias_in_fp32(deformable):
+    """Under bf16 autocast the attention equals the explicit fp32 form softmax(QK^T/sqrt(d) +
+    φ(Z_rpe, P)) of the same Q, K and positions (to fp32 rounding), so the RPE bias (σ 0.01)
+    is not lost in bf16 logits (whose rounding alone moves weights by ~1e-3)."""
+    attn = _attn(deformable=deformable)
+    tokens, ctx = _inputs(b=3, seed=7)
+    ctx = 4 * ctx  # logits of a few units, as a trained layer's
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, info = attn(tokens, ctx, need_weights=True)
+        q, k, _ = attn.project(tokens, ctx, attn.positions(ctx))
+        assert q.dtype == torch.bfloat16  # the projections do run in bf16
+    bias = attn.rpe_bias(info.positions)  # fp32, outside autocast
+    explicit = (q.float() @ k.float().transpose(-1, -2) / (D // HEADS) ** 0.5 + bias).softmax(-1)
+    assert info.weights.dtype == torch.float32
+    torch.testing.assert_close(info.weights, explicit, rtol=0, atol=1e-6)
+    rounded = (q @ k.transpose(-1, -2) / (D // HEADS) ** 0.5).float() + bias  # bf16 logits, as before
+    assert (rounded.softmax(-1) - explicit).abs().max() > 1e-4  # what the fp32 form avoids
