@@ -76,11 +76,13 @@ GROUPS: dict[str, Group] = {
     "loader": Group(("train/data.py", "train/batch.py"), ("tests/test_train_data.py",),
                     {"train/data.py": ("x_one_view", "x_decode_sample"),
                      "train/batch.py": ("x_collate", "x_stack", "x__rows_batch", "x_materialize", "x_batch_fields")}),
-    # the evaluator's mean-pose baseline (evaluate_protocol is decorated: mutmut leaves it alone)
+    # the evaluator's mean-pose baseline: the mean body and the batch scoring of model and baseline
+    # (evaluate_protocol itself is decorated: mutmut leaves it alone)
     "baseline": Group(("eval/evaluate.py",),
                       ("tests/test_evaluate.py::test_mean_pose_baseline_is_the_mean_parameter_body",
                        "tests/test_evaluate.py::test_scores_match_a_direct_protocol_computation"),
-                      {"eval/evaluate.py": ("x_mean_pose_vertices", "xǁProtocolResultǁadd", "xǁProtocolResultǁvalues")}),
+                      {"eval/evaluate.py": ("x_mean_pose_vertices", "x__score_batch", "xǁProtocolResultǁadd",
+                                            "xǁProtocolResultǁvalues")}),
 }
 
 
@@ -171,10 +173,19 @@ def run_group(name: str, group: Group, out: Path, jobs: int, synthetic: Path, fr
     return counts(work, group), seconds
 
 
-def show(work: Path, mutant: str) -> str:
-    r = subprocess.run([str(Path(sys.executable).parent / "mutmut"), "show", mutant], cwd=work,
-                       capture_output=True, text=True)
-    return "\n".join(line for line in r.stdout.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---")))
+def show(work: Path, path: str, mutant: str) -> str:
+    """The changed lines of a mutant (what `mutmut show` prints, without its headers)."""
+    from mutmut.configuration import reset_config
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    here = Path.cwd()
+    os.chdir(work)  # mutmut reads its config and mutants/ from the current folder
+    try:
+        reset_config()
+        diff = get_diff_for_mutant(mutant, path=path)
+    finally:
+        os.chdir(here)
+    return "\n".join(line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {f} | {total} | {killed} | {100 * killed / max(total, 1):.1f}% | {rest} |")
     report = ["# Mutation testing (`make mutate`)", "", *lines, "", "## Mutants not killed", ""]
     for name, f, m, status in survivors:
-        report += [f"### {m} ({status})", "", "```diff", show(args.out / name, m), "```", ""]
+        report += [f"### {m} ({status})", "", "```diff", show(args.out / name, f, m), "```", ""]
     (args.out / "report.md").write_text("\n".join(report) + "\n")
     print("\n" + "\n".join(lines))
     print(f"\n{len(survivors)} mutant(s) not killed: diffs in {args.out / 'report.md'}")
