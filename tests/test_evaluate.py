@@ -270,6 +270,15 @@ def test_mean_pose_baseline_is_the_mean_parameter_body(tree, synthetic_assets, n
         assert np.all(want[m] > 1), m  # the ground truth is not the mean body
 
 
+def test_results_gather_chunks_per_method_and_metric():
+    res = E.ProtocolResult(PROTOCOLS["3dpw"])
+    res.add("m", {"pa_mpjpe": [1.0, 2.0], "mpjpe": [3.0, 4.0], "pve": [5.0, 6.0]})
+    res.add("m", {"pa_mpjpe": [7.0], "mpjpe": [8.0], "pve": [9.0]})
+    assert res.values("m", "pve").tolist() == [5.0, 6.0, 9.0] and res.values("m", "pve").dtype == np.float64
+    empty = E.ProtocolResult(PROTOCOLS["3dpw"], errors={"m": {"pve": []}})
+    assert empty.values("m", "pve").shape == (0,)
+
+
 def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, synthetic_assets, monkeypatch):
     """`rich-gendered`: the evaluator hands every sample's gender to the protocol, so its
     ground-truth joints come from that gender's matrix. The synthetic SMPL files share one
