@@ -105,6 +105,19 @@ def sync_tree(dst: Path) -> None:
             shutil.copy2(src, out)
 
 
+def refresh_unmutated(work: Path, group: Group) -> None:
+    """Bring the plain copies mutmut keeps of the modules it does not mutate (work/mutants/)
+    up to date: mutmut copies them once and then keeps them, even when they changed."""
+    for top in PACKAGES:
+        for src in (work / top).rglob("*"):
+            rel = src.relative_to(work)
+            out = work / "mutants" / rel
+            if not src.is_file() or str(rel) in group.files or not out.exists():
+                continue
+            if out.read_bytes() != src.read_bytes():
+                shutil.copy2(src, out)
+
+
 def write_config(work: Path, group: Group) -> None:
     """The project's pyproject.toml with the group's [tool.mutmut] section."""
     base = (REPO / "pyproject.toml").read_text()
@@ -160,6 +173,7 @@ def run_group(name: str, group: Group, out: Path, jobs: int, synthetic: Path, fr
     work.mkdir(parents=True, exist_ok=True)
     retest_survivors(work, group)
     sync_tree(work)
+    refresh_unmutated(work, group)
     write_config(work, group)
     names = [f"{module_name(f)}.{fn}__mutmut_*" for f, fns in (group.functions or {}).items() for fn in fns]
     env = {**os.environ, "DEFORHMR_TEST_SYNTHETIC": str(synthetic), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
