@@ -194,6 +194,8 @@ def test_another_crop_size_is_made_with_its_own_aspect_and_scale():
     rec.keypoints_2d[:, 2] = 0
     rec.keypoints_2d[0] = (410.0, 240.0, 1.0)  # 90 px right of the centre: crop x = 31.5 + 90 * 64 / 200
     assert label_reject(rec, settings) is None
+    # 110 px above the image: a square 200 px box ends 10 px above it (a 4:3 one would reach in)
+    assert label_reject(_unlabelled((320.0, -110.0), (200.0, 200.0)), settings).startswith("box_outside_image")
     img = np.random.default_rng(1).integers(0, 256, (*IMAGE_HW, 3), np.uint8)
     crop, out = crop_frame(img, rec, settings)
     assert crop.shape == (64, 64, 3)
