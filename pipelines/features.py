@@ -73,7 +73,7 @@ from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWrite
                                    read_entry, read_index, size_problem, write_index)
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
                                     read_manifest, resolve, split_dir)
-from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray, lost_by_ray, node_id
+from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray, exit_on_lost_node, node_id
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -625,11 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        if (lost := lost_by_ray(e)) is None:
-            raise
-        print(f"error: the Ray cluster lost a node or worker mid-run ({lost}); every feature shard in "
-              f"{args.out} is complete: rerun the same command, it computes only the missing ones", file=sys.stderr)
-        return 1
+        return exit_on_lost_node(e, f"feature shard in {args.out}")
     print(summary_table(stats))
     rate = f", {stats.crops / stats.seconds:.1f} crops/s overall" if stats.crops else ""
     print(f"{sum(s.ok for s in stats.splits)} samples x {stats.views} view(s) in {stats.cache}; "

@@ -484,6 +484,19 @@ def lost_by_ray(error: BaseException) -> str | None:
     return None
 
 
+def exit_on_lost_node(error: Exception, outputs: str) -> int:
+    """Exit status 1 after one line on stderr when `error` is a node or worker the cluster lost
+    (`lost_by_ray`), naming it and how to finish; any other error is raised again.
+    `outputs`: what is complete regardless ("shard in OUT")."""
+    lost = lost_by_ray(error)
+    if lost is None:
+        raise error
+    print(f"error: the Ray cluster lost a node or worker mid-run ({lost}); every {outputs} is complete (written "
+          f"under a temporary name, renamed when whole): rerun the same command, it makes only the missing ones",
+          file=sys.stderr)
+    return 1
+
+
 def node_id() -> str:
     """The Ray node this process runs on (first 12 hex digits of its id)."""
     import ray
@@ -677,12 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        if (lost := lost_by_ray(e)) is None:
-            raise
-        print(f"error: the Ray cluster lost a node or worker mid-run ({lost}); every shard in {args.out} is "
-              f"complete (written under a temporary name, renamed when whole): rerun the same command, it "
-              f"writes only the missing ones", file=sys.stderr)
-        return 1
+        return exit_on_lost_node(e, f"shard in {args.out}")
     print(summary_table(stats, skipped))
     total = sum(s["status"][OK] for s in stats)
     print(f"{total} samples in {sum(s['shards'] for s in stats)} shards, {time.perf_counter() - t0:.1f} s")

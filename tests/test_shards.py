@@ -418,27 +418,34 @@ def test_truncated_shard_is_named(tmp_path, built):
 
 
 @pytest.mark.parametrize("lost", ["node", "worker in a task"])
-def test_a_node_lost_mid_run_is_a_clear_error(lost, monkeypatch, capsys, tmp_path):
-    """A Ray node or worker lost for good (Ray's retries spent) ends the command with one line
-    saying so and how to finish (tests/test_scaleout.py kills a node for real); an error of
-    this code is not taken for one."""
+@pytest.mark.parametrize("command", ["shards", "features"])
+def test_a_node_lost_mid_run_is_a_clear_error(command, lost, monkeypatch, capsys, tmp_path):
+    """A Ray node or worker lost for good (Ray's retries spent) ends `make shards` / `make
+    features` with one line saying so and how to finish (tests/test_scaleout.py kills a node
+    for real); an error of this code is not taken for one."""
     import ray.exceptions as rx
 
-    from pipelines import shards
+    from pipelines import features, shards
 
     error = {"node": rx.NodeDiedError("node 1a2b3c is dead"),
              "worker in a task": rx.RayTaskError("_process_row", "", rx.WorkerCrashedError())}[lost]
 
-    def build(*args, **kwargs):
+    def fail(*args, **kwargs):
         raise RuntimeError("Ray Data failed") from error
 
-    monkeypatch.setattr(shards, "build", build)
-    assert shards.main(["--raw", str(tmp_path), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    module, work, argv = {"shards": (shards, "build", ["--raw", str(tmp_path)]),
+                          "features": (features, "run", ["--shards", str(tmp_path), "--encoder", "tiny"])}[command]
+    monkeypatch.setattr(module, work, fail)
+    assert module.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: the Ray cluster lost a node or worker mid-run (")
     assert type(error if lost == "node" else error.cause).__name__ in err[0] and "rerun the same command" in err[0]
+    assert str(tmp_path / "out") in err[0]
 
     # errors of this code, also inside Ray, are raised as they are
     init_failed = rx.ActorDiedError(rx.RayTaskError("EncodeChunks.__init__", "", ValueError("bad checkpoint")))
     for ours in (RuntimeError("a bug of ours"), rx.RayTaskError("_process_row", "", ValueError("a bug")), init_failed):
         assert shards.lost_by_ray(ours) is None, ours
+        monkeypatch.setattr(module, work, lambda *a, error=ours, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(type(ours)):
+            module.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"])
