@@ -2,7 +2,10 @@
 
 `smplx` unpickles SMPL files itself (and needs chumpy for the real ones); here the file is
 read by `load_smpl_arrays` (restricted unpickler or `np.load(allow_pickle=False)`) and the
-arrays are handed to `smplx.SMPL(data_struct=...)`, so smplx never opens the file.
+arrays are handed to `smplx.SMPL(data_struct=...)`, so smplx never opens the file. smplx
+loads the model (its buffers are the arrays used); the forward pass is `model.lbs` (smplx's
+steps, with the kinematic tree as CPU data: no device sync; the same output), in fp32
+outside autocast whatever the caller's precision.
 
     model = BodyModel(assets.body_model_dir, "neutral", h36m_regressor=assets.path("h36m_regressor"))
     out = model(betas, body_pose, global_orient)   # rotation matrices or axis-angle
@@ -32,6 +35,7 @@ from smplx.utils import Struct
 
 from datasets import safe_pickle
 from datasets.joints import H36M_17, KEYPOINTS_2D, KEYPOINTS_FROM_MESH, SMPL_24
+from model.lbs import LinearBlendSkinning
 
 GENDERS = ("neutral", "male", "female")
 
@@ -226,6 +230,7 @@ class BodyModel(torch.nn.Module):
             self.smpl = smplx.SMPL(str(path.parent), data_struct=Struct(**arrays), gender=gender,
                                    num_betas=num_betas, create_betas=False, create_global_orient=False,
                                    create_body_pose=False, create_transl=False)
+        self.lbs = LinearBlendSkinning(self.smpl.parents.tolist())  # the tree as CPU data (model.lbs)
         if h36m_regressor is None:
             self.register_buffer("h36m_regressor", None)
         else:
@@ -253,14 +258,18 @@ class BodyModel(torch.nn.Module):
     def forward(self, betas: torch.Tensor, body_pose: torch.Tensor, global_orient: torch.Tensor,
                 transl: torch.Tensor | None = None) -> BodyOutput:
         """betas (B, 10); body_pose (B, 23, 3, 3) or (B, 69); global_orient (B, 1, 3, 3),
-        (B, 3, 3) or (B, 3); transl (B, 3) or None."""
-        B = betas.shape[0]
-        out = self.smpl(betas=betas, body_pose=_as_rotmats(body_pose, SMPL.num_joints - 1, "body_pose"),
-                        global_orient=_as_rotmats(global_orient, 1, "global_orient"),
-                        transl=transl, pose2rot=False)
-        vertices = out.vertices  # (B, 6890, 3)
-        joints = out.joints[:, :SMPL.num_joints]  # smplx appends 21 vertex keypoints
-        keypoints, h36m = self.keypoints_of_mesh(vertices, joints)
+        (B, 3, 3) or (B, 3); transl (B, 3) or None. Computed in the model's dtype (fp32)
+        with autocast off: bf16 matmuls would put vertices millimetres off."""
+        s = self.smpl
+        dtype = s.v_template.dtype
+        with torch.autocast(betas.device.type, enabled=False):
+            rotmats = torch.cat([_as_rotmats(global_orient.to(dtype), 1, "global_orient"),
+                                 _as_rotmats(body_pose.to(dtype), SMPL.num_joints - 1, "body_pose")], 1)  # (B, 24, 3, 3)
+            vertices, joints = self.lbs(betas.to(dtype), rotmats, s.v_template, s.shapedirs, s.posedirs,
+                                        s.J_regressor, s.lbs_weights)  # (B, 6890, 3), (B, 24, 3)
+            if transl is not None:
+                vertices, joints = vertices + transl[:, None].to(dtype), joints + transl[:, None].to(dtype)
+            keypoints, h36m = self.keypoints_of_mesh(vertices, joints)
         return BodyOutput(vertices, joints, keypoints, self.keypoints_valid, h36m)
 
     def keypoints_of_mesh(self, vertices: torch.Tensor, joints: torch.Tensor | None = None):

@@ -127,6 +127,11 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.offset_net = OffsetNet(context_dim // groups, offset_kernel) if deformable else None
         h, w = self.feature_hw
+        # constants as buffers (non-persistent: derived from the config, never in a checkpoint),
+        # made once, so that a step builds no tensor from host data (a host-to-device copy on
+        # a GPU); `_apply` remakes them in a new dtype (exact in float64)
+        self._make_constants(None, torch.get_default_dtype())  # None: the default device
+        self.scale = 1 / math.sqrt(self.head_dim)  # eq. 4: 1 / sqrt(d_k)
         self.rpe_table = self.abs_pos = None
         if pos_encoding == "relative":
             # ours: one cell per feature-map cell, indexed by absolute position (the queries
@@ -139,23 +144,33 @@ class CrossAttention(nn.Module):
         elif pos_encoding != "none":
             raise ValueError(f"pos_encoding must be none | absolute | relative, got {pos_encoding!r}")
 
+    def _make_constants(self, device, dtype) -> None:
+        h, w = self.feature_hw
+        self.register_buffer("ref_grid", reference_grid(h, w, device, dtype), persistent=False)  # eq. 1, (H, W, 2)
+        # ΔP = λ_o / H_r · tanh(ΔP'). The paper bounds the offset by "λ_o times the grid
+        # spacing"; a cell is 2/H wide in [-1, 1], so ours reads H_r = H/2 per axis (H_r = W/2
+        # for x): λ_o = 1 is one cell. (DAT scales by 1/(H-1) under align_corners=True, which
+        # is half a cell.)
+        cell = torch.tensor([2.0 / w, 2.0 / h], dtype=torch.float64, device=device)  # (2,) cell size (x, y)
+        self.register_buffer("offset_scale", (self.offset_range * cell).to(dtype), persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self._make_constants(self.ref_grid.device, self.ref_grid.dtype)
+        return self
+
     # ---- eq. 1-3: sampling positions ----------------------------------------------------
     def offsets(self, context: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> ΔP (B*G, H, W, 2), (x, y) normalised, |ΔP| <= λ_o cells per axis."""
         b, c, h, w = context.shape
         x = context.reshape(b * self.groups, c // self.groups, h, w)  # (B*G, C/G, H, W)
         raw = self.offset_net(x).permute(0, 2, 3, 1)  # eq. 2: ΔP' (B*G, H, W, 2)
-        # ΔP = λ_o / H_r · tanh(ΔP'). The paper bounds the offset by "λ_o times the grid
-        # spacing"; a cell is 2/H wide in [-1, 1], so ours reads H_r = H/2 per axis (H_r = W/2
-        # for x): λ_o = 1 is one cell. (DAT scales by 1/(H-1) under align_corners=True, which
-        # is half a cell.)
-        cell = raw.new_tensor([2.0 / w, 2.0 / h])  # (2,) cell size (x, y)
-        return self.offset_range * cell * torch.tanh(raw)
+        return self.offset_scale * torch.tanh(raw)  # ΔP = λ_o / H_r · tanh(ΔP') (see __init__)
 
     def positions(self, context: torch.Tensor) -> torch.Tensor:
         """Sampling positions P (B, G, H, W, 2); a function of the context only (query-agnostic)."""
-        b, _, h, w = context.shape
-        ref = reference_grid(h, w, context.device, context.dtype)  # eq. 1 (cell centres, see reference_grid)
+        b = context.shape[0]
+        ref = self.ref_grid  # eq. 1 (cell centres, see reference_grid), (H, W, 2)
         if not self.deformable:
             return ref.expand(b, 1, *ref.shape)  # (B, 1, H, W, 2)
         pos = ref + self.offsets(context)  # eq. 3: P = ΔP + R, (B*G, H, W, 2)
@@ -204,6 +219,19 @@ class CrossAttention(nn.Module):
 
         return split(self.to_q(tokens)), split(self.to_k(s)), split(self.to_v(s))
 
+    def attention(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Eq. 4: A = softmax(QK^T / sqrt(d_k) + φ(Z_rpe, P)), (B, heads, N, HW), with the
+        logits, the bias and the softmax in fp32 (or wider) outside autocast (ours): logits of a few
+        units rounded to bf16 carry errors of ~1e-2, as large as the bias itself (the
+        table starts at σ 0.01). QK^T is N x HW per head (25 x 192), small next to the
+        projections, so fp32 costs little."""
+        wide = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(q.device.type, enabled=False):
+            logits = (q.to(wide) @ k.to(wide).transpose(-1, -2)) * self.scale  # QK^T / sqrt(d_k)
+            if self.rpe_table is not None:
+                logits = logits + self.rpe_bias(positions).to(wide)  # + φ(Z_rpe, P)
+            return logits.softmax(-1)
+
     def forward(self, tokens: torch.Tensor, context: torch.Tensor, need_weights: bool = False):
         """tokens (B, N, D), context (B, C, H, W) -> (out (B, N, D), AttentionInfo or None)."""
         b, n, _ = tokens.shape
@@ -214,10 +242,7 @@ class CrossAttention(nn.Module):
         context = context.to(tokens.dtype)
         pos = self.positions(context)  # (B, G, H, W, 2)
         q, k, v = self.project(tokens, context, pos)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # eq. 4: QK^T/sqrt(d_k), (B, heads, N, HW)
-        if self.rpe_table is not None:
-            logits = logits + self.rpe_bias(pos).to(logits.dtype)  # eq. 4: + φ(Z_rpe, P)
-        attn = logits.softmax(-1)  # A, (B, heads, N, HW)
-        out = (attn @ v).transpose(1, 2).reshape(b, n, -1)  # AV, (B, heads, N, d) -> (B, N, D)
+        attn = self.attention(q, k, pos)  # A, (B, heads, N, HW), fp32
+        out = (attn.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # AV (bf16 under autocast), (B, heads, N, d) -> (B, N, D)
         info = AttentionInfo(positions=pos.detach(), weights=attn.detach()) if need_weights else None
         return self.to_out(out), info

@@ -122,10 +122,15 @@ def weak_cam_to_transl(cam: torch.Tensor, focal: float = FOCAL_CROP,
 
 
 def normalise_crop_pixels(px, crop_hw: tuple[int, int] = CROP_HW):
-    """Crop pixels -> normalised crop coordinates n = (px - centre) / (H / 2)."""
+    """Crop pixels -> normalised crop coordinates n = (px - centre) / (H / 2).
+
+    Tensors: per axis with Python scalars (no tensor from host data: on a GPU that would be
+    a host-to-device copy per call)."""
     h, w = crop_hw
-    centre = px.new_tensor([(w - 1) / 2, (h - 1) / 2]) if torch.is_tensor(px) else np.array([(w - 1) / 2, (h - 1) / 2])
-    return (px - centre) / (h / 2)
+    if torch.is_tensor(px):
+        x, y = px.unbind(-1)
+        return torch.stack([x - (w - 1) / 2, y - (h - 1) / 2], -1) / (h / 2)
+    return (px - np.array([(w - 1) / 2, (h - 1) / 2])) / (h / 2)
 
 
 def cam_crop_to_full(cam: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor,
@@ -162,13 +167,22 @@ def box_from_keypoints(keypoints: np.ndarray, expand: float = SPIN_BOX_EXPAND,
     keypoints (N, 3) px + confidence. Returns (center (2,), size (2,) = (side, side)),
     or None when no keypoint has confidence > min_conf.
     """
+    box = tight_box(keypoints, min_conf)
+    if box is None:
+        return None
+    lo, hi = box[:2], box[2:]
+    side = expand * float((hi - lo).max())
+    return (lo + hi) / 2, np.array([side, side], np.float64)
+
+
+def tight_box(keypoints: np.ndarray, min_conf: float = 0.0) -> np.ndarray | None:
+    """(4,) x0, y0, x1, y1 of the keypoints with confidence > min_conf ((N, 3) px +
+    confidence), or None when there is none: the tight box `box_from_keypoints` grows."""
     vis = keypoints[:, 2] > min_conf
     if not vis.any():
         return None
-    pts = keypoints[vis, :2]
-    lo, hi = pts.min(0), pts.max(0)
-    side = expand * float((hi - lo).max())
-    return (lo + hi) / 2, np.array([side, side], np.float64)
+    pts = np.asarray(keypoints[vis, :2], np.float64)
+    return np.concatenate([pts.min(0), pts.max(0)])
 
 
 def crop_affine(box_center: np.ndarray, box_size: np.ndarray, crop_hw: tuple[int, int] = CROP_HW,

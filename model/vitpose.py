@@ -260,6 +260,15 @@ def normalize(crops: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+BF16_AUTOCAST, FP32 = "bf16-autocast", "fp32"
+
+
+def encoder_precision(device_type: str) -> str:
+    """How `ViTPoseEncoder.forward` computes on a device type: bf16 autocast on CUDA, fp32
+    elsewhere (the feature cache records it: the bytes differ between the two)."""
+    return BF16_AUTOCAST if device_type == "cuda" else FP32
+
+
 class ViTPoseEncoder(nn.Module):
     """Frozen ViTPose backbone: (B, 3, 256, 192) normalised RGB -> (B, C, 16, 12) float32.
 
@@ -292,7 +301,8 @@ class ViTPoseEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         b = pixels.shape[0]
         h, w = self.config.feature_hw
-        with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16, enabled=pixels.is_cuda):
+        with torch.autocast(device_type=pixels.device.type, dtype=torch.bfloat16,
+                            enabled=encoder_precision(pixels.device.type) == BF16_AUTOCAST):
             tokens = self.backbone(pixels).feature_maps[-1]  # (B, h*w, C)
         return tokens.float().transpose(1, 2).reshape(b, self.config.width, h, w)  # (B, C, h, w)
 

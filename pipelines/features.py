@@ -9,7 +9,9 @@ node, so SHARDS and the checkpoint must be readable from every node; the driver 
 
 Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
 - `CACHE/encoder.json`: the encoder (config, preprocessing, weights sha256 or random seed,
-  synthetic flag, `encoder_id`), the storage (`shape`, `dtype`), views, seed, augmentation.
+  synthetic flag, `encoder_id`), the storage (`shape`, `dtype`), views, seed, augmentation,
+  and `compute`: the device type and precision the features were computed in (CPU fp32 and
+  GPU bf16 give different bytes, so a cache is only extended under the same ones).
 - `CACHE/<dataset>/<split>/<dataset>-<split>-%06d.tar`: one feature shard per image shard,
   same name, same keys in the same order. A sample `<key>` holds
   `<key>.enc` the `encoder_id` (ASCII), so features of different encoders never mix, and
@@ -198,8 +200,17 @@ def has_targets(spec: dict) -> bool:
     return spec.get("targets") == _TARGETS_SPEC
 
 
-def cache_spec(settings: FeatureSettings) -> dict:
-    """The content of `encoder.json` (checks the checkpoint's keys; no network is built)."""
+def compute_spec(device: str) -> dict:
+    """`encoder.json`'s `compute` entry: the device type the encoder actors run on and the
+    precision `model.vitpose.ViTPoseEncoder` computes in there."""
+    from model.vitpose import encoder_precision
+
+    return {"device": device, "precision": encoder_precision(device)}
+
+
+def cache_spec(settings: FeatureSettings, device: str) -> dict:
+    """The content of `encoder.json` for features computed on `device` ("cpu" | "cuda")
+    (checks the checkpoint's keys; no network is built)."""
     from model.vitpose import encoder_spec
 
     enc = encoder_spec(settings.encoder, settings.ckpt, settings.seed)
@@ -210,6 +221,7 @@ def cache_spec(settings: FeatureSettings) -> dict:
             "augment": dataclasses.asdict(settings.augment) if settings.views > 1 else None,
             "members": "<key>.enc, and per view v: <key>.v<v>.f16, <key>.v<v>.npz, <key>.v<v>.tgt",
             "targets": targets_spec(),
+            "compute": compute_spec(device),
             "synthetic": enc["synthetic"]}
 
 
@@ -366,8 +378,9 @@ def shard_sets(shards: str) -> list[tuple[str, str]]:
 
 
 def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
-    """Create CACHE and its `encoder.json`, or refuse a cache made by another encoder /
-    other views. Returns the cache location."""
+    """Create CACHE and its `encoder.json`, or refuse a cache made by another encoder,
+    other views or seed, or on another device type or precision (`compute`). Returns the
+    cache location."""
     cache = join(out, settings.cache_name)
     fs, path = resolve(cache)
     fs.create_dir(path, recursive=True)
@@ -378,8 +391,11 @@ def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
             have = json.loads(f.read())
         if have != spec:
             diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
-            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder or views "
-                               f"(differs in {diff}); use another OUT or remove {cache}")
+            compute = (f"; its features were computed with {have.get('compute') or 'unrecorded settings'}, this run "
+                       f"computes {spec['compute']} (other bytes: pass the matching --device)"
+                       if "compute" in diff else "")
+            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder, views, seed, device "
+                               f"or precision (differs in {diff}){compute}; use another OUT or remove {cache}")
     else:
         _write_atomic(fs, spec_path, wanted.encode())
     return cache
@@ -475,10 +491,14 @@ class RunStats:
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node -> {"read": chunks, "encoded": chunks}
 
 
-def _device(settings: FeatureSettings) -> tuple[str, int]:
-    """(device, number of encoder actors): one per GPU of the cluster, else CPU actors."""
+def _device(settings: FeatureSettings, num_cpus: int | None = None) -> tuple[str, int]:
+    """(device, number of encoder actors): one per GPU of the cluster, else CPU actors
+    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs)."""
     import ray
 
+    if settings.device == "cpu":
+        return "cpu", settings.cpu_actors
+    ensure_ray(num_cpus)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if settings.device == "cuda" and gpus == 0:
         raise RuntimeError("--device cuda: the Ray cluster has no GPU")
@@ -496,7 +516,7 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
         raise FileNotFoundError(f"{shards}: no image shards found (<dataset>/<split>/<dataset>-<split>-%06d.tar)")
     check([split_dir(shards, *s) for s in sets], remedy="remove the damaged image shards and rerun `make shards` "
           "(it writes only what is missing), then `make features`")
-    spec = cache_spec(settings)
+    spec = cache_spec(settings, _device(settings, num_cpus)[0])
     cache = prepare_cache(out, settings, spec)
     plans = {s: plan_split(shards, cache, *s) for s in sets}
     if damaged := [p for s in sets for p in plans[s][2]]:

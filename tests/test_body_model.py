@@ -330,3 +330,44 @@ def test_generation_is_deterministic(tmp_path, assets):
     for name in ("smpl_neutral", "h36m_regressor", "smplx_male"):
         assert again[name].read_bytes() == a.path(name).read_bytes(), name
     assert SMPL.num_vertices == 6890 and SMPL.num_faces == 13776
+
+
+def test_forward_matches_smplx_and_reads_nothing_back_from_the_device(neutral):
+    """Our LBS (model.lbs: the kinematic tree walked level by level over CPU data) gives
+    smplx's own forward to float rounding, with translation, and calls no op that reads
+    device data back to the host (smplx's indexes a list with its parents tensor: 23 reads)."""
+    from torch.profiler import profile
+
+    from model.geometry import axis_angle_to_matrix
+    from model.lbs import tree_levels
+
+    g = torch.Generator().manual_seed(0)
+    rot = axis_angle_to_matrix(0.6 * torch.randn(4, 24, 3, generator=g))
+    betas, transl = torch.randn(4, 10, generator=g), torch.randn(4, 3, generator=g)
+    with profile() as prof:
+        ours = neutral(betas, rot[:, 1:], rot[:, :1], transl)
+    assert not [e.name for e in prof.events() if e.name in ("aten::_local_scalar_dense", "aten::item")]
+    ref = neutral.smpl(betas=betas, body_pose=rot[:, 1:], global_orient=rot[:, :1], transl=transl, pose2rot=False)
+    torch.testing.assert_close(ours.vertices, ref.vertices, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.joints, ref.joints[:, :24], rtol=0, atol=1e-6)
+    # gradients as well
+    b1, b2 = betas.clone().requires_grad_(), betas.clone().requires_grad_()
+    neutral(b1, rot[:, 1:], rot[:, :1]).vertices.square().sum().backward()
+    neutral.smpl(betas=b2, body_pose=rot[:, 1:], global_orient=rot[:, :1], pose2rot=False).vertices.square().sum().backward()
+    torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-5, atol=1e-5)
+    # SMPL's tree by depth: pelvis; hips and spine1; ... down to the hands (9 levels)
+    levels = tree_levels(SMPL_24.parents)
+    assert levels[0] == [0] and sorted(levels[1]) == sorted(SMPL_24.index[n] for n in ("left_hip", "right_hip", "spine1"))
+    assert len(levels) == 9 and levels[-1] == [SMPL_24.index["left_hand"], SMPL_24.index["right_hand"]]
+
+
+def test_body_model_is_fp32_under_autocast(neutral):
+    """Called under bf16 autocast (the training targets, evaluation), the body is still fp32."""
+    g = torch.Generator().manual_seed(1)
+    pose, betas = 0.4 * torch.randn(2, 72, generator=g), torch.randn(2, 10, generator=g)
+    ref = neutral(betas, pose[:, 3:], pose[:, :3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = neutral(betas, pose[:, 3:], pose[:, :3])
+    assert out.vertices.dtype == torch.float32 and out.h36m.dtype == torch.float32
+    torch.testing.assert_close(out.vertices, ref.vertices, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.h36m, ref.h36m, rtol=0, atol=1e-6)

@@ -218,3 +218,25 @@ def test_keypoints_2d_follow_the_weak_perspective_camera(smpl_model):
     weak = s * (out.keypoints_3d[..., :2] + t) * (h / 2) + torch.tensor([(w - 1) / 2, (h - 1) / 2])
     valid = out.keypoints_valid
     assert (out.keypoints_2d[:, valid] - weak[:, valid]).abs().max() < 2.0  # px
+
+
+def test_body_and_projection_are_fp32_under_bf16_autocast(smpl_model):
+    """Under bf16 autocast (as training runs on a GPU; here CPU autocast) the decoder runs in
+    bf16, but the SMPL body, the 2D projection and the rotation conversion of its estimate
+    are fp32 and equal the fp32 computation of the same estimate: within 1e-5 m and 1e-3 px
+    (bf16 matmuls there are ~2 mm / ~0.4 px off)."""
+    from model.geometry import project, weak_cam_to_transl
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = smpl_model(_features(smpl_model.cfg, b=3, seed=4))
+        assert smpl_model.head_pose(torch.zeros(1, smpl_model.cfg.dim)).dtype == torch.bfloat16  # autocast is on
+    for name in ("pose_6d", "rotmats", "vertices", "joints", "keypoints_3d", "keypoints_2d", "h36m", "cam_t"):
+        assert getattr(out, name).dtype == torch.float32, name
+    # the fp32 path, outside autocast, from the same estimate
+    rot = rot6d_to_matrix(out.pose_6d)
+    torch.testing.assert_close(out.rotmats, rot, rtol=0, atol=1e-6)
+    ref = smpl_model.body_model(betas=out.betas, body_pose=rot[:, 1:], global_orient=rot[:, :1])
+    torch.testing.assert_close(out.vertices, ref.vertices, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.joints, ref.joints, rtol=0, atol=1e-5)
+    kp2d = project(ref.keypoints + weak_cam_to_transl(out.cam)[:, None], smpl_model.crop_K)
+    torch.testing.assert_close(out.keypoints_2d, kp2d, rtol=0, atol=1e-3)

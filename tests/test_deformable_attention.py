@@ -147,3 +147,23 @@ def test_wrong_context_size_is_an_error():
     tokens, _ = _inputs()
     with pytest.raises(ValueError, match="built for"):
         attn(tokens, torch.randn(2, C, H + 1, W))
+
+
+@pytest.mark.parametrize("deformable", [True, False])
+def test_bf16_autocast_keeps_logits_and_bias_in_fp32(deformable):
+    """Under bf16 autocast the attention equals the explicit fp32 form softmax(QK^T/sqrt(d) +
+    φ(Z_rpe, P)) of the same Q, K and positions (to fp32 rounding), so the RPE bias (σ 0.01)
+    is not lost in bf16 logits (whose rounding alone moves weights by ~1e-3)."""
+    attn = _attn(deformable=deformable)
+    tokens, ctx = _inputs(b=3, seed=7)
+    ctx = 4 * ctx  # logits of a few units, as a trained layer's
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, info = attn(tokens, ctx, need_weights=True)
+        q, k, _ = attn.project(tokens, ctx, attn.positions(ctx))
+        assert q.dtype == torch.bfloat16  # the projections do run in bf16
+    bias = attn.rpe_bias(info.positions)  # fp32, outside autocast
+    explicit = (q.float() @ k.float().transpose(-1, -2) / (D // HEADS) ** 0.5 + bias).softmax(-1)
+    assert info.weights.dtype == torch.float32
+    torch.testing.assert_close(info.weights, explicit, rtol=0, atol=1e-6)
+    rounded = (q @ k.transpose(-1, -2) / (D // HEADS) ** 0.5).float() + bias  # bf16 logits, as before
+    assert (rounded.softmax(-1) - explicit).abs().max() > 1e-4  # what the fp32 form avoids

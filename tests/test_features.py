@@ -20,8 +20,8 @@ from model.vitpose import encode_crops, load_encoder
 from pipelines import shard_reader as sr
 from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
-from pipelines.features import (FeatureSettings, decode_view, iter_feature_shard, read_cache_spec, run,
-                                sample_views, summary_table)
+from pipelines.features import (SPEC, FeatureSettings, cache_spec, decode_view, iter_feature_shard,
+                                prepare_cache, read_cache_spec, run, sample_views, summary_table)
 from pipelines.shard_index import verify_split, write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
 from test_crop import IMAGE_HW, make_record
@@ -189,6 +189,28 @@ def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built
         {k: v for k, v in before.items() if k.endswith("index.json")}
     with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
         run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
+
+
+def test_a_cache_made_on_another_device_or_precision_is_not_extended(built, tmp_path):
+    """encoder.json records the device type and precision (CPU fp32 and GPU bf16 features
+    differ in their bytes); a run under other ones is refused with both named, and so is a
+    cache from before they were recorded. The encoder id (the weights) stays the same."""
+    import json
+
+    out, _, settings = built
+    spec = read_cache_spec(str(out / "tiny-views3"))
+    assert spec["compute"] == {"device": "cpu", "precision": "fp32"}
+    gpu = cache_spec(settings, "cuda")
+    assert gpu["compute"] == {"device": "cuda", "precision": "bf16-autocast"} and gpu["encoder_id"] == spec["encoder_id"]
+    with pytest.raises(RuntimeError, match=r"differs in \['compute'\]\); its features were computed with "
+                                           r"\{'device': 'cpu', 'precision': 'fp32'\}, this run computes "
+                                           r"\{'device': 'cuda', 'precision': 'bf16-autocast'\}"):
+        prepare_cache(str(out), settings, gpu)
+    old = tmp_path / settings.cache_name
+    old.mkdir()
+    (old / SPEC).write_text(json.dumps({k: v for k, v in spec.items() if k != "compute"}))
+    with pytest.raises(RuntimeError, match=r"computed with unrecorded settings"):
+        prepare_cache(str(tmp_path), settings, spec)
 
 
 def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_path):

@@ -135,7 +135,7 @@ def test_smplx_parameters_never_supervise_smpl():
     from train.losses import make_targets
 
     batch = {"smpl_pose": torch.zeros(3, 24, 3), "betas": torch.zeros(3, 10),
-             "has_smpl": torch.tensor([True, True, False]), "body_model": ["smpl", "smplx", "smpl"],
+             "has_smpl": torch.tensor([True, True, False]), "is_smpl": torch.tensor([True, False, True]),
              "joints_3d": torch.zeros(3, 24, 4), "keypoints_2d": torch.zeros(3, 24, 3)}
     t = make_targets(batch, None)
     assert t.has_smpl.tolist() == [True, False, False] and t.vertices is None

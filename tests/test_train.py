@@ -221,6 +221,41 @@ def test_a_non_finite_loss_stops_the_run_naming_step_and_keys(features, syntheti
         train(cfg, features, tmp_path / "run", assets=synthetic_assets.root)
 
 
+class KeysAt(Callback):
+    """The sample keys of the batch of optimizer step `step`."""
+
+    def __init__(self, step: int):
+        self.step, self.keys = step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            self.keys = list(batch["key"])
+
+
+def test_the_non_finite_check_runs_every_n_steps_and_names_the_bad_step(features, synthetic_assets, tmp_path,
+                                                                         monkeypatch):
+    """The step reads nothing back: a NaN at step 2 is found by the check after step 3
+    (log_every_n_steps=4), which names step 2, its batch keys and its loss terms."""
+    import train.module as module
+
+    real, calls = module.compute_losses, []
+
+    def nan_at_step_2(pred, targets, cfg):
+        total, terms = real(pred, targets, cfg)
+        calls.append(1)
+        return (total * float("nan"), terms) if len(calls) == 3 else (total, terms)
+
+    monkeypatch.setattr(module, "compute_losses", nan_at_step_2)
+    cfg = cfg_of(only(fixed=1), "data.val_dataset=''", "optim.global_batch=4", "data.epoch_samples=40",
+                 "trainer.log_every_n_steps=4")
+    keys = KeysAt(2)
+    with pytest.raises(NonFiniteLossError, match=r"loss nan at step 2 \(epoch 0, batch 2, rank 0; found at step 3\)"
+                                                 r"; terms: pose=.*batch keys: ") as e:
+        train(cfg, features, tmp_path / "run", assets=synthetic_assets.root, extra_callbacks=[keys])
+    assert len(calls) == 4 and str(e.value).endswith(", ".join(keys.keys))
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
 def test_ddp_on_two_cpu_processes_keeps_weights_equal_on_different_samples(features, synthetic_assets, tmp_path):
     sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.val_dataset=''", "trainer.devices=2", "trainer.accelerator=cpu",
             "optim.global_batch=8", "data.epoch_samples=24", "optim.epochs=1", "data.workers=1",

@@ -89,6 +89,18 @@ def test_resolved_config_round_trips_and_must_be_complete(tmp_path):
         load_resolved(tmp_path / "partial.yaml")
 
 
+def test_a_run_config_from_before_trainer_compile_reads_it_as_off(tmp_path):
+    """Keys added later (train.config.ADDED_KEYS) take the value older runs ran with, so
+    their run folders still resume and evaluate; `trainer.compile` names its choices."""
+    load_config(None).save(tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "  compile: 'off'\n" in text
+    (tmp_path / "old.yaml").write_text(text.replace("  compile: 'off'\n", ""))
+    assert load_resolved(tmp_path / "old.yaml").trainer.compile == "off"
+    with pytest.raises(ConfigError, match=r"trainer\.compile.*one of"):
+        load_config(None, ["trainer.compile=fast"])
+
+
 def test_set_needs_section_key_value():
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, sets=["epochs=3"])

@@ -8,7 +8,8 @@ Batch dict (B samples):
 - smpl_pose: (B, 24, 3) float32 axis-angle, SMPL-24 order, row 0 global orientation in
   the camera frame; betas: (B, 10) float32; has_smpl: (B,) bool (validity of both);
   body_model: list[str], 'smpl' or 'smplx' — the family of those parameters (only 'smpl'
-  ones may supervise the SMPL parameters, `train.losses`).
+  ones may supervise the SMPL parameters, `train.losses`); is_smpl: (B,) bool, the same
+  as a tensor (body_model == 'smpl'), so the step reads no Python strings.
 - joints_3d: (B, 24, 4) float32 metres, camera frame, KEYPOINTS_2D order, column 3 the
   confidence (0 = absent).
 - keypoints_2d: (B, 24, 3) float32 crop pixels, KEYPOINTS_2D order, column 2 the confidence.
@@ -221,10 +222,15 @@ _POOL: ThreadPoolExecutor | None = None
 
 def materialize(batch: dict, pin_memory: bool = False) -> dict:
     """A lazy batch (`collate(lazy=True)`) as tensors: `features` read from disk if they
-    are still `MapReads`, numpy fields wrapped (no copy)."""
+    are still `MapReads`, numpy fields wrapped (no copy). With `pin_memory` (a GPU) every
+    tensor is in pinned memory: a copy from pageable memory to the device waits for the
+    device's stream, so the host could not queue the next step ahead."""
     if isinstance(batch.get("features"), MapReads):
         batch = {**batch, "features": batch["features"].read(pin_memory)}
-    return _tensors(batch)
+    out = _tensors(batch)
+    if pin_memory:
+        out = {k: v.pin_memory() if torch.is_tensor(v) and not v.is_pinned() else v for k, v in out.items()}
+    return out
 
 
 def _tensors(batch: dict) -> dict:
@@ -281,4 +287,19 @@ def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping 
         batch["view"] = np.array([int(get(r, "view")) for r in records], dtype=np.int64)
         for name in STRINGS:
             batch[name] = [str(get(r, name)) for r in records]
+    batch["is_smpl"] = np.array([m == "smpl" for m in batch["body_model"]], dtype=bool)
     return batch if lazy else _tensors(batch)
+
+
+def pad_batch(tensors: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """Tensors of one batch (equal first dimension n <= size) padded with zero rows to `size`
+    rows, so a compiled step always sees the same shapes. A zero row is masked out of every
+    loss term (`train.losses` weights each term by `has_smpl` & `is_smpl` or by the joint
+    confidences, all 0 here) and its zero feature map gives a finite prediction, so the
+    loss and its gradients are those of the n real rows."""
+    n = next(iter(tensors.values())).shape[0]
+    if n > size:
+        raise ValueError(f"pad_batch: a batch of {n} rows does not fit {size}")
+    if n == size:
+        return tensors
+    return {k: torch.cat([v, v.new_zeros(size - n, *v.shape[1:])]) for k, v in tensors.items()}

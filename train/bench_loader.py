@@ -21,6 +21,10 @@ Launch:
 4. training: `def-m` (66.7 M parameters) + the synthetic SMPL, forward, `train.losses`,
    backward and AdamW step on `--train-batch` random maps, after one warm-up step;
    samples/s (fp32 on CPU; bf16 autocast on CUDA, as `make train` runs it).
+5. step profile (`train.profile_step`): the real Lightning step of `def-m` under the torch
+   profiler, `--profile-steps` steps of batch `--profile-batch` after two warm-up steps:
+   aten op calls, host syncs and tensors made from host data per step (CUDA: memcpys and
+   stream syncs too).
 """
 from __future__ import annotations
 
@@ -95,8 +99,11 @@ def train_rate(assets_root: Path, batch: int, steps: int, device: str) -> float:
 
     dev = torch.device(device)
     model = DeforHMR.from_assets(get_config("def-m"), Assets(root=assets_root)).to(dev)
+    from train.module import fused_adamw_available
+
     o = OptimConfig()
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused_adamw_available(params))
     frames = random_records("bench", "train", batch, np.random.default_rng(0), model.body_model.cpu())
     model.to(dev)
     feats = np.random.default_rng(1).standard_normal((batch, *FEATURE_SHAPE)).astype(np.float16)
@@ -133,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-batch", type=int, default=8, help="def-m training batch")
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--profile-steps", type=int, default=3, help="def-m steps profiled (0: no profile)")
+    ap.add_argument("--profile-batch", type=int, default=2, help="batch of the profiled steps (counts do not depend on it)")
     ap.add_argument("--assets", help="assets root for the body model (default: synthetic stand-ins written here)")
     ap.add_argument("--skip-train", action="store_true")
     args = ap.parse_args(argv)
@@ -172,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                 write_synthetic_assets(assets)
             rate = train_rate(Path(assets), args.train_batch, args.train_steps, args.device)
             print(f"def-m training ({args.device}, batch {args.train_batch}) {rate:8.2f} samples/s")
+            if args.profile_steps:
+                from train.profile_step import profile_training_steps
+
+                p = profile_training_steps(assets, "def-m", args.profile_batch, args.device, steps=args.profile_steps)
+                print(f"def-m training step ({args.device}, batch {args.profile_batch}, Lightning): {p.summary()}")
     return 0
 
 

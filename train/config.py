@@ -106,9 +106,14 @@ class TrainerConfig:
     precision: str = "auto"  # auto = bf16-mixed on GPU, 32-true on CPU; or a Lightning value
     strategy: str = "auto"  # auto = ddp when devices x nodes > 1, else a single device
     seed: int = 0  # model init, shard order, shuffle buffers, view draws (seed + epoch)
+    # metrics reach the loggers, and the non-finite loss check reads the device, every n steps
     log_every_n_steps: int = 50
     val_every_n_epochs: int = 1
     checkpoint_every_n_steps: int = 0  # also refresh last.ckpt every n steps (0 = epoch end only)
+    # torch.compile of the training step (model, targets, losses; fixed shapes, a short batch
+    # padded): off | default, reduce-overhead (CUDA graphs), max-autotune (inductor's modes) |
+    # aot_eager (traced, no code generated: compiles in seconds, for tests) (ours)
+    compile: str = "off"
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "loss": LossConfig, "optim": OptimConfig,
@@ -118,8 +123,12 @@ CHOICES = {
     ("loss", "vertices_criterion"): ("mse", "l1"),
     ("optim", "schedule"): ("constant", "cosine"),
     ("trainer", "accelerator"): ("auto", "cpu", "gpu", "cuda"),
+    ("trainer", "compile"): ("off", "default", "reduce-overhead", "max-autotune", "aot_eager"),
 }
 DEFAULT_MODEL = {"preset": "def-m"}
+# Keys added after run folders were made: a resolved config without one reads it as this
+# value, the behaviour those runs had (every other key must be present).
+ADDED_KEYS = {("trainer", "compile"): "off"}
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,9 @@ def load_resolved(path: str | Path) -> TrainConfig:
     d = _read_yaml(path)
     if BASE_KEY in d:
         raise ConfigError(f"{path}: a resolved config has no `{BASE_KEY}:` key")
+    for (sec, key), value in ADDED_KEYS.items():
+        if isinstance(d.get(sec), dict):
+            d[sec].setdefault(key, value)
     return from_dict(d, source=str(path), complete=True)
 
 

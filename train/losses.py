@@ -35,14 +35,22 @@ from model.geometry import axis_angle_to_matrix, normalise_crop_pixels
 # KEYPOINTS_2D, present in every SMPL-derived target and in the predicted mesh's joints
 # (ours; RICH's protocol centres on the same pair, WHAM `evaluate_rich.py`).
 PELVIS_JOINTS = ("left_hip", "right_hip")
-PELVIS_INDEX = torch.as_tensor(KEYPOINTS_2D.indices(PELVIS_JOINTS))
+# Python ints, not an index tensor: slicing with them makes no host-to-device copy per step
+PELVIS_INDEX: tuple[int, ...] = tuple(int(i) for i in KEYPOINTS_2D.indices(PELVIS_JOINTS))
 
 TERMS = ("pose", "betas", "joints_3d", "joints_2d", "vertices")
+# the batch tensors the losses read (train.batch): all a step needs besides the features
+TARGET_FIELDS = ("smpl_pose", "betas", "has_smpl", "is_smpl", "joints_3d", "keypoints_2d")
 
 
 def pelvis(joints: torch.Tensor) -> torch.Tensor:
     """(B, 24, C) KEYPOINTS_2D joints -> (B, 1, C) mean of the hips."""
-    return joints[:, PELVIS_INDEX.to(joints.device)].mean(dim=1, keepdim=True)
+    return torch.stack([joints[:, i] for i in PELVIS_INDEX], 1).mean(dim=1, keepdim=True)
+
+
+def has_pelvis(confidence: torch.Tensor) -> torch.Tensor:
+    """(B, 24) KEYPOINTS_2D confidences -> (B,) bool: every pelvis joint is present."""
+    return torch.stack([confidence[:, i] > 0 for i in PELVIS_INDEX], 1).all(dim=1)
 
 
 def masked_mean(err: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -72,14 +80,14 @@ class Targets:
 
 
 def make_targets(batch: dict, body_model: torch.nn.Module | None) -> Targets:
-    """Targets of a batch dict (train.batch); the target mesh from `body_model` (neutral).
-    `has_smpl` is the record's, and off for SMPL-X parameters."""
+    """Targets of a batch dict (train.batch; the tensors of TARGET_FIELDS); the target mesh
+    from `body_model` (neutral, fp32: the body model runs outside autocast). `has_smpl` is
+    the record's, and off for SMPL-X parameters (`is_smpl`)."""
     rotmats = axis_angle_to_matrix(batch["smpl_pose"].float())  # (B, 24, 3, 3)
-    is_smpl = torch.tensor([m == "smpl" for m in batch["body_model"]], device=rotmats.device)
-    t = Targets(rotmats=rotmats, betas=batch["betas"].float(), has_smpl=batch["has_smpl"] & is_smpl,
+    t = Targets(rotmats=rotmats, betas=batch["betas"].float(), has_smpl=batch["has_smpl"] & batch["is_smpl"],
                 joints_3d=batch["joints_3d"].float(), keypoints_2d=batch["keypoints_2d"].float())
     if body_model is not None:
-        with torch.no_grad(), torch.autocast(rotmats.device.type, enabled=False):
+        with torch.no_grad():
             body = body_model(betas=t.betas, body_pose=rotmats[:, 1:], global_orient=rotmats[:, :1])
         t.vertices, t.mesh_keypoints = body.vertices.float(), body.keypoints.float()
     return t
@@ -104,10 +112,9 @@ def compute_losses(pred, targets: Targets, cfg) -> tuple[torch.Tensor, dict[str,
 
     # 3D joints, pelvis-relative on each side
     gt3d, conf3d = targets.joints_3d[..., :3], targets.joints_3d[..., 3]  # (B, 24, 3), (B, 24)
-    has_pelvis = (conf3d[:, PELVIS_INDEX.to(conf3d.device)] > 0).all(dim=1).float()  # (B,)
     p3d = pred.keypoints_3d.float()
     err3d = ((p3d - pelvis(p3d)) - (gt3d - pelvis(gt3d))).square()  # (B, 24, 3)
-    terms["joints_3d"] = masked_mean(err3d, conf3d * has_pelvis[:, None] * defined)
+    terms["joints_3d"] = masked_mean(err3d, conf3d * has_pelvis(conf3d)[:, None] * defined)
 
     # 2D joints in normalised crop coordinates
     p2d = normalise_crop_pixels(pred.keypoints_2d.float())  # (B, 24, 2)

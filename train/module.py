@@ -1,9 +1,14 @@
 """The LightningModule: one DeforHMR decoder trained on cached features.
 
-Per step: model(features) -> ModelOutput; targets (with the target mesh from the model's
-own neutral body model) -> `train.losses.compute_losses`; a non-finite loss on any rank
-stops the run on every rank with `NonFiniteLossError` naming the step and the batch keys.
-AdamW (paper, supplement A) with the pure step schedule of `train.schedule`.
+Per step (`step_losses`, optionally `torch.compile`d: `trainer.compile`): model(features)
+-> ModelOutput; targets (with the target mesh from the model's own neutral body model) ->
+`train.losses.compute_losses`. The step reads nothing back from the device: a non-finite
+loss is recorded on the device (`LossWatch`) and looked at every
+`trainer.log_every_n_steps` steps, at checkpoint steps and at each epoch's last batch; one
+found on any rank stops the run on every rank with `NonFiniteLossError` naming the step
+and the batch keys. Metrics are logged as tensors; the learning rate by Lightning's
+LearningRateMonitor (train/run.py) at logging steps. AdamW (paper, supplement A; fused
+where torch has the kernel) with the pure step schedule of `train.schedule`.
 
 Validation scores the held-out split exactly as `make eval` scores a test split: the
 evaluation protocol of its dataset (`eval.protocols.PROTOCOLS`; 3DPW: H36M regressor,
@@ -28,16 +33,57 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from eval.protocols import PROTOCOLS, Protocol, load_ground_truth, load_regressor
 from model.deforhmr import DeforHMR
+from train.batch import pad_batch
 from train.config import ConfigError, TrainConfig
-from train.losses import TERMS, compute_losses, make_targets
+from train.losses import TARGET_FIELDS, TERMS, compute_losses, make_targets
 from train.schedule import lr_factor
 
 MAX_KEYS_IN_ERROR = 32
 BODY_PREFIX = "model.body_model."  # SMPL buffers: from the assets, left out of checkpoints
 
 
+STEP_FIELDS = ("features", *TARGET_FIELDS)  # the batch tensors a training step reads
+LR_NAME = "train/lr"  # logged by LearningRateMonitor (train/run.py)
+# trainer.compile -> torch.compile arguments
+COMPILE_ARGS = {"default": {}, "reduce-overhead": {"mode": "reduce-overhead"},
+                "max-autotune": {"mode": "max-autotune"}, "aot_eager": {"backend": "aot_eager"}}
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the batch keys."""
+
+
+class LossWatch:
+    """Finds a non-finite loss without reading the loss back to the host each step.
+
+    `record` keeps on the device the first step whose loss was not finite, and its loss and
+    terms (a few tensor ops: no synchronisation); the host keeps the (epoch, batch, keys) of
+    each step since the last check. `first_bad_step` reads the device record (one sync) and
+    `clear` forgets the checked steps.
+    """
+
+    def __init__(self):
+        self.bad_step: torch.Tensor | None = None  # () int64, -1 = none
+        self.bad_values: torch.Tensor | None = None  # (1 + len(TERMS),) loss, then TERMS
+        self.steps: dict[int, tuple[int, int, list[str]]] = {}
+
+    def record(self, step: int, epoch: int, batch_idx: int, keys: list[str], loss: torch.Tensor,
+               terms: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([loss.detach(), *(terms[k].detach() for k in TERMS)]).float()  # (1 + T,)
+        if self.bad_step is None:
+            self.bad_step = torch.full((), -1, dtype=torch.long, device=values.device)
+            self.bad_values = torch.zeros_like(values)
+        first = ~torch.isfinite(values[0]) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, step, self.bad_step)
+        self.bad_values = torch.where(first, values, self.bad_values)
+        self.steps[step] = (epoch, batch_idx, list(keys))
+
+    def first_bad_step(self) -> int:
+        """The first recorded step with a non-finite loss, or -1 (reads the device)."""
+        return -1 if self.bad_step is None else int(self.bad_step)
+
+    def clear(self) -> None:
+        self.steps.clear()
 
 
 @dataclass
@@ -58,6 +104,16 @@ class ValProtocol:
         return cls(p, load_regressor(p, assets), load_ground_truth(p, assets))
 
 
+def fused_adamw_available(params: list[torch.Tensor]) -> bool:
+    """True when torch has a fused AdamW kernel for these parameters (CUDA; CPU since torch
+    2.4): one kernel for the whole update instead of a loop over the parameters."""
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=p.device, dtype=p.dtype) for p in params[:1]], fused=True)
+    except RuntimeError:
+        return False
+    return bool(params) and all(p.is_floating_point() for p in params)
+
+
 class DeforHMRModule(L.LightningModule):
     def __init__(self, cfg: TrainConfig, model: DeforHMR, meta: dict | None = None,
                  val: ValProtocol | None = None):
@@ -66,48 +122,79 @@ class DeforHMRModule(L.LightningModule):
         self.meta = dict(meta or {})
         self.meta.setdefault("synthetic", False)
         self._val_sums: dict[str, torch.Tensor] = {}
+        self.watch = LossWatch()
+        t = cfg.trainer
+        # fixed shapes (dynamic=False; a short batch is padded, `pad_batch`), so a compiled
+        # step is one graph, which mode "reduce-overhead" replays as a CUDA graph
+        self._step_losses = self.step_losses if t.compile == "off" else torch.compile(
+            self.step_losses, dynamic=False, **COMPILE_ARGS[t.compile])
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, features: torch.Tensor):
         return self.model(features)
 
+    def step_losses(self, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's computation on the STEP_FIELDS tensors of a batch: (total, {term: value})."""
+        out = self.model(tensors["features"])
+        return compute_losses(out, make_targets(tensors, self.model.body_model), self.cfg.loss)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["features"])
-        targets = make_targets(batch, self.model.body_model)
-        loss, terms = compute_losses(out, targets, self.cfg.loss)
-        self._stop_if_not_finite(loss, terms, batch, batch_idx)
+        tensors = {k: batch[k] for k in STEP_FIELDS}
         bs = batch["features"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if self.cfg.trainer.compile != "off":
+            tensors = pad_batch(tensors, self.cfg.optim.global_batch // self.trainer.world_size)
+        loss, terms = self._step_losses(tensors)
+        self.watch.record(self.global_step, self.current_epoch, batch_idx, batch["key"], loss, terms)
+        if self._finite_check_due(batch_idx):
+            self._stop_if_not_finite()
+        self.log("train/loss", loss, batch_size=bs)  # not prog_bar: read back every step (run.ProgressBar)
         for k in TERMS:
             self.log(f"train/{k}", terms[k], batch_size=bs)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         return loss
 
-    def _stop_if_not_finite(self, loss: torch.Tensor, terms: dict, batch: dict, batch_idx: int) -> None:
-        bad_here = not bool(torch.isfinite(loss))
-        bad_anywhere = self.trainer.strategy.reduce_boolean_decision(bad_here, all=False) \
-            if self._trainer is not None else bad_here
-        if not bad_anywhere:
+    def _finite_check_due(self, batch_idx: int) -> bool:
+        """Every `log_every_n_steps` steps, at a step whose checkpoint `checkpoint_every_n_steps`
+        writes, and at the epoch's last batch (before the epoch-end checkpoint): the checks
+        come before any checkpoint of the weights the bad step touched."""
+        t, step = self.cfg.trainer, self.global_step + 1  # steps done after this one
+        every_ckpt = t.checkpoint_every_n_steps
+        return (step % t.log_every_n_steps == 0 or (every_ckpt > 0 and step % every_ckpt == 0)
+                or batch_idx + 1 >= self.trainer.num_training_batches)
+
+    def _stop_if_not_finite(self) -> None:
+        bad_step = self.watch.first_bad_step()  # the one read of the device
+        bad_here = bad_step >= 0
+        if not self.trainer.strategy.reduce_boolean_decision(bad_here, all=False):
+            self.watch.clear()
             return
         if not bad_here:
-            raise NonFiniteLossError(f"non-finite loss on another rank at step {self.global_step}; "
+            raise NonFiniteLossError(f"non-finite loss on another rank (found at step {self.global_step}); "
                                      f"this rank ({self.global_rank}) stops with it")
-        keys = batch["key"]
+        epoch, batch_idx, keys = self.watch.steps[bad_step]
         shown = ", ".join(keys[:MAX_KEYS_IN_ERROR]) + (f", ... ({len(keys)} in all)" if len(keys) > MAX_KEYS_IN_ERROR else "")
-        values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        loss, *values = self.watch.bad_values.tolist()
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(TERMS, values))
         raise NonFiniteLossError(
-            f"non-finite loss {float(loss)} at step {self.global_step} (epoch {self.current_epoch}, "
-            f"batch {batch_idx}, rank {self.global_rank}); terms: {values}; batch keys: {shown}")
+            f"non-finite loss {loss} at step {bad_step} (epoch {epoch}, batch {batch_idx}, rank {self.global_rank}; "
+            f"found at step {self.global_step}); terms: {terms}; batch keys: {shown}")
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay,
-                                betas=tuple(o.adam_betas))
+        params = list(self.model.parameters())
+        opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.adam_betas),
+                                fused=fused_adamw_available(params))
         # total steps from the fixed epoch length (Lightning's `estimated_stepping_batches` would
         # iterate the train loader before a resume restores the step the stream starts at)
         total = max(o.epochs * int(self.meta.get("steps_per_epoch", 1)), 1)
         sched = LambdaLR(opt, lambda step: lr_factor(step, total, o.schedule, o.warmup_steps))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "name": LR_NAME}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradient norm (`optim.grad_clip`) with torch directly: Lightning's mixed-
+        precision plugin refuses clipping with a fused optimizer even under bf16, which has no
+        GradScaler (the gradients are plain; fp16 with a scaler is not used here)."""
+        if gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), gradient_clip_val)
 
     # ---- validation ---------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -52,6 +52,13 @@ CKPT_DIR = "checkpoints"
 LAST = "last"
 BEST = "best"
 MONITOR = "val/pa_mpjpe"
+
+
+# DDP: every parameter gets a gradient each step and the graph never changes (static_graph:
+# DDP can skip the unused-parameter search and fix its buckets after the first step); the
+# module's buffers are constants (mean parameters, camera, sampling grids), never broadcast.
+# (The CUDA backward of grid_sample accumulates with atomics: runs are not bit-reproducible.)
+DDP_ARGS = dict(find_unused_parameters=False, static_graph=True, broadcast_buffers=False)
 
 
 class RunError(RuntimeError):
@@ -98,7 +105,7 @@ def resolve_runtime(cfg: TrainConfig) -> dict:
     world = (torch.cuda.device_count() if devices == -1 else devices) * t.num_nodes
     strategy = t.strategy
     if strategy == "auto" and world > 1:
-        strategy = DDPStrategy(find_unused_parameters=False)
+        strategy = DDPStrategy(**DDP_ARGS)
     return dict(accelerator=accel, devices=devices, num_nodes=t.num_nodes, precision=precision,
                 strategy=strategy, on_gpu=on_gpu)
 
@@ -123,6 +130,18 @@ class LossCurves(Callback):
         self._write(trainer)
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar with the training loss, read from the device only when the bar
+    refreshes (every `log_every_n_steps` steps): a metric logged with `prog_bar=True` is
+    read back after every step, a device sync per step."""
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        if (loss := trainer.callback_metrics.get("train/loss")) is not None:
+            items["loss"] = f"{float(loss):.4g}"
+        return items
+
+
 def build_trainer(cfg: TrainConfig, run: Path, runtime: dict, has_val: bool, extra_callbacks=()) -> L.Trainer:
     ckpt_dir = run / CKPT_DIR
     last = dict(dirpath=ckpt_dir, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
@@ -131,8 +150,12 @@ def build_trainer(cfg: TrainConfig, run: Path, runtime: dict, has_val: bool, ext
         ModelCheckpoint(every_n_epochs=1, save_on_train_epoch_end=True, **last),
         *([ModelCheckpoint(every_n_train_steps=n, **last)] if (n := cfg.trainer.checkpoint_every_n_steps) else []),
         LossCurves(run),
+        LearningRateMonitor(logging_interval="step"),  # at logging steps only (no per-step tensor from a float)
         *extra_callbacks,
     ]
+    progress = sys.stderr.isatty()
+    if progress:
+        callbacks.append(ProgressBar(refresh_rate=cfg.trainer.log_every_n_steps))
     if has_val:  # best.ckpt: lowest validation PA-MPJPE, saved after validation
         callbacks.insert(1, ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=MONITOR, mode="min",
                                             save_top_k=1, auto_insert_metric_name=False,
@@ -145,7 +168,7 @@ def build_trainer(cfg: TrainConfig, run: Path, runtime: dict, has_val: bool, ext
         max_epochs=cfg.optim.epochs, gradient_clip_val=cfg.optim.grad_clip or None,
         check_val_every_n_epoch=cfg.trainer.val_every_n_epochs, log_every_n_steps=cfg.trainer.log_every_n_steps,
         callbacks=callbacks, logger=loggers, default_root_dir=run, num_sanity_val_steps=0,
-        use_distributed_sampler=False, enable_progress_bar=sys.stderr.isatty(), enable_model_summary=False,
+        use_distributed_sampler=False, enable_progress_bar=progress, enable_model_summary=False,
         limit_val_batches=None if has_val else 0,
     )
 
