@@ -491,14 +491,15 @@ class RunStats:
     nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node -> {"read": chunks, "encoded": chunks}
 
 
-def _device(settings: FeatureSettings, num_cpus: int | None = None) -> tuple[str, int]:
+def _device(settings: FeatureSettings, num_cpus: int | None = None, shared: tuple[str, ...] = ()) -> tuple[str, int]:
     """(device, number of encoder actors): one per GPU of the cluster, else CPU actors
-    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs)."""
+    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs;
+    `shared`: as `ensure_ray`'s)."""
     import ray
 
     if settings.device == "cpu":
         return "cpu", settings.cpu_actors
-    ensure_ray(num_cpus)
+    ensure_ray(num_cpus, shared)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if settings.device == "cuda" and gpus == 0:
         raise RuntimeError("--device cuda: the Ray cluster has no GPU")
@@ -516,7 +517,8 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
         raise FileNotFoundError(f"{shards}: no image shards found (<dataset>/<split>/<dataset>-<split>-%06d.tar)")
     check([split_dir(shards, *s) for s in sets], remedy="remove the damaged image shards and rerun `make shards` "
           "(it writes only what is missing), then `make features`")
-    spec = cache_spec(settings, _device(settings, num_cpus)[0])
+    shared = (shards, *([settings.ckpt] if settings.ckpt else []))  # read on every node
+    spec = cache_spec(settings, _device(settings, num_cpus, shared)[0])
     cache = prepare_cache(out, settings, spec)
     plans = {s: plan_split(shards, cache, *s) for s in sets}
     if damaged := [p for s in sets for p in plans[s][2]]:
@@ -528,7 +530,7 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     done: list[tuple[float, int, float]] = []
     nodes: dict[str, dict[str, int]] = {}
     if work:
-        ensure_ray(num_cpus, shared=(shards, *([settings.ckpt] if settings.ckpt else [])))
+        ensure_ray(num_cpus, shared)
         done, nodes = _encode(work, settings, spec, progress)
     splits = []
     for s in sets:
