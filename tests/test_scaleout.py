@@ -3,7 +3,8 @@ object store, training as two DDP nodes. Each drives the user's commands (`make 
 `make features`, `make train`, torchrun) in subprocesses and compares what they write with
 a local run of the same data; each fixture ends the processes it started, by session.
 
-Run alone: `.venv/bin/python -m pytest -m scaleout` (about 4-5 minutes on 2 cores).
+Run alone: `.venv/bin/python -m pytest -m scaleout` (about 2 minutes of CPU; docs/scale-out.md
+gives the times measured).
 """
 from __future__ import annotations
 
