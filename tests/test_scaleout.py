@@ -326,6 +326,8 @@ def test_s3_object_store_gives_the_local_bytes_and_training(reference, s3, synth
 
     make(tmp_path, "features", f"SHARDS={bucket}/shards", f"OUT={bucket}/features", f"ENCODER={ENCODER}", env=env)
     assert_same_files(s3.tree("features"), local_tree(reference / "features"), "features in the bucket")
+    out = make(tmp_path, "check-shards", f"SHARDS={bucket}/shards", f"FEATURES={bucket}/features", env=env)
+    assert "6 split folder(s) checked, nothing damaged" in out, out[-2000:]  # every byte against its index
 
     runs = {}
     for name, features in (("s3", f"{bucket}/features"), ("local", str(reference / "features"))):
