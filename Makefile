@@ -37,16 +37,19 @@ synthetic: setup ## synthetic assets + raw datasets in the real layouts under OU
 		$(if $(PEOPLE),--people $(PEOPLE))
 
 # ---- image shards: raw datasets -> 256x192 WebDataset shards + manifest (pipelines/shards.py) ----
-# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/shards.
+# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/shards; either may be an
+# s3:// URI, and RAY_ADDRESS= runs the tasks on a cluster (docs/scale-out.md). A RAW in an object
+# store is mirrored for the readers into RAW_STAGE (default data/raw-stage).
 SHARDS_RAW = $(or $(RAW),data/synthetic/raw)
 SHARDS_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/shards)
 SHARDS_ARGS ?=
+RAW_STAGE ?=
 .PHONY: shards bench-shards check-shards
 
-shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, SHARDS_ARGS=)
+shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, RAW_STAGE=, SHARDS_ARGS=)
 	$(BIN)/python -m pipelines.shards --raw $(SHARDS_RAW) --out $(SHARDS_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
 		$(if $(MAX_SAMPLES),--max-samples $(MAX_SAMPLES)) $(if $(JPEG_QUALITY),--jpeg-quality $(JPEG_QUALITY)) \
-		$(if $(EXPAND),--expand $(EXPAND)) $(SHARDS_ARGS)
+		$(if $(EXPAND),--expand $(EXPAND)) $(if $(RAW_STAGE),--raw-stage $(RAW_STAGE)) $(SHARDS_ARGS)
 
 bench: bench-shards
 

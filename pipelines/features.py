@@ -3,7 +3,9 @@
 Launch:
     python -m pipelines.features --shards data/shards --out data/features --encoder vitpose-h \
         --ckpt data/assets/vitpose_h.pth [--views 4]
-    RAY_ADDRESS=ray://head:10001 python -m pipelines.features --shards s3://b/shards --out s3://b/features ...
+    RAY_ADDRESS=head:6379 python -m pipelines.features --shards s3://b/shards --out s3://b/features ...
+(a cluster and a bucket: docs/scale-out.md; the read tasks and the encoder actors run on any
+node, so SHARDS and the checkpoint must be readable from every node; the driver writes OUT).
 
 Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
 - `CACHE/encoder.json`: the encoder (config, preprocessing, weights sha256 or random seed,
@@ -58,8 +60,9 @@ import logging
 import os
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -72,7 +75,7 @@ from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWrite
                                    read_entry, read_index, size_problem, write_index)
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
                                     read_manifest, resolve, split_dir)
-from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray
+from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray, exit_on_lost_node, node_id
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -230,11 +233,11 @@ def read_chunks(item: dict, settings: FeatureSettings) -> Iterator[dict]:
     import cv2
 
     cv2.setNumThreads(1)  # one task per CPU
-    shard, index = item["shard"], int(item["index"])
+    shard, index, node = item["shard"], int(item["index"]), node_id()
     items, records, targets, crops, rejects, chunk = [], [], [], [], [], 0
 
     def emit(last: bool) -> dict:
-        meta = {"index": index, "chunk": chunk, "last": last, "items": items,
+        meta = {"index": index, "chunk": chunk, "last": last, "items": items, "read_on": node,
                 "record_sizes": [len(r) for r in records], "rejects": rejects if last else []}
         return {"meta": json.dumps(meta), "records": b"".join(records), "targets": b"".join(targets),
                 "crops": np.stack(crops).tobytes() if crops else b""}
@@ -289,6 +292,7 @@ class EncodeChunks:
         # for the pipeline's throughput: when the chunk was done, and how long the encoder took
         batch["encoded_at"] = np.full(len(out), time.time())
         batch["encode_seconds"] = np.full(len(out), time.perf_counter() - t0)
+        batch["encoded_on"] = np.full(len(out), node_id())
         return batch
 
 
@@ -484,16 +488,18 @@ class RunStats:
     steady_crops: int  # crops of the chunks done after the first: / steady_seconds = the rate the
     # pipeline keeps the encoder at (gaps from a starving read stage or a slow writer count)
     busy_seconds: float  # the encoder's own time on those chunks: / steady_seconds = its utilisation
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node -> {"read": chunks, "encoded": chunks}
 
 
-def _device(settings: FeatureSettings, num_cpus: int | None = None) -> tuple[str, int]:
+def _device(settings: FeatureSettings, num_cpus: int | None = None, shared: tuple[str, ...] = ()) -> tuple[str, int]:
     """(device, number of encoder actors): one per GPU of the cluster, else CPU actors
-    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs)."""
+    (`--device cpu` decides without Ray; otherwise Ray is started to count the GPUs;
+    `shared`: as `ensure_ray`'s)."""
     import ray
 
     if settings.device == "cpu":
         return "cpu", settings.cpu_actors
-    ensure_ray(num_cpus)
+    ensure_ray(num_cpus, shared)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if settings.device == "cuda" and gpus == 0:
         raise RuntimeError("--device cuda: the Ray cluster has no GPU")
@@ -511,7 +517,8 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
         raise FileNotFoundError(f"{shards}: no image shards found (<dataset>/<split>/<dataset>-<split>-%06d.tar)")
     check([split_dir(shards, *s) for s in sets], remedy="remove the damaged image shards and rerun `make shards` "
           "(it writes only what is missing), then `make features`")
-    spec = cache_spec(settings, _device(settings, num_cpus)[0])
+    shared = (shards, *([settings.ckpt] if settings.ckpt else []))  # read on every node
+    spec = cache_spec(settings, _device(settings, num_cpus, shared)[0])
     cache = prepare_cache(out, settings, spec)
     plans = {s: plan_split(shards, cache, *s) for s in sets}
     if damaged := [p for s in sets for p in plans[s][2]]:
@@ -521,9 +528,10 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     written = {s: len(plans[s][1]) for s in sets}
 
     done: list[tuple[float, int, float]] = []
+    nodes: dict[str, dict[str, int]] = {}
     if work:
-        ensure_ray(num_cpus)
-        done = _encode(work, settings, spec, progress)
+        ensure_ray(num_cpus, shared)
+        done, nodes = _encode(work, settings, spec, progress)
     splits = []
     for s in sets:
         rows = write_manifest(shards, cache, *s, plans[s][0])
@@ -534,12 +542,12 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
     done.sort()
     steady = done[-1][0] - done[0][0] if done else 0.0
     return RunStats(cache, settings.views, splits, sum(n for _, n, _ in done), time.perf_counter() - t0,
-                    steady, sum(n for _, n, _ in done[1:]), sum(b for _, _, b in done[1:]))
+                    steady, sum(n for _, n, _ in done[1:]), sum(b for _, _, b in done[1:]), nodes)
 
 
 def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: bool):
     """Stages 2-4 over the work list; returns (time the actor finished it, crops, encoder
-    seconds) per non-empty chunk."""
+    seconds) per non-empty chunk, and {Ray node: {"read": chunks, "encoded": chunks}}."""
     import ray
     from tqdm import tqdm
 
@@ -554,6 +562,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
     ds.context.enable_progress_bars = False  # ours counts crops
     total = sum(w.samples for w in work) * settings.views
     done = []
+    nodes: dict[str, Counter] = defaultdict(Counter)
     writer: _ShardWriter | None = None
     with tqdm(total=total, desc=f"features {settings.cache_name} ({device} x{actors})", unit=" crops",
               disable=not progress) as bar:
@@ -565,6 +574,8 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
             elif writer.work is not w:
                 raise RuntimeError(f"{w.shard}: chunks arrived out of order (expected {writer.work.shard})")
             writer.add_chunk(meta, row["records"], row["targets"], row["features"], settings.views)
+            nodes[meta["read_on"]]["read"] += 1
+            nodes[str(row["encoded_on"])]["encoded"] += 1
             n = len(meta["items"])
             if n:
                 done.append((float(row["encoded_at"]), n, float(row["encode_seconds"])))
@@ -573,7 +584,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
                 writer.close(meta["rejects"])
                 bar.update(len(meta["rejects"]) * settings.views)
                 writer = None
-    return done
+    return done, {n: {"read": c["read"], "encoded": c["encoded"]} for n, c in sorted(nodes.items())}
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -583,7 +594,11 @@ def summary_table(stats: RunStats) -> str:
              for s in stats.splits]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)])
+    out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
+    if stats.nodes:
+        out.append("chunks by Ray node: " + ", ".join(f"{n} read {c['read']} encoded {c['encoded']}"
+                                                      for n, c in stats.nodes.items()))
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -631,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ShardError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        return exit_on_lost_node(e, f"feature shard in {args.out}")
     print(summary_table(stats))
     rate = f", {stats.crops / stats.seconds:.1f} crops/s overall" if stats.crops else ""
     print(f"{sum(s.ok for s in stats.splits)} samples x {stats.views} view(s) in {stats.cache}; "

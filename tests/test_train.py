@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -257,35 +256,12 @@ def test_the_non_finite_check_runs_every_n_steps_and_names_the_bad_step(features
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
-DDP_SCRIPT = """
-import sys, torch
-from lightning.pytorch.callbacks import Callback
-from train.config import load_config
-from train.run import train
-
-config, features, run, assets, out = sys.argv[1:6]
-
-class Record(Callback):
-    keys = []
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.keys += batch["key"]
-    def on_train_end(self, trainer, pl_module):
-        state = {k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()}
-        torch.save({"keys": self.keys, "state": state, "step": trainer.global_step, "world": trainer.world_size},
-                   f"{out}/rank{trainer.global_rank}.pt")
-
-train(load_config(config, sys.argv[6:]), features, run, assets=assets, extra_callbacks=[Record()])
-"""
-
-
 def test_ddp_on_two_cpu_processes_keeps_weights_equal_on_different_samples(features, synthetic_assets, tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
     sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.val_dataset=''", "trainer.devices=2", "trainer.accelerator=cpu",
             "optim.global_batch=8", "data.epoch_samples=24", "optim.epochs=1", "data.workers=1",
             "data.shuffle_buffer=2", "trainer.log_every_n_steps=1"]
-    cmd = [sys.executable, str(script), str(CONFIG_DIR / "demo-cpu.yaml"), str(features), str(tmp_path / "run"),
-           str(synthetic_assets.root), str(tmp_path), *sets]
+    cmd = [sys.executable, str(REPO / "tests" / "train_recorder.py"), str(tmp_path), str(CONFIG_DIR / "demo-cpu.yaml"),
+           str(features), str(tmp_path / "run"), str(synthetic_assets.root), *sets]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
