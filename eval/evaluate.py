@@ -48,11 +48,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from datasets.assets import Assets, is_synthetic
+from datasets.assets import Assets, assets_for_data, is_synthetic
+from datasets.errors import USER_ERRORS, InputError, fail
 from datasets.record import PersonFrame
 from eval import tables
 from eval.protocols import DEFAULT_PROTOCOLS, PROTOCOLS, Protocol, load_ground_truth, load_regressor
-from pipelines.shard_reader import ShardError
 
 CKPT_DIR = "checkpoints"
 CKPT_NAMES = ("best.ckpt", "last.ckpt")  # default checkpoint: the first that exists
@@ -65,7 +65,7 @@ DEFAULT_BATCH = 64
 ATTENTION_TOP_IF_EMPTY = 20  # Fig. 5 pictures of a near-uniform (untrained) model: show the top 20, say so
 
 
-class EvalError(RuntimeError):
+class EvalError(InputError, RuntimeError):
     """The run, checkpoint, features or assets do not fit together; says which and what was expected."""
 
 
@@ -90,23 +90,28 @@ def default_checkpoint(run: Path) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint dict, loaded without running code (`weights_only=True`)."""
-    if not path.exists():
-        raise EvalError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("state_dict", "model_config") if k not in ckpt]
+    """The checkpoint dict, loaded without running code (`model.checkpoint.load`)."""
+    from model.checkpoint import CheckpointError, load
+
+    try:
+        ckpt = load(path, "decoder checkpoint")
+    except (CheckpointError, FileNotFoundError) as e:
+        raise EvalError(str(e)) from None
+    missing = [k for k in ("state_dict", "model_config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise EvalError(f"{path}: not a DeforHMR training checkpoint (lacks {missing}; expected what "
                         f"`make train` writes: state_dict, model_config, model_preset, train_config, meta)")
     return ckpt
 
 
-def load_run(run: Path, ckpt_path: Path | None, assets: Assets, device: torch.device) -> LoadedRun:
+def load_run(run: Path, ckpt_path: Path | None, assets: Assets, device: torch.device,
+             ckpt: dict | None = None) -> LoadedRun:
+    """The run's model from `ckpt_path` (default `default_checkpoint`; `ckpt`: its content, read already)."""
     from model.config import from_dict as model_from_dict
     from model.deforhmr import DeforHMR
 
     ckpt_path = ckpt_path or default_checkpoint(run)
-    ckpt = read_checkpoint(ckpt_path)
+    ckpt = ckpt or read_checkpoint(ckpt_path)
     cfg = model_from_dict(dict(ckpt["model_config"]), source=f"{ckpt_path} model_config")
     preset = ckpt.get("model_preset") or "?"
     run_cfg_path = run / RUN_CONFIG
@@ -134,6 +139,18 @@ def load_run(run: Path, ckpt_path: Path | None, assets: Assets, device: torch.de
     model.to(device).eval()
     return LoadedRun(model, preset, dict(ckpt.get("train_config") or {}), dict(ckpt.get("meta") or {}),
                      ckpt_path, device)
+
+
+def data_assets(features: str, ckpt: dict, cache: str | None, given: str | None,
+                raw: str | None) -> tuple[Assets, str | None]:
+    """(assets, where they came from) for scoring the protocols' splits of the run's feature
+    cache (`datasets.assets.assets_for_data`: synthetic data takes the stand-ins it was made with)."""
+    from pipelines.shard_reader import join, list_shards, read_split_marker
+
+    name = cache or ((ckpt.get("train_config") or {}).get("data") or {}).get("cache")
+    splits = dict.fromkeys((p.dataset, p.split) for p in PROTOCOLS.values())
+    dirs = [join(features, name, *s) for s in splits if name and list_shards(join(features, name), *s)]
+    return assets_for_data(given, {d: read_split_marker(d) for d in dirs}, raw)
 
 
 # ---- 2. the features --------------------------------------------------------------------------
@@ -507,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", required=True, help="feature root (FEATURES/<cache>/<dataset>/<split>)")
     ap.add_argument("--ckpt", default=None, help="checkpoint (default RUN/checkpoints/best.ckpt, else last.ckpt)")
     ap.add_argument("--cache", default=None, help="feature cache name (default: the one the run trained on)")
-    ap.add_argument("--assets", default=None, help="assets root (default: datasets/assets.yaml / $ASSETS)")
+    ap.add_argument("--assets", default=None, help="assets root (default: synthetic data's own stand-ins, named by its "
+                    "SYNTHETIC markers; else datasets/assets.yaml / $ASSETS)")
     ap.add_argument("--raw", default=None, help="raw datasets root, for the original images of the figures")
     ap.add_argument("--shards", default=None, help="image shards root (crops for figures when no original image)")
     ap.add_argument("--protocols", default=None,
@@ -522,11 +540,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     run = Path(args.run)
-    assets = Assets(args.assets, args.raw)
     device = _device(args.device)
-    print(f"== eval: run {run}, features {args.features}, assets {assets.root}, device {device}")
+    print(f"== eval: run {run}, features {args.features}, device {device}")
     try:
-        loaded = load_run(run, Path(args.ckpt) if args.ckpt else None, assets, device)
+        ckpt_path = Path(args.ckpt) if args.ckpt else default_checkpoint(run)
+        ckpt = read_checkpoint(ckpt_path)
+        assets, where = data_assets(args.features, ckpt, args.cache, args.assets, args.raw)
+        print(f"   {where or f'assets: {assets.root}'}")
+        loaded = load_run(run, ckpt_path, assets, device, ckpt)
         cache = open_cache(args.features, loaded, args.cache)
         method = args.method or loaded.preset
         if args.protocols:
@@ -563,9 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
         if not results:
             raise EvalError(f"no protocol could be evaluated: {'; '.join(not_evaluated)}")
-    except (EvalError, FileNotFoundError, ShardError) as e:
-        print(f"eval: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail("eval", e)
 
     synthetic = synthetic_inputs or any(r.synthetic for r in results)
     out_dir = run / EVAL_DIR

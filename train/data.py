@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datasets.errors import InputError
 from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
                                 has_targets, read_cache_spec, sample_views, view_ext)
 from pipelines.shard_index import ShardCheckError, ShardRead, TruncatedShard, check
@@ -80,7 +81,7 @@ def lazy_members(spec: dict) -> tuple[str, ...]:
     return LAZY + ("." + RECORD_EXT,) if has_targets(spec) else LAZY
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """The feature tree lacks what the config asks for; the message names path and key."""
 
 

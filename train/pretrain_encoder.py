@@ -51,9 +51,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from datasets.joints import KEYPOINTS_2D
+from datasets.progress import Progress
 from datasets.record import CROP_HW
 from model.geometry import normalise_crop_pixels
 from model.vitpose import ViTPoseEncoder, get_encoder_config, mae_sincos_pos_embed, normalize
@@ -161,7 +161,7 @@ def pretrain(crops: np.ndarray, keypoints: np.ndarray, encoder_name: str, epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(seed)
     losses = []
-    bar = tqdm(total=steps, desc=f"pretrain {encoder_name}", disable=not progress, unit="step")
+    bar = Progress(steps, f"pretrain {encoder_name}", "steps", show=progress)
     for _ in range(epochs):
         order = rng.permutation(n)
         total = 0.0
