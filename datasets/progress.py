@@ -36,15 +36,17 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 
 class Progress:
     """Count of items done, shown as a tqdm bar on a terminal, else as a plain line on
-    `stream` every `every` seconds (and one when it closes, if it printed any and the count moved since).
+    `stream` every `every` seconds (default `PROGRESS_SECONDS`; and one when it closes, if it
+    printed any and the count moved since).
 
     show=False shows nothing; bar=None decides by `is_terminal(stream)`; `clock` (seconds)
     is for tests; `initial`: the count it starts from (a resumed loop), not in the rate."""
 
     def __init__(self, total: int | None = None, desc: str = "", unit: str = "items", show: bool = True,
-                 bar: bool | None = None, every: float = PROGRESS_SECONDS, stream: TextIO | None = None,
+                 bar: bool | None = None, every: float | None = None, stream: TextIO | None = None,
                  leave: bool = True, initial: int = 0, clock: Callable[[], float] = time.monotonic):
-        self.total, self.desc, self.unit, self.show, self.every = total, desc, unit, show, every
+        self.total, self.desc, self.unit, self.show = total, desc, unit, show
+        self.every = PROGRESS_SECONDS if every is None else every
         self.stream = sys.stderr if stream is None else stream
         self.clock = clock
         self.n, self.initial, self.postfix, self.lines, self.n_shown = initial, initial, {}, 0, initial

@@ -141,15 +141,15 @@ def load_run(run: Path, ckpt_path: Path | None, assets: Assets, device: torch.de
                      ckpt_path, device)
 
 
-def data_assets(features: str, ckpt: dict, cache: str | None, given: str | None,
+def data_assets(features: str, ckpt: dict, ckpt_path: Path, cache: str | None, given: str | None,
                 raw: str | None) -> tuple[Assets, str | None]:
     """(assets, where they came from) for scoring the protocols' splits of the run's feature
     cache (`datasets.assets.assets_for_data`: synthetic data takes the stand-ins it was made with)."""
-    from pipelines.shard_reader import join, list_shards, read_split_marker
+    from pipelines.shard_reader import list_shards, read_split_marker
 
-    name = cache or ((ckpt.get("train_config") or {}).get("data") or {}).get("cache")
+    root, _ = cache_spec(features, dict(ckpt.get("train_config") or {}), ckpt_path, cache)
     splits = dict.fromkeys((p.dataset, p.split) for p in PROTOCOLS.values())
-    dirs = [join(features, name, *s) for s in splits if name and list_shards(join(features, name), *s)]
+    dirs = [f"{root}/{d}/{s}" for d, s in splits if list_shards(root, d, s)]
     return assets_for_data(given, {d: read_split_marker(d) for d in dirs}, raw)
 
 
@@ -160,19 +160,25 @@ class FeatureCache:
     spec: dict
 
 
-def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> FeatureCache:
-    from pipelines.features import read_cache_spec
+def cache_spec(features: str, train_config: dict, ckpt_path: Path, cache: str | None = None) -> tuple[str, dict]:
+    """(location, encoder.json) of the feature cache `cache`, default the one the run trained on."""
+    from pipelines.features import list_caches, read_cache_spec
     from pipelines.shard_reader import join
 
-    name = cache or (loaded.train_config.get("data") or {}).get("cache")
+    name = cache or (train_config.get("data") or {}).get("cache")
     if not name:
-        raise EvalError(f"{loaded.ckpt}: the checkpoint does not name its feature cache (train_config.data.cache); "
+        raise EvalError(f"{ckpt_path}: the checkpoint does not name its feature cache (train_config.data.cache); "
                         f"pass --cache")
     root = join(features, name)
     try:
-        spec = read_cache_spec(root)
+        return root, read_cache_spec(root)
     except FileNotFoundError as e:
-        raise EvalError(f"{e} (the run trained on cache '{name}'; make its evaluation splits with `make features`)") from None
+        raise EvalError(f"{e} (the run trained on cache '{name}'; make its evaluation splits with `make features`; "
+                        f"caches under {features}: {list_caches(features) or 'none'})") from None
+
+
+def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> FeatureCache:
+    root, spec = cache_spec(features, loaded.train_config, loaded.ckpt, cache)
     cfg = loaded.model.cfg
     want = [cfg.context_dim, *cfg.feature_hw]
     have = list(spec["storage"]["shape"])
@@ -545,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ckpt_path = Path(args.ckpt) if args.ckpt else default_checkpoint(run)
         ckpt = read_checkpoint(ckpt_path)
-        assets, where = data_assets(args.features, ckpt, args.cache, args.assets, args.raw)
+        assets, where = data_assets(args.features, ckpt, ckpt_path, args.cache, args.assets, args.raw)
         print(f"   {where or f'assets: {assets.root}'}")
         loaded = load_run(run, ckpt_path, assets, device, ckpt)
         cache = open_cache(args.features, loaded, args.cache)

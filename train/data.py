@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datasets.errors import InputError
 from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
-                                has_targets, read_cache_spec, sample_views, view_ext)
+                                has_targets, list_caches, read_cache_spec, sample_views, view_ext)
 from pipelines.shard_index import ShardCheckError, ShardRead, TruncatedShard, check
 from pipelines.shard_reader import ShardError, join, list_shards, read_manifest, resolve
 from pipelines.tar import BLOCK as TAR_BLOCK
@@ -102,7 +102,8 @@ def open_cache(features: str, cache: str) -> tuple[str, dict]:
     try:
         return root, read_cache_spec(root)
     except FileNotFoundError as e:
-        raise DataError(f"{e} (config key data.cache = {cache!r})") from None
+        raise DataError(f"{e} (config key data.cache = {cache!r}; caches under {features}: "
+                        f"{list_caches(features) or 'none'})") from None
 
 
 def find_source(root: str, dataset: str, split: str) -> Source:

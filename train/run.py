@@ -44,7 +44,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from datasets.assets import assets_for_data, is_synthetic
 from datasets.errors import USER_ERRORS, InputError, fail
-from datasets.progress import PROGRESS_SECONDS, Progress, is_terminal
+from datasets.progress import Progress, is_terminal
 from model.checkpoint import CheckpointError
 from model.checkpoint import load as load_checkpoint
 from model.deforhmr import DeforHMR
@@ -152,11 +152,11 @@ class ProgressBar(TQDMProgressBar):
 
 class ProgressLines(Callback):
     """Where stderr is not a terminal (a log file): instead of the bar, a plain line every
-    `PROGRESS_SECONDS` (`datasets.progress`): epoch, step of all, loss, steps/s. The loss is
-    read from the device only for a line."""
+    `datasets.progress.PROGRESS_SECONDS`: step of all, steps/s, epoch, loss. The loss is read
+    from the device only for a line."""
 
-    def __init__(self, every: float = PROGRESS_SECONDS):
-        self.every = every
+    def __init__(self, every: float | None = None):
+        self.every = every  # None: datasets.progress.PROGRESS_SECONDS
         self.bar: Progress | None = None
 
     @rank_zero_only
