@@ -37,6 +37,7 @@ import sys
 
 import numpy as np
 
+from datasets.errors import USER_ERRORS, fail
 from datasets.joints import KEYPOINTS_2D
 from datasets.record import CROP_HW
 from eval.metrics import pa_mpjpe
@@ -174,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=1000.0, help="ridge strength of the feature probe")
     ap.add_argument("--alpha-2d", type=float, default=0.1, help="ridge strength of the 2D probe")
     args = ap.parse_args(argv)
-    rows, (r2_row, r2_col) = probe(args.cache, args.test, args.noise, args.alpha, args.alpha_2d)
+    try:
+        rows, (r2_row, r2_col) = probe(args.cache, args.test, args.noise, args.alpha, args.alpha_2d)
+    except USER_ERRORS as e:
+        return fail("probe", e)
     print("| split | probe | PA-MPJPE (mm) | n |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['split']} | {r['probe']} | {r['pa_mpjpe_mm']:.1f} | {r['n']} |")

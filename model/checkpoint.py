@@ -1,4 +1,4 @@
-"""Checkpoint files read without running code from them: the one `torch.load` of the project.
+"""Checkpoint files read without running code from them, for every command that reads one.
 
 `load(path, what)` reads with `torch.load(weights_only=True)` (tensors, plain containers and
 the few classes torch allows) and turns every way a file can fail into a `CheckpointError`

@@ -23,7 +23,9 @@ Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
   draws one view per sample (`sample_views`, `decode_view`).
 - beside each tar a `.json` sidecar (its manifest rows and its index entry), and per split
   `index.json` (per shard: samples, bytes, CRC-32; `pipelines.shard_index`) and
-  `manifest.parquet`: one row per image-shard sample (`ok`, or `rejected` with the reason).
+  `manifest.parquet`: one row per image-shard sample (`ok`, or `rejected` with the reason);
+  for synthetic data, the image split's `SYNTHETIC` marker (the stand-ins its ground truth was
+  made with: `datasets.assets.assets_for_data` gives them to training and evaluation).
 
 Stages, top to bottom:
 1. plan (driver): every image shard set under SHARDS, checked against its index up front

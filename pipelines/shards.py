@@ -27,7 +27,10 @@ Stages, top to bottom (per dataset and split):
 
 Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, index.json,
 manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were
-made with, and a rerun with other settings into the same folder is refused.
+made with, and a rerun with other settings into the same folder is refused. A split read
+from synthetic data also gets its raw root's `SYNTHETIC` marker (`datasets.reader`: the
+stand-ins its ground truth was made with, as a path relative to the split folder, and their
+digest), which `make features` carries on and training and evaluation take their assets from.
 
 Determinism: the same input and settings give byte-identical shards in any output folder,
 whatever the number of workers, interruptions included (JPEG and npz encoding are

@@ -135,6 +135,7 @@ def chain(synthetic_dir, ray_session, tmp_path_factory):
                                 "--encoder", "tiny", "--device", "cpu"]),
         "train": (train, ["--config", "train/configs/demo-cpu.yaml", "--features", str(paths["features"]),
                           "--run", str(paths["run"]), "--set", "optim.epochs=1", "--set", "data.workers=0",
+                          "--set", "trainer.log_every_n_steps=1",
                           *[x for s in ONLY_3DPW for x in ("--set", s)]]),
     }
     logs = {}
@@ -394,6 +395,14 @@ BAD_INPUTS = {
     "eval: unknown protocol": ("eval.evaluate", lambda c, t: (
         ["--run", str(_copy_run(c, t)), "--features", str(c["features"]), "--protocols", "3dpw,emdb9"],
         [t / "run" / "eval"]), "unknown protocol(s) ['emdb9']"),
+    # make demo's encoder fit, python -m eval.probe
+    "pretrain: SHARDS missing": ("train.pretrain_encoder", lambda c, t: (
+        ["--shards", str(t / "nothing"), "--out", str(t / "enc.pth")], [t / "enc.pth"]),
+        "no 'train' image shards found"),
+    "pretrain: wrong encoder": ("train.pretrain_encoder", lambda c, t: (
+        ["--shards", str(c["shards"]), "--out", str(t / "enc.pth"), "--encoder", "tiny2"], [t / "enc.pth"]),
+        "invalid choice: 'tiny2'"),
+    "probe: cache missing": ("eval.probe", lambda c, t: (["--cache", str(t / "nothing")], []), "not a feature cache"),
     # make check-data
     "check-data: RAW missing": ("datasets.check", lambda c, t: (
         ["--raw", str(t / "nothing"), "--out", str(t / "out")], [t / "out"]), "no such folder"),

@@ -152,8 +152,9 @@ class ProgressBar(TQDMProgressBar):
 
 class ProgressLines(Callback):
     """Where stderr is not a terminal (a log file): instead of the bar, a plain line every
-    `datasets.progress.PROGRESS_SECONDS`: step of all, steps/s, epoch, loss. The loss is read
-    from the device only for a line."""
+    `datasets.progress.PROGRESS_SECONDS`, at the next logging step (`trainer.log_every_n_steps`):
+    step of all, steps/s, epoch, loss. The loss is read only there, where Lightning reads it
+    from the device anyway (no sync of its own)."""
 
     def __init__(self, every: float | None = None):
         self.every = every  # None: datasets.progress.PROGRESS_SECONDS
@@ -168,6 +169,9 @@ class ProgressLines(Callback):
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # lines on logging steps only: there Lightning has read the loss from the device already
+        if not trainer.log_every_n_steps or trainer.global_step % trainer.log_every_n_steps:
+            return
         if self.bar.due():
             loss = trainer.callback_metrics.get("train/loss")
             self.bar.set_postfix(epoch=trainer.current_epoch, **({} if loss is None else {"loss": f"{float(loss):.4g}"}))
