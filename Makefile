@@ -108,11 +108,20 @@ bench-train: setup ## training loader samples/s against `cat` of the same shards
 RUN ?= runs/demo
 FEATURES ?= data/features
 EVAL_ARGS ?=
-.PHONY: eval
+PRED ?=
+PROTOCOL ?=
+EVAL_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
+.PHONY: eval eval-export
 
-eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT= decoder ckpt, ASSETS= as for train, RAW=, EVAL_ARGS=)
-	$(BIN)/python -m eval.evaluate --run $(RUN) --features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT)) \
+# PRED=FILE scores a predictions file (docs/evaluation.md) instead of a run
+eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS= as for train, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
+	$(BIN)/python -m eval.evaluate $(if $(PRED),--pred $(PRED) --protocol $(PROTOCOL) $(EVAL_OUT),--run $(RUN) \
+		--features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT))) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)
+
+eval-export: setup ## a protocol's exact test set (keys, images, boxes, crop affine, intrinsics) -> OUT.parquet + OUT.json (PROTOCOL=, OUT=, SHARDS=)
+	$(BIN)/python -m eval.export --protocol $(PROTOCOL) --out $(or $(OUT),data/export/$(PROTOCOL)) \
+		--shards $(or $(SHARDS),data/shards)
 
 # ---- the demo and the ablation: the whole chain on synthetic data, on CPU -----------------
 # Every stage writes a stamp or a file that the next stage depends on, so a second
@@ -173,5 +182,5 @@ $(DEMO_RUNS)/%/eval/results.json: $(DEMO_RUNS)/%/checkpoints/last.ckpt
 demo: $(DEMO_RUNS)/def-m/eval/results.json $(DEMO_RUNS)/reg-s/eval/results.json ## the whole chain on synthetic data on CPU (minutes): DeforHMR vs HMR2.0-style reg-s vs the mean pose
 	$(BIN)/python -m eval.tables --runs $(DEMO_RUNS)/def-m $(DEMO_RUNS)/reg-s --table1
 
-ablation: $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)/eval/results.json) ## Table 2 (Reg-S, Reg-M, Def-S, Def-M) with equal budgets on the demo data
+ablation: $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)/eval/results.json) ## Table 2 (Reg-S = HMR2.0†, Reg-M, Def-S, Def-M) with equal budgets on the demo data, and each row's parameter count
 	$(BIN)/python -m eval.tables --runs $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)) --table2

@@ -121,7 +121,8 @@ class Limits:
 # - coco / mpii / h36m: 2D `part` (the records' keypoints_2d, SPIN base_dataset.py), 3D `S` where the
 #   file has it (SPIN base_dataset.py `pose_3d`; without `S` the records' 3D are the SMPL's own);
 # - mpi_inf_3dhp: annot2 / annot3 (the records' keypoints_2d / joints_3d; the SPIN fits are separate);
-# - rich: none (BEDLAM's rich_test.npz holds only the SMPL-X, its camera and the box).
+# - rich: none (BEDLAM's rich_test.npz holds only the SMPL-X, its camera and the box);
+# - emdb: none (its `kp2d` are the same SMPL's joints projected, eth-ait/emdb dataset.md).
 INDEPENDENT_LABELS: dict[str, tuple[str | None, str | None]] = {
     "3dpw": ("poses2d", "joint_positions"),
     "coco": ("record", "file_S"),
@@ -129,6 +130,7 @@ INDEPENDENT_LABELS: dict[str, tuple[str | None, str | None]] = {
     "h36m": ("record", "file_S"),
     "mpi_inf_3dhp": ("record", "record"),
     "rich": (None, None),
+    "emdb": (None, None),
 }
 
 # Limits per "dataset" or "dataset/split" (the latter first). Shares of the box side: the box
@@ -178,6 +180,9 @@ LIMITS: dict[str, Limits] = {
     # RICH (BEDLAM's parsed labels): SMPL-X, `cam_int` and a translation in every row, nothing
     # independent but the box (SPIN-style around the person): >= 90% of the body's points in it.
     "rich": Limits(min_smpl=0.99, min_joints_3d=0.99, min_keypoints_2d=0.99, min_intrinsics=0.99, min_in_box=0.9),
+    # EMDB 1 (good frames): SMPL, camera and translation in every frame; the 2D are the body's
+    # projection (confidence 0 off the image); the box is SPIN's 1.2 x EMDB's tight `bboxes`.
+    "emdb": Limits(min_smpl=0.99, min_joints_3d=0.99, min_keypoints_2d=0.95, min_intrinsics=0.99, min_in_box=0.9),
 }
 
 

@@ -104,7 +104,7 @@ def predict(image_path: Path, box, run: Path, out: Path, ckpt: Path | None = Non
     found, where = assets_for_data(assets, {join(cache, *s): read_split_marker(join(cache, *s)) for s in shard_sets(cache)})
     if where:
         print(f"predict: {where}")
-    loaded = load_run(run, ckpt, found, dev, saved)
+    loaded = load_run(run, ckpt, found, dev)
     encoder = load_run_encoder(spec, encoder_ckpt, found).to(dev)
     shape = [loaded.model.cfg.context_dim, *loaded.model.cfg.feature_hw]
     if list(spec["storage"]["shape"]) != shape:

@@ -4,8 +4,11 @@ Conventions:
 - Camera frame: OpenCV (x right, y down, z forward). Pixels: (0, 0) is the centre of the
   top-left pixel, as in `cv2.warpAffine`.
 - Rotations: axis-angle (radians), 3x3 matrices, and the 6D representation of Zhou et
-  al. in the *interleaved* layout used by SPIN / HMR2.0 (`rot6d_to_rotmat` reshapes the 6
-  numbers to 3x2 and takes the two columns), so a real `smpl_mean_params.npz` works.
+  al. in SPIN's *interleaved* layout (SPIN utils/geometry.py `rot6d_to_rotmat` views the 6
+  numbers as 3x2 and takes the two columns), the layout `smpl_mean_params.npz` is written
+  in, so a real file's mean pose decodes to the mean pose. Not HMR2.0's: 4D-Humans
+  hmr2/utils/geometry.py `rot6d_to_rotmat` reads a1 = x[0:3], a2 = x[3:6] (x.reshape(-1, 2, 3)),
+  and applies it to the same file.
 - Crop camera (HMR2.0 style, weak perspective): `cam = (s, tx, ty)`; a point X (metres,
   camera axes, body-centred) lands at normalised crop coordinates n = s * (X_xy + t_xy),
   where n = (pixel - crop centre) / (crop height / 2). It equals a perspective camera
@@ -81,8 +84,9 @@ def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3); Gram-Schmidt on the two columns of x viewed as 3x2.
 
-    Interleaved layout of SPIN `utils/geometry.py rot6d_to_rotmat` / HMR2.0: the 6
-    numbers are the row-major 3x2 matrix [R[:, 0], R[:, 1]].
+    Interleaved layout of SPIN `utils/geometry.py rot6d_to_rotmat` (x.view(-1, 3, 2), a1 =
+    x[:, :, 0], a2 = x[:, :, 1]): the 6 numbers are the row-major 3x2 matrix [R[:, 0], R[:, 1]],
+    as in `smpl_mean_params.npz`. (HMR2.0's reads a1 = x[0:3], a2 = x[3:6]; see the module doc.)
     """
     m = x.reshape(*x.shape[:-1], 3, 2)  # (..., 3, 2)
     a1, a2 = m[..., 0], m[..., 1]
@@ -167,13 +171,22 @@ def box_from_keypoints(keypoints: np.ndarray, expand: float = SPIN_BOX_EXPAND,
     keypoints (N, 3) px + confidence. Returns (center (2,), size (2,) = (side, side)),
     or None when no keypoint has confidence > min_conf.
     """
+    box = tight_box(keypoints, min_conf)
+    if box is None:
+        return None
+    lo, hi = box[:2], box[2:]
+    side = expand * float((hi - lo).max())
+    return (lo + hi) / 2, np.array([side, side], np.float64)
+
+
+def tight_box(keypoints: np.ndarray, min_conf: float = 0.0) -> np.ndarray | None:
+    """(4,) x0, y0, x1, y1 of the keypoints with confidence > min_conf ((N, 3) px +
+    confidence), or None when there is none: the tight box `box_from_keypoints` grows."""
     vis = keypoints[:, 2] > min_conf
     if not vis.any():
         return None
-    pts = keypoints[vis, :2]
-    lo, hi = pts.min(0), pts.max(0)
-    side = expand * float((hi - lo).max())
-    return (lo + hi) / 2, np.array([side, side], np.float64)
+    pts = np.asarray(keypoints[vis, :2], np.float64)
+    return np.concatenate([pts.min(0), pts.max(0)])
 
 
 def crop_affine(box_center: np.ndarray, box_size: np.ndarray, crop_hw: tuple[int, int] = CROP_HW,

@@ -57,7 +57,7 @@ def test_synthetic_tree_passes_with_every_comparison_made(synthetic_dir, checked
     for name, split in got:
         with Image.open(out / f"{name}-{split}.png") as im:
             assert im.size == (2 * CROP_HW[1], 2 * CROP_HW[0])
-    assert "3dpw" in printed and "FLAG" not in printed and "10 splits, 0 flagged" in printed
+    assert "3dpw" in printed and "FLAG" not in printed and "11 splits, 0 flagged" in printed
 
 
 def _copy(synthetic_dir, tmp_path, names):

@@ -322,7 +322,7 @@ def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
 
     out, stats, skipped = synthetic_built
     pairs = available(faulty_raw)
-    assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich"}
+    assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich", "emdb"}
     assert sorted((s["dataset"], s["split"]) for s in stats) == sorted(pairs) and not skipped
     for dataset, split in pairs:
         items = _reader_items(faulty_raw, dataset, split)

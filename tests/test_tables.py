@@ -50,7 +50,12 @@ def test_table1_layout_and_reported_rows():
     assert body[("mean pose", "baseline")][2:6] == ["120.0", "200.0", "220.0", "35515"]
     # reported first in the paper's order, then the baseline, then measured rows
     order = [_cells(line)[0] for line in lines[1:]]
-    assert order[:7] == list(T.PAPER_TABLE1) and order[7:] == ["mean pose", "DeforHMR"]
+    published = [p.method for p in T.PUBLISHED]
+    assert order[:7] == list(T.PAPER_TABLE1) and order[7:] == [*published, "mean pose", "DeforHMR"]
+    # a published row names its source, in the Source column and in full under the table
+    assert body[("TokenHMR", "reported")][1] == "reported (TokenHMR README)"
+    assert body[("TokenHMR", "reported")][2:6] == ["44.8", "70.9", "84.3", "–"]
+    assert "saidwivedi/TokenHMR README.md" in md
     assert "SYNTHETIC" not in md
 
 
@@ -75,7 +80,30 @@ def test_rerun_appends_and_never_overwrites(tmp_path):
     assert _cells(line)[2:5] == ["39.0", "64.0", "76.0"] and "run-b" in line
     # JSON is long-format: one object per number with the required fields
     data = json.loads(path.read_text())
-    assert {"method", "dataset", "metric", "value_mm", "n_samples"} <= set(data[0])
+    assert {"method", "dataset", "metric", "value_mm", "n_samples"} <= set(data["rows"][0])
+    # a file of the older layout (a plain list of rows) still reads
+    path.write_text(json.dumps(data["rows"]))
+    assert T.load_rows(path) == rows
+
+
+def test_evaluations_keep_per_sample_errors_and_never_overwrite(tmp_path):
+    path = tmp_path / "results.json"
+    ev = T.Evaluation("run-a", "m", "3dpw", "predictions p.npz", {"key": ["a", "b"], "mpjpe": [1.0, 2.5]},
+                      {"samples": 3, "scored": 2, "missing": 1, "extra": 0})
+    T.append_rows(path, _measured("m", "3dpw", (1.0, 1.75, 3.0), 2, run="run-a"), [ev])
+    T.append_rows(path, [], [ev])  # the same again: nothing new
+    rows, evals = T.load_results(path)
+    assert len(rows) == 3 and evals == [ev]
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        T.append_rows(path, [], [T.Evaluation("run-a", "m", "3dpw", "x", {"key": ["a"], "mpjpe": [9.0]})])
+
+
+def test_tables_show_each_datasets_own_metrics():
+    rows = [T.ResultRow("m", "3dhp", m, v, 4, "r") for m, v in (("mpjpe", 90.0), ("pck", 85.5), ("auc", 50.25))]
+    lines = _table_lines(T.render_table1(rows, datasets=("3dhp",)))
+    assert _cells(lines[0]) == ["Method", "Source", "MPI-INF-3DHP MPJPE ↓", "MPI-INF-3DHP PCK@150 ↑",
+                                "MPI-INF-3DHP AUC ↑", "MPI-INF-3DHP n"]
+    assert _cells(lines[-1])[2:] == ["90.0", "85.5", "50.2", "4"]
 
 
 def test_rows_are_validated():
@@ -109,6 +137,39 @@ def test_table2_layout():
 def test_table2_default_methods_are_the_presets():
     md = T.render_table2(_measured("reg-m", "3dpw", (39.0, 65.0, 78.0), 7))
     assert "| Reg-M | measured, run r1 | 39.0 | 65.0 | 78.0 | 7 |" in md
+
+
+def test_table2_params_column():
+    rows = _measured("reg-s-tiny", "3dpw", (45.0, 70.0, 85.0), 50)
+    params = {"reg-s": 39_547_037, "reg-m": 66_227_219, "reg-s-tiny": 56_733}  # def-s, def-m unknown
+    md = T.render_table2(rows, methods={"Reg-S": "reg-s-tiny"}, params=params)
+    lines = _table_lines(md)
+    assert _cells(lines[0])[-1] == "Params (M)"
+    assert [(_cells(ln)[0], _cells(ln)[1].split(" ")[0].rstrip(","), _cells(ln)[-1]) for ln in lines[1:]] == [
+        ("Reg-S (HMR2.0†)", "reported", "39.55"), ("Reg-S (HMR2.0†)", "measured", "0.06"),
+        ("Reg-M", "reported", "66.23"), ("Def-S", "reported", "–"), ("Def-M (DeforHMR)", "reported", "–")]
+    assert T.TABLE2_PARAMS_NOTE in md
+    assert "Params" not in T.render_table2(rows)  # no counts given, no column
+
+
+def test_tables_command_counts_each_runs_own_model(tmp_path, capsys):
+    """Measured rows get the parameters of the run's model config (RUN/config.yaml, here a
+    reg-s-tiny with one layer more than the preset), reported rows the full-size presets'."""
+    from model.config import get_config
+    from model.summary import count_parameters
+    from train.config import load_config
+
+    run = tmp_path / "reg"
+    run.mkdir()
+    load_config(None, ["model.preset=reg-s-tiny", "model.depth=3"]).save(run / "config.yaml")
+    T.save_rows(run / "eval" / "results.json", _measured("reg-s-tiny", "3dpw", (45.0, 70.0, 85.0), 9, synthetic=True))
+    assert T.main(["--runs", str(run), "--table2"]) == 0
+    body = {(c[0], c[1].split(" ")[0].rstrip(",")): c[-1] for c in map(_cells, _table_lines(capsys.readouterr().out)[1:])}
+    deeper = count_parameters(get_config("reg-s-tiny", depth=3))
+    assert f"{deeper / 1e6:.2f}" != f"{count_parameters(get_config('reg-s-tiny')) / 1e6:.2f}"
+    assert body[("Reg-S (HMR2.0†)", "measured")] == f"{deeper / 1e6:.2f}"
+    assert body[("Reg-S (HMR2.0†)", "reported")] == "39.55"
+    assert body[("Def-M (DeforHMR)", "reported")] == f"{count_parameters(get_config('def-m')) / 1e6:.2f}"
 
 
 def test_tables_command_gathers_runs_and_states_the_baseline_ratio(tmp_path, capsys):

@@ -101,6 +101,26 @@ def test_a_run_config_from_before_trainer_compile_reads_it_as_off(tmp_path):
         load_config(None, ["trainer.compile=fast"])
 
 
+def test_a_reg_s_run_from_before_the_hmr2_decoder_keys_reads_as_the_model_it_trained(tmp_path):
+    """A run folder's model section (preset + every key it had) lacking the keys added
+    for HMR2.0's decoder (model.config.ADDED_KEYS) is the decoder that run trained, not the
+    present reg-s preset's, so its checkpoints still load for --resume and `make eval`."""
+    import yaml
+
+    from model.config import ADDED_KEYS
+
+    load_config(None, ["model.preset=reg-s"]).save(tmp_path / "config.yaml")
+    d = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert d["model"]["attn_dim"] == 512 and d["model"]["qkv_bias"] is False  # today's reg-s, saved in full
+    for key in ADDED_KEYS:
+        del d["model"][key]
+    d["model"]["heads"] = 16  # the old reg-s
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(d))
+    old = load_resolved(tmp_path / "old.yaml").model_config()
+    assert (old.attn_dim, old.qkv_bias, old.final_norm, old.token_input, old.init) == (1024, True, True, "estimate", "ours")
+    assert (old.cross_attention, old.queries) == ("regular", "single")
+
+
 def test_set_needs_section_key_value():
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, sets=["epochs=3"])

@@ -215,7 +215,7 @@ def from_dict(d: dict, source: str = "dict", complete: bool = False) -> TrainCon
     if "preset" not in model and not complete:
         model = dict(DEFAULT_MODEL) | model
     try:  # validates preset name, keys and types (model.config names the key)
-        resolved = model_from_dict(model, source=f"{source} `model`")
+        resolved = model_from_dict(model, source=f"{source} `model`", resolved=complete)
     except ModelConfigError as e:
         raise ConfigError(str(e)) from None
     cfg = TrainConfig(model={"preset": model.get("preset")} | resolved.to_dict(), **kwargs)
