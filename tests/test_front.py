@@ -395,6 +395,16 @@ BAD_INPUTS = {
     "eval: unknown protocol": ("eval.evaluate", lambda c, t: (
         ["--run", str(_copy_run(c, t)), "--features", str(c["features"]), "--protocols", "3dpw,emdb9"],
         [t / "run" / "eval"]), "unknown protocol(s) ['emdb9']"),
+    "eval: PRED missing": ("eval.evaluate", lambda c, t: (
+        ["--pred", str(t / "preds.npz"), "--protocol", "3dpw", "--shards", str(c["shards"])], [t / "preds-eval"]),
+        "preds.npz: predictions file not found"),
+    "eval: PRED with an unknown PROTOCOL": ("eval.evaluate", lambda c, t: (
+        ["--pred", str(t / "preds.npz"), "--protocol", "3dpx", "--shards", str(c["shards"])], [t / "preds-eval"]),
+        "--pred needs --protocol, one of"),
+    # make eval-export
+    "eval-export: SHARDS missing": ("eval.export", lambda c, t: (
+        ["--protocol", "3dpw", "--out", str(t / "exp"), "--shards", str(t / "nothing")],
+        [t / "exp.parquet", t / "exp.json"]), "no image shards at"),
     # make demo's encoder fit, python -m eval.probe
     "pretrain: SHARDS missing": ("train.pretrain_encoder", lambda c, t: (
         ["--shards", str(t / "nothing"), "--out", str(t / "enc.pth")], [t / "enc.pth"]),
