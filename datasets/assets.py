@@ -168,8 +168,7 @@ def assets_for_data(given: str | os.PathLike | None, markers: dict[str, object],
                               f"{m.assets}); use them in separate runs")
     if given is not None:
         assets = Assets(given, raw_root)
-        neutral = assets.path("smpl_neutral")
-        if neutral.exists() and not is_synthetic(neutral):
+        if not is_synthetic(assets.require("smpl_neutral")):
             raise AssetsError(f"{loc} is synthetic data made with the stand-ins at {marker.assets}, but ASSETS={given} "
                               f"holds real body models, with which its ground truth does not hold; leave ASSETS= "
                               f"out to use the stand-ins")

@@ -101,7 +101,8 @@ def predict(image_path: Path, box, run: Path, out: Path, ckpt: Path | None = Non
         spec = read_cache_spec(cache)
     except FileNotFoundError as e:
         raise EvalError(f"{e}: needed to know which encoder the run's features came from") from None
-    found, where = assets_for_data(assets, {join(cache, *s): read_split_marker(join(cache, *s)) for s in shard_sets(cache)})
+    splits = [join(cache, *s) for s in shard_sets(cache)]
+    found, where = assets_for_data(assets, {d: read_split_marker(d) for d in splits})
     if where:
         print(f"predict: {where}")
     loaded = load_run(run, ckpt, found, dev)

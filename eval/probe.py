@@ -114,6 +114,7 @@ def probe(cache: str, tests: list[str], noise: list[float], alpha: float, alpha_
           seed: int = 0) -> tuple[list[dict], tuple[float, float]]:
     """(rows {split, probe, pa_mpjpe_mm, n} for the mean pose and each probe on each test
     split, `cell_position_r2` (row, column) of the training maps)."""
+    read_cache_spec(cache)  # a folder that is no feature cache: said as such, before listing it
     names = [path.rsplit("/", 1)[0] for path in _train_splits(cache)]
     train = ProbeData(cache, [(d, "train") for d in names])
     conf = train.joints_3d[:, :, 3] > 0

@@ -134,8 +134,9 @@ def read_cache_spec(cache: str) -> dict:
 def list_caches(features: str) -> list[str]:
     """Names of the feature caches under `features` (folders holding an `encoder.json`)."""
     fs, root = resolve(features)
-    return sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-                  if i.type == pafs.FileType.Directory and fs.get_file_info(f"{i.path}/{SPEC}").type == pafs.FileType.File)
+    folders = [i for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+               if i.type == pafs.FileType.Directory]
+    return sorted(i.base_name for i in folders if fs.get_file_info(f"{i.path}/{SPEC}").type == pafs.FileType.File)
 
 
 def decode_features(data: bytes | memoryview, spec: dict) -> np.ndarray:

@@ -191,7 +191,7 @@ def test_eval_without_assets_takes_the_datas_stand_ins(chain, tmp_path):
                                        str(chain["shards"]), "--protocols", "3dpw", "--examples", "0",
                                        "--device", "cpu"])
     assert rc == 0, err[-3000:]
-    assert f"   assets: {chain['assets'].resolve()} (synthetic" in out
+    assert f"== eval: assets: {chain['assets'].resolve()} (synthetic" in out
     assert (run / "eval" / "results.json").exists()
 
 
