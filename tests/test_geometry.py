@@ -126,9 +126,8 @@ def test_crop_camera_to_full_image_camera():
     cam = torch.tensor([[1.1, 0.02, 0.05]], dtype=torch.float64)
     crop_px = G.project(X + G.weak_cam_to_transl(cam)[:, None], torch.tensor(G.crop_intrinsics()))
     orig_from_crop = G.apply_affine(crop_px[0].numpy(), G.invert_affine(A))
-    t_full = G.cam_crop_to_full(cam, torch.tensor(center[None]), torch.tensor(size[None]),
-                                torch.tensor([[H, W]], dtype=torch.float64), torch.tensor([f], dtype=torch.float64))
     K_full = torch.tensor([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    t_full = G.cam_crop_to_full(cam, torch.tensor(center[None]), torch.tensor(size[None]), K_full[None])
     full_px = G.project(X + t_full[:, None], K_full)[0].numpy()
     np.testing.assert_allclose(full_px, orig_from_crop, atol=0.5)
 
