@@ -99,7 +99,7 @@ SET ?=
 # RESUME=1 reads RUN/config.yaml; a CONFIG given with it must match that file.
 TRAIN_CONFIG = $(if $(RESUME),$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG))
 
-train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's last.ckpt; SET="optim.epochs=5 data.mix.coco=0"; ASSETS=)
+train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's last.ckpt; SET="optim.epochs=5 data.mix.coco=0"; ASSETS=, default for synthetic data: its own stand-ins)
 	$(BIN)/python -m train $(TRAIN_CONFIG) --features $(FEATURES) --run $(RUN) $(if $(RESUME),--resume) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(foreach s,$(SET),--set $(s))
 
@@ -117,7 +117,7 @@ EVAL_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
 .PHONY: eval eval-export
 
 # PRED=FILE scores a predictions file (docs/evaluation.md) instead of a run
-eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS=, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
+eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS= as for train, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
 	$(BIN)/python -m eval.evaluate $(if $(PRED),--pred $(PRED) --protocol $(PROTOCOL) $(EVAL_OUT),--run $(RUN) \
 		--features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT))) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)

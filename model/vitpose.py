@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +33,8 @@ import torch
 from torch import nn
 
 from datasets.record import CROP_HW
+from model.checkpoint import CheckpointError
+from model.checkpoint import load as load_checkpoint
 
 # ImageNet statistics on RGB in [0, 1], as ViTPose's `NormalizeTensor` and HMR2.0's
 # DEFAULT_MEAN / DEFAULT_STD (x 255) use them.
@@ -112,10 +112,6 @@ def mae_sincos_pos_embed(cfg: EncoderConfig) -> torch.Tensor:
 
     grid = torch.cat([axis(cols), axis(rows)], 1)  # (h*w, C), row-major tokens
     return torch.cat([torch.zeros(1, cfg.width, dtype=torch.float64), grid]).float()[None]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not hold the encoder's weights; the message names file and keys."""
 
 
 # ---- ViTPose key layout <-> transformers' VitPoseBackbone ---------------------------------
@@ -200,21 +196,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     `keypoint_head.*` keys are ignored), (b) an HMR2.0 Lightning checkpoint (its
     `state_dict`'s `backbone.*` part), (c) a plain backbone state dict, bare or under
     `state_dict` (4D-Humans' `hmr2_training_data/vitpose_backbone.pth`), with or without the
-    `backbone.` prefix. Loaded with `torch.load(weights_only=True)`; classes in the
-    metadata that the allowlist lacks are read as inert dicts (`_InertObject`).
+    `backbone.` prefix. Loaded by `model.checkpoint.load` (weights only); classes in the
+    metadata that torch's allowlist lacks are read as plain ordered dicts.
     `meta` is the checkpoint's `meta` dict when it has one (`meta['synthetic']` marks the
     project's stand-ins, see `datasets.assets`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
-    try:
-        zipped = zipfile.is_zipfile(path)  # torch >= 1.6 format; older files cannot be mmapped
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if zipped else []
-        with torch.serialization.safe_globals([(OrderedDict, name) for name in unsafe]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except Exception as e:  # noqa: BLE001 - re-raised naming the file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    obj = load_checkpoint(path, "encoder checkpoint", inert_classes=True, mmap=True)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}

@@ -25,7 +25,9 @@ Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
   draws one view per sample (`sample_views`, `decode_view`).
 - beside each tar a `.json` sidecar (its manifest rows and its index entry), and per split
   `index.json` (per shard: samples, bytes, CRC-32; `pipelines.shard_index`) and
-  `manifest.parquet`: one row per image-shard sample (`ok`, or `rejected` with the reason).
+  `manifest.parquet`: one row per image-shard sample (`ok`, or `rejected` with the reason);
+  for synthetic data, the image split's `SYNTHETIC` marker (the stand-ins its ground truth was
+  made with: `datasets.assets.assets_for_data` gives them to training and evaluation).
 
 Stages, top to bottom:
 1. plan (driver): every image shard set under SHARDS, checked against its index up front
@@ -69,18 +71,21 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from datasets.errors import USER_ERRORS, InputError, fail
 from datasets.record import SPLITS, TARGETS_DTYPE, PersonFrame, reject_reason, targets_layout
 from pipelines.augment import AugmentSettings, views
 from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWriter, check, entry_from_dict,
                                    read_entry, read_index, size_problem, write_index)
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
-                                    read_manifest, resolve, split_dir)
+                                    read_manifest, read_split_marker, resolve, split_dir, write_split_marker)
 from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray, exit_on_lost_node, node_id
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
 TARGETS_EXT = "tgt"  # <key>.v<v>.tgt
 FEATURE_DTYPE = "<f2"  # little-endian float16
+SPEC_KEYS = ("encoder_id", "encoder", "storage")  # what every reader of a cache takes from encoder.json
+STORAGE_KEYS = ("shape", "dtype")
 SIDECAR_SUFFIX = ".json"
 OK, REJECTED = "ok", "rejected"
 MANIFEST_SCHEMA = pa.schema([
@@ -104,14 +109,37 @@ def sample_views(sample: dict) -> list[int]:
                   if k.startswith("v") and k.endswith("." + RECORD_EXT))
 
 
+class CacheError(InputError, ValueError):
+    """A feature cache does not fit this code or this run (another version, encoder or
+    settings; its folders disagree); the message names the file and the way out."""
+
+
 def read_cache_spec(cache: str) -> dict:
-    """`CACHE/encoder.json` of a feature cache (local path or URI)."""
-    fs, path = resolve(join(cache, SPEC))
+    """`CACHE/encoder.json` of a feature cache (local path or URI), with what every reader
+    needs (`SPEC_KEYS`; else a CacheError: a cache of another version)."""
+    where = join(cache, SPEC)
+    fs, path = resolve(where)
     try:
         with fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+            spec = json.loads(f.read())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{join(cache, SPEC)}: not a feature cache (run `make features`)") from None
+        raise FileNotFoundError(f"{where}: not a feature cache (run `make features`)") from None
+    except ValueError as e:
+        raise CacheError(f"{where}: not readable JSON ({e})") from None
+    missing = [k for k in SPEC_KEYS if not isinstance(spec, dict) or k not in spec]
+    missing += [f"storage.{k}" for k in STORAGE_KEYS if not missing and k not in (spec["storage"] or {})]
+    if missing:
+        raise CacheError(f"{where}: a feature cache of another version (lacks {missing}); make it again with "
+                         f"`make features` into another OUT")
+    return spec
+
+
+def list_caches(features: str) -> list[str]:
+    """Names of the feature caches under `features` (folders holding an `encoder.json`)."""
+    fs, root = resolve(features)
+    folders = [i for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+               if i.type == pafs.FileType.Directory]
+    return sorted(i.base_name for i in folders if fs.get_file_info(f"{i.path}/{SPEC}").type == pafs.FileType.File)
 
 
 def decode_features(data: bytes | memoryview, spec: dict) -> np.ndarray:
@@ -394,8 +422,9 @@ def prepare_cache(out: str, settings: FeatureSettings, spec: dict) -> str:
             compute = (f"; its features were computed with {have.get('compute') or 'unrecorded settings'}, this run "
                        f"computes {spec['compute']} (other bytes: pass the matching --device)"
                        if "compute" in diff else "")
-            raise RuntimeError(f"{join(cache, SPEC)}: this cache was made with another encoder, views, seed, device "
-                               f"or precision (differs in {diff}){compute}; use another OUT or remove {cache}")
+            raise CacheError(f"{join(cache, SPEC)}: this cache was made with another encoder, views, seed, device "
+                             f"or precision, or by another version of this code (differs in {diff}){compute}; use "
+                             f"another OUT or remove {cache}")
     else:
         _write_atomic(fs, spec_path, wanted.encode())
     return cache
@@ -455,9 +484,11 @@ def write_manifest(shards: str, cache: str, dataset: str, split: str, image_shar
         seen = {r["key"] for r in rows}
         if expected != seen:
             missing, extra = sorted(expected - seen), sorted(seen - expected)
-            raise RuntimeError(f"{dataset}/{split}: image manifest {image_manifest} and feature shards disagree: "
+            raise CacheError(f"{dataset}/{split}: image manifest {image_manifest} and feature shards disagree: "
                                f"{len(missing)} samples without features (e.g. {missing[:3]}), "
                                f"{len(extra)} features of samples the manifest lacks (e.g. {extra[:3]})")
+    # synthetic data: the assets its ground truth was made with, named beside the features too
+    write_split_marker(join(cache, dataset, split), read_split_marker(split_dir(shards, dataset, split)))
     write_index(join(cache, dataset, split), entries)
     tmp = f"{path}/{TMP_PREFIX}{MANIFEST}"
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp, filesystem=fs)
@@ -502,7 +533,7 @@ def _device(settings: FeatureSettings, num_cpus: int | None = None, shared: tupl
     ensure_ray(num_cpus, shared)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if settings.device == "cuda" and gpus == 0:
-        raise RuntimeError("--device cuda: the Ray cluster has no GPU")
+        raise InputError("--device cuda: the Ray cluster has no GPU")
     if settings.device != "cpu" and gpus > 0:
         return "cuda", gpus
     return "cpu", settings.cpu_actors
@@ -549,7 +580,8 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
     """Stages 2-4 over the work list; returns (time the actor finished it, crops, encoder
     seconds) per non-empty chunk, and {Ray node: {"read": chunks, "encoded": chunks}}."""
     import ray
-    from tqdm import tqdm
+
+    from datasets.progress import Progress
 
     device, actors = _device(settings)
     items = [{"shard": w.shard, "index": i} for i, w in enumerate(work)]
@@ -564,8 +596,7 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
     done = []
     nodes: dict[str, Counter] = defaultdict(Counter)
     writer: _ShardWriter | None = None
-    with tqdm(total=total, desc=f"features {settings.cache_name} ({device} x{actors})", unit=" crops",
-              disable=not progress) as bar:
+    with Progress(total, f"features {settings.cache_name} ({device} x{actors})", "crops", show=progress) as bar:
         for row in ds.iter_rows():
             meta = json.loads(row["meta"])
             w = work[meta["index"]]
@@ -630,22 +661,22 @@ def main(argv: list[str] | None = None) -> int:
 
         ckpt = str(Assets().path("vitpose_h"))
         if not os.path.isfile(ckpt):
-            print(f"error: no ViTPose-H checkpoint at {ckpt} (the `vitpose_h` asset): pass --ckpt (make: CKPT=), "
-                  f"or --random-weights, or --encoder tiny for a random-weight test encoder", file=sys.stderr)
-            return 2
-    settings = FeatureSettings(encoder=args.encoder, ckpt=ckpt, views=args.views, seed=args.seed,
-                               batch_size=args.batch_size, device=args.device, cpu_actors=args.cpu_actors,
-                               threads=args.threads)
+            return fail("features", FileNotFoundError(
+                f"no ViTPose-H checkpoint at {ckpt} (the `vitpose_h` asset): pass --ckpt (make: CKPT=), or "
+                f"--random-weights, or --encoder tiny for a random-weight test encoder"))
+    try:
+        settings = FeatureSettings(encoder=args.encoder, ckpt=ckpt, views=args.views, seed=args.seed,
+                                   batch_size=args.batch_size, device=args.device, cpu_actors=args.cpu_actors,
+                                   threads=args.threads)
+    except ValueError as e:
+        return fail("features", e)
     weights = ckpt or f"random weights (seed {args.seed})"
     print(f"== features: {args.shards} -> {join(args.out, settings.cache_name)} "
           f"(encoder {args.encoder}, {weights}, {args.views} view(s))", flush=True)
-    from model.vitpose import CheckpointError
-
     try:
         stats = run(args.shards, args.out, settings, progress=not args.no_progress, num_cpus=args.num_cpus)
-    except (CheckpointError, FileNotFoundError, ShardError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail("features", e)
     except Exception as e:
         return exit_on_lost_node(e, f"feature shard in {args.out}")
     print(summary_table(stats))

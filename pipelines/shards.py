@@ -31,7 +31,10 @@ Stages, top to bottom (per dataset and split):
 Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, index.json,
 manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were
 made with, and a rerun with other settings into the same folder is refused. `stats.json`
-also says on which Ray nodes the shards of this run were written (`nodes`).
+also says on which Ray nodes the shards of this run were written (`nodes`). A split read
+from synthetic data also gets its raw root's `SYNTHETIC` marker (`datasets.reader`: the
+stand-ins its ground truth was made with, as a path relative to the split folder, and their
+digest), which `make features` carries on and training and evaluation take their assets from.
 
 Determinism: the same input and settings give byte-identical shards in any output folder,
 whatever the number of workers, interruptions included (JPEG and npz encoding are
@@ -61,15 +64,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from datasets.assets import Assets
+from datasets.assets import Assets, assets_digest
 from datasets.check import coverage_cell, label_coverage
+from datasets.errors import InputError, fail
+from datasets.progress import Progress
+from datasets.progress import progress as progress_of
+from datasets.reader import SyntheticMarker, read_synthetic_marker
 from datasets.record import PersonFrame, Reject, reject_reason
 from pipelines.crop import (CropSettings, crop_frame, decode_image, encode_jpeg, jpeg_bytes_bound,
                             label_reject)
 from pipelines.raw_stage import DEFAULT_STAGE, StageError, stage
 from pipelines.shard_index import Entry, ShardWriter, read_entry, write_index
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, ShardError, join, list_samples, resolve,
-                                    shard_name, split_dir)
+                                    shard_name, split_dir, write_split_marker)
 from pipelines.tar import BLOCK as TAR_BLOCK
 from pipelines.tar import RECORD as TAR_RECORD
 
@@ -359,17 +366,16 @@ class SplitPlan:
     rows: list[dict]
     tasks: list[ShardTask]
     read_seconds: float
+    synthetic: SyntheticMarker | None = None  # the raw root's marker: copied into the split folder
 
 
 def read_split(reader, settings: ShardSettings, progress: bool = False) -> tuple[list[dict], list[PersonFrame]]:
     """(manifest rows of rejected frames, croppable records sorted by key) of one reader."""
-    from tqdm import tqdm
-
     rows: list[dict] = []
     records: list[PersonFrame] = []
     seen: dict[str, str] = {}
-    for item in tqdm(reader.frames(), desc=f"read {reader.name}/{reader.split}", unit=" frames",
-                     disable=not progress, leave=False):
+    for item in progress_of(reader.frames(), f"read {reader.name}/{reader.split}", "frames", show=progress,
+                            leave=False):
         if item.key in seen:
             raise ValueError(f"{reader.name}/{reader.split}: key {item.key!r} is produced twice "
                              f"(by {seen[item.key] or '?'} and {item.source or '?'})")
@@ -433,7 +439,17 @@ def plan_split(reader, root: str, out: str, settings: ShardSettings, progress: b
              for i in range(0, len(records), per)]
     prepare_out_dir(out_dir, len(tasks), settings)
     return SplitPlan(reader.name, reader.split, out_dir, len(rows) + len(records), rows, tasks,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, raw_marker(root))
+
+
+def raw_marker(root: str) -> SyntheticMarker | None:
+    """The `SYNTHETIC` marker of a local raw root, with the assets' digest (computed now for a
+    marker written before digests, when the assets are there)."""
+    if "://" in root or (marker := read_synthetic_marker(Path(root))) is None:
+        return None
+    if marker.sha256 is None and marker.assets.is_dir():
+        marker = dataclasses.replace(marker, sha256=assets_digest(marker.assets))
+    return marker
 
 
 # ---- run ---------------------------------------------------------------------------------------
@@ -527,10 +543,8 @@ def run_tasks(tasks: list[ShardTask], progress: bool = False) -> Iterator[dict]:
     order = sorted(tasks, key=lambda t: -len(t.records))
     items = [{"task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in order]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_process_row, num_cpus=1)
-    from tqdm import tqdm
-
     frames = sum(len(t.records) for t in tasks)
-    with tqdm(total=frames, desc="crop+write", unit=" frames", disable=not progress) as bar:
+    with Progress(frames, "crop+write", "frames", show=progress) as bar:
         for row in ds.iter_rows():
             result = pickle.loads(row["result"])
             bar.update(len(result["rows"]))
@@ -548,6 +562,7 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
     if len(rows) != plan.frames:  # every frame read is one row: nothing dropped, nothing twice
         raise RuntimeError(f"{plan.dataset}/{plan.split}: {len(rows)} manifest rows for {plan.frames} frames")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    write_split_marker(plan.out_dir, plan.synthetic)
     fs, out_dir = resolve(plan.out_dir)
     # every shard is in place: a temporary left here is a retried task's first attempt (a lost node)
     for info in fs.get_file_info(pafs.FileSelector(out_dir)):
@@ -684,9 +699,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
+    from datasets.readers import READERS
+
     raw = args.raw or os.environ.get("RAW") or str(Assets().raw_root)
-    settings = ShardSettings(CropSettings(expand=args.expand, jpeg_quality=args.jpeg_quality),
-                             max_samples=args.max_samples, max_bytes=args.max_bytes)
+    try:
+        if args.max_samples < 1:
+            raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
+        settings = ShardSettings(CropSettings(expand=args.expand, jpeg_quality=args.jpeg_quality),
+                                 max_samples=args.max_samples, max_bytes=args.max_bytes)
+        if unknown := sorted(set(args.datasets or []) - set(READERS)):
+            raise ValueError(f"unknown datasets {unknown}; known: {sorted(READERS)}")
+        if not _exists(raw):
+            raise FileNotFoundError(f"{raw}: no such folder (the raw datasets root, RAW=; `make synthetic` writes "
+                                    f"data/synthetic/raw)")
+    except (ValueError, FileNotFoundError) as e:
+        return fail("shards", e)
     print(f"== shards: {raw} -> {args.out} ({settings.samples_per_shard()} samples per shard at most, "
           f"JPEG quality {settings.crop.jpeg_quality}, extra expand {settings.crop.expand})", flush=True)
     t0 = time.perf_counter()
@@ -694,17 +721,19 @@ def main(argv: list[str] | None = None) -> int:
         stats, skipped = build(raw, args.out, settings, args.datasets, progress=not args.no_progress,
                                num_cpus=args.num_cpus, raw_stage=args.raw_stage)
     except (StageError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail("shards", e)
     except Exception as e:
         return exit_on_lost_node(e, f"shard in {args.out}")
     print(summary_table(stats, skipped))
     total = sum(s["status"][OK] for s in stats)
     print(f"{total} samples in {sum(s['shards'] for s in stats)} shards, {time.perf_counter() - t0:.1f} s")
+    failed = sorted(name for name, why in skipped.items() if why.startswith("FAILED"))
+    if failed:
+        return fail("shards", InputError(f"{', '.join(failed)} failed (the lines above say why)"))
     if not stats:
-        print(f"no dataset found under {raw}", file=sys.stderr)
-        return 1
-    return 1 if any(why.startswith("FAILED") for why in skipped.values()) else 0
+        return fail("shards", FileNotFoundError(f"no dataset found under {raw} (expected folders: "
+                                                f"{', '.join(sorted(dataset_roots(raw).values()))})"))
+    return 0
 
 
 if __name__ == "__main__":

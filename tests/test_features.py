@@ -20,7 +20,7 @@ from model.vitpose import encode_crops, load_encoder
 from pipelines import shard_reader as sr
 from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
-from pipelines.features import (SPEC, FeatureSettings, cache_spec, decode_view, iter_feature_shard,
+from pipelines.features import (SPEC, CacheError, FeatureSettings, cache_spec, decode_view, iter_feature_shard,
                                 prepare_cache, read_cache_spec, run, sample_views, summary_table)
 from pipelines.shard_index import verify_split, write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
@@ -187,7 +187,7 @@ def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built
     assert run(str(image_shards), str(old), settings).crops == 0
     assert {k: v for k, v in _files(old / "tiny-views3").items() if k.endswith("index.json")} == \
         {k: v for k, v in before.items() if k.endswith("index.json")}
-    with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
+    with pytest.raises(CacheError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
         run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
 
 
@@ -202,14 +202,14 @@ def test_a_cache_made_on_another_device_or_precision_is_not_extended(built, tmp_
     assert spec["compute"] == {"device": "cpu", "precision": "fp32"}
     gpu = cache_spec(settings, "cuda")
     assert gpu["compute"] == {"device": "cuda", "precision": "bf16-autocast"} and gpu["encoder_id"] == spec["encoder_id"]
-    with pytest.raises(RuntimeError, match=r"differs in \['compute'\]\); its features were computed with "
+    with pytest.raises(CacheError, match=r"differs in \['compute'\]\); its features were computed with "
                                            r"\{'device': 'cpu', 'precision': 'fp32'\}, this run computes "
                                            r"\{'device': 'cuda', 'precision': 'bf16-autocast'\}"):
         prepare_cache(str(out), settings, gpu)
     old = tmp_path / settings.cache_name
     old.mkdir()
     (old / SPEC).write_text(json.dumps({k: v for k, v in spec.items() if k != "compute"}))
-    with pytest.raises(RuntimeError, match=r"computed with unrecorded settings"):
+    with pytest.raises(CacheError, match=r"computed with unrecorded settings"):
         prepare_cache(str(tmp_path), settings, spec)
 
 

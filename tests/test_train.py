@@ -145,16 +145,16 @@ def test_cli_refuses_to_overwrite_or_to_resume_nothing(features, synthetic_asset
     run = tmp_path / "run"
     run.mkdir()
     args = ["--features", str(features), "--run", str(run), "--assets", str(synthetic_assets.root)]
-    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--resume", *args]) == 1
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--resume", *args]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     load_config(CONFIG_DIR / "demo-cpu.yaml").save(run / "config.yaml")
-    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), *args]) == 1
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), *args]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--set", "optim.lrate=1", *args[:2],
-                 "--run", str(tmp_path / "new")]) == 1
+                 "--run", str(tmp_path / "new")]) == 2
     assert "optim.lrate" in capsys.readouterr().err
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--run", str(tmp_path / "new2"),
-                 "--features", str(features), "--set", "data.val_dataset=''"]) == 1  # default mix: no coco here
+                 "--features", str(features), "--set", "data.val_dataset=''"]) == 2  # default mix: no coco here
     err = capsys.readouterr().err
     assert "mpii" in err and "h36m" in err and "data.mix" in err
 
@@ -180,7 +180,7 @@ def test_damaged_shards_stop_training_before_it_starts(features, synthetic_asset
     run = tmp_path / "run"
     sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.workers=0", "optim.epochs=1"]
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(run),
-                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert "train: error: shard check: 4 problem(s)\n" in err and "rerun `make features`" in err
     assert_lists(err, damaged)
@@ -200,7 +200,7 @@ def test_a_shard_cut_after_the_check_stops_the_epoch(features, synthetic_assets,
     sets = [SMALL_MAPS, only(fixed=1), "data.val_dataset=''", "data.shuffle_buffer=1", "data.workers=0",
             "optim.global_batch=4", "data.epoch_samples=8", "optim.epochs=1"]
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(tmp_path / "run"),
-                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert f"train: error: {shard}: read 2 of the 8 samples its index lists, then the tar ends" in err
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()

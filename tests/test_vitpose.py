@@ -152,7 +152,7 @@ def test_checkpoint_errors_name_the_keys(small, tmp_path):
     with pytest.raises(CheckpointError, match=r"29 wrong shape: .*blocks\.0\.attn\.proj\.weight \(48, 48\) != \(32, 32\)"):
         ViTPoseEncoder("tiny").load_checkpoint(_save(dict(sd), tmp_path / "other_size.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pth: not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pth: unreadable or truncated encoder checkpoint"):
         read_checkpoint(tmp_path / "junk.pth")
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         read_checkpoint(tmp_path / "nowhere.pth")
