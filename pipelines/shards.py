@@ -599,6 +599,12 @@ def dataset_roots(raw: str) -> dict[str, str]:
     return {name: str(assets.raw(name)) for name in assets.datasets}
 
 
+def _exists(location: str) -> bool:
+    """Whether `location` (a local path or a URI) is a folder."""
+    fs, path = resolve(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
 def build(raw: str, out: str, settings: ShardSettings = ShardSettings(), names: list[str] | None = None,
           progress: bool = False, num_cpus: int | None = None,
           readers: dict | None = None, raw_stage: str = DEFAULT_STAGE) -> tuple[list[dict], dict[str, str]]:
