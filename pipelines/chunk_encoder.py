@@ -45,7 +45,7 @@ T = TypeVar("T")
 class EncodedChunk:
     features: np.ndarray  # (n, C, h, w) float16, C-order; a view of the slot's host buffer
     busy_seconds: float  # the device's time on the chunk (CUDA events; CPU: the forward's wall time)
-    finished_at: float  # time.time() when the features were on the host
+    finished_at: float  # time.time() when the features were on the host (CUDA: when the host saw it)
     padded: int  # rows computed beyond n (zero crops)
 
 
@@ -56,6 +56,7 @@ class _Pending:
     m: int  # rows computed
     start: object  # torch.cuda.Event, or perf_counter() on CPU
     end: object  # torch.cuda.Event, or perf_counter() on CPU
+    finished_at: float | None  # CPU: time.time() when the forward returned (CUDA: known at `_result`)
 
 
 class ChunkEncoder:
@@ -111,15 +112,15 @@ class ChunkEncoder:
         else:
             self._out[slot][:m].copy_(feats)  # cast + C-order in one pass
             end = time.perf_counter()
-        return _Pending(slot, n, m, start, end)
+        return _Pending(slot, n, m, start, end, None if self.cuda else time.time())
 
     def _result(self, p: _Pending) -> EncodedChunk:
         if self.cuda:
             p.end.synchronize()
-            busy = p.start.elapsed_time(p.end) / 1e3
+            busy, finished = p.start.elapsed_time(p.end) / 1e3, time.time()
         else:
-            busy = p.end - p.start
-        return EncodedChunk(self._out_np[p.slot][:p.n], busy, time.time(), p.m - p.n)
+            busy, finished = p.end - p.start, p.finished_at
+        return EncodedChunk(self._out_np[p.slot][:p.n], busy, finished, p.m - p.n)
 
     def encode(self, chunks: Iterable[tuple[np.ndarray, T]]) -> Iterator[tuple[T, EncodedChunk]]:
         """(tag, features) of each (crops, tag), in order, `slots` chunks under way (module
