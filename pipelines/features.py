@@ -336,6 +336,8 @@ class ShardEncoder:
         yield from self.encode_shards(reads())
 
     def encode_shards(self, shards: Iterator[tuple[_Work, dict]]) -> Iterator[dict]:
+        """Encode and write each (work, `read_shard` output), the chunks of consecutive shards
+        in one stream through the `ChunkEncoder`."""
         batch = self.settings.batch_size
         done: list[dict] = []
 
@@ -385,7 +387,8 @@ class _ShardWriter:
             if view == 0:
                 self.tar.add(f"{key}.{ENCODER_EXT}", self.encoder_id)
                 self.rows.append(_row(key, self.work, self.views, OK, None))
-            self.tar.add(f"{key}.{view_ext(view, FEATURE_EXT)}", memoryview(features[i - start].reshape(-1)).cast("B"))
+            feature = memoryview(features[i - start].reshape(-1)).cast("B")  # C-order bytes, no copy
+            self.tar.add(f"{key}.{view_ext(view, FEATURE_EXT)}", feature)
             self.tar.add(f"{key}.{view_ext(view, RECORD_EXT)}", data["records"][i])
             self.tar.add(f"{key}.{view_ext(view, TARGETS_EXT)}", targets[i * row:(i + 1) * row])
 
@@ -610,15 +613,22 @@ class Storage:
     free_bytes: int | None  # free space where the cache is (local disks only)
 
     def describe(self) -> str:
-        gb = 1e9
-        text = (f"storage: {self.samples} samples x {self.views} view(s) x {self.view_bytes / 1e6:.3f} MB "
+        text = (f"storage: {self.samples} samples x {self.views} view(s) x {_size(self.view_bytes)} "
                 f"(feature map {self.feature_bytes} B, record, target row and tar headers "
-                f"{self.view_bytes - self.feature_bytes} B) = {self.samples * self.sample_bytes / gb:.2f} GB in "
-                f"{self.cache}; this run writes {self.samples_todo * self.sample_bytes / gb:.2f} GB")
+                f"{self.view_bytes - self.feature_bytes} B) = {_size(self.samples * self.sample_bytes)} in "
+                f"{self.cache}; this run writes {_size(self.samples_todo * self.sample_bytes)}")
         if self.free_bytes is not None:
             short = self.samples_todo * self.sample_bytes > self.free_bytes
-            text += f"; {self.free_bytes / gb:.1f} GB free there{' — NOT ENOUGH' if short else ''}"
+            text += f"; {_size(self.free_bytes)} free there{' — NOT ENOUGH' if short else ''}"
         return text
+
+
+def _size(n: float) -> str:
+    """Bytes in kB, MB, GB or TB (powers of 1000), three significant digits."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1e3:.3g} kB"
 
 
 def storage_needed(shards: str, cache: str, sets: list[tuple[str, str]], work: list[_Work],
@@ -679,6 +689,9 @@ def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: 
     for i, w in enumerate(work):
         w.index = i
     plans = assign(work, actors)
+    if (cpus := int(ray.cluster_resources().get("CPU", 0))) <= len(plans):
+        raise RuntimeError(f"the Ray cluster has {cpus} CPU(s): the {len(plans)} encoder actor(s) take one each "
+                           f"and the read tasks need at least one more (start Ray with more CPUs)")
     ahead = read_ahead(settings, work, len(plans))
     cls = ray.remote(ShardEncoder).options(num_gpus=1 if device == "cuda" else 0, num_cpus=1)
     pool = [cls.remote(settings, device, spec["encoder_id"]) for _ in plans]
@@ -729,7 +742,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--views", type=int, default=1, help="view 0 = the crop, plus K-1 augmented views")
     ap.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of random weights")
     ap.add_argument("--batch-size", type=int, default=None,
-                    help=f"crops per forward (default: {DEFAULT_BATCH['cpu']} on CPU, {DEFAULT_BATCH['cuda']} on a GPU)")
+                    help=f"crops per forward (default: {DEFAULT_BATCH['cpu']} on CPU, "
+                         f"{DEFAULT_BATCH['cuda']} on a GPU)")
     ap.add_argument("--pad-multiple", type=int, default=None,
                     help=f"pad a shard's last chunk to a multiple of this (0: never; default: "
                          f"{DEFAULT_PAD_MULTIPLE['cpu']} on CPU, {DEFAULT_PAD_MULTIPLE['cuda']} on a GPU)")
