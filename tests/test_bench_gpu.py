@@ -33,7 +33,8 @@ def test_datasheet_peaks_match_device_names():
     assert B.datasheet_peak("NVIDIA GeForce GTX 1080") is None
 
 
-def test_tiny_table_has_every_row_with_finite_numbers(ray_session, capsys):
+@pytest.mark.slow
+def test_tiny_table_has_every_row_with_finite_numbers(ray_session):
     rows = B.bench(B.TINY, torch.device("cpu"), pipeline=True)
     names = [r.measurement for r in rows]
     assert names == ["matmul peak (measured)", "encoder on the device", "encoder host to host (ChunkEncoder)",
