@@ -56,6 +56,16 @@ bench-shards: setup ## shard pipeline crops/s against decode+warp+encode in a ti
 check-shards: setup ## read every shard under SHARDS and FEATURES whole against its index (sizes, counts, checksums)
 	$(BIN)/python -m pipelines.shard_index check $(SHARDS) $(FEATURES) --checksums
 
+# ---- labels vs images on the user's data, before sharding (datasets/check.py) ----
+# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/check.
+CHECK_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/check)
+CHECK_ARGS ?=
+.PHONY: check-data
+
+check-data: setup ## coverage, GT body vs independent 2D/3D labels and contact sheets of every dataset under RAW -> OUT (default data/synthetic/raw -> data/check; DATASETS=, N=16, CHECK_ARGS=)
+	$(BIN)/python -m datasets.check --raw $(SHARDS_RAW) --out $(CHECK_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
+		$(if $(N),-n $(N)) $(CHECK_ARGS)
+
 # ---- feature cache: frozen ViTPose encoder over the image shards (pipelines/features.py) ----
 SHARDS ?= data/shards
 ENCODER ?= vitpose-h
@@ -103,11 +113,20 @@ bench-train: setup ## training loader samples/s against `cat` of the same shards
 RUN ?= runs/demo
 FEATURES ?= data/features
 EVAL_ARGS ?=
-.PHONY: eval
+PRED ?=
+PROTOCOL ?=
+EVAL_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
+.PHONY: eval eval-export
 
-eval: setup ## score RUN on 3DPW/RICH -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT= decoder ckpt, ASSETS=, RAW=, EVAL_ARGS=)
-	$(BIN)/python -m eval.evaluate --run $(RUN) --features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT)) \
+# PRED=FILE scores a predictions file (docs/evaluation.md) instead of a run
+eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS=, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
+	$(BIN)/python -m eval.evaluate $(if $(PRED),--pred $(PRED) --protocol $(PROTOCOL) $(EVAL_OUT),--run $(RUN) \
+		--features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT))) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)
+
+eval-export: setup ## a protocol's exact test set (keys, images, boxes, crop affine, intrinsics) -> OUT.parquet + OUT.json (PROTOCOL=, OUT=, SHARDS=)
+	$(BIN)/python -m eval.export --protocol $(PROTOCOL) --out $(or $(OUT),data/export/$(PROTOCOL)) \
+		--shards $(or $(SHARDS),data/shards)
 
 # ---- the demo and the ablation: the whole chain on synthetic data, on CPU -----------------
 # Every stage writes a stamp or a file that the next stage depends on, so a second

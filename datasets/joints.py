@@ -202,10 +202,15 @@ MPI_INF_3DHP_17 = JointSet(
     ),
 )
 
+# SPIN's 17 MPI-INF-3DHP evaluation joints (SPIN `constants.py`: `J24_TO_J17` of the SPIN-24
+# ground truth, `H36M_TO_J17` of the H36M-regressed prediction): J14, then pelvis, spine and
+# the 3DHP 'head' (SPIN's preprocessing stores it in the 'Jaw (H36M)' column).
+SPIN_J17 = JointSet("spin_j17", LSP_14.names + ("pelvis_mpii", "spine_h36m", "jaw"))
+
 JOINT_SETS: dict[str, JointSet] = {
     s.name: s
     for s in (SMPL_24, SPIN_24, OPENPOSE_25, COCO_17, COCO_18, H36M_17, LSP_14,
-              MPI_INF_3DHP_28, MPI_INF_3DHP_17)
+              MPI_INF_3DHP_28, MPI_INF_3DHP_17, SPIN_J17)
 }
 
 # The 2D keypoint set every record carries (crop pixels + confidence). The SPIN-24

@@ -68,7 +68,7 @@ from datasets.joints import KEYPOINTS_2D, MPI_INF_3DHP_17, MPI_INF_3DHP_28, conv
 from datasets.reader import (AnnotationError, FrameId, finish, image_hw, load_label_npz, require_file,
                              synthetic_assets, visible_in_image)
 from datasets.record import NUM_BETAS, PersonFrame, Reject
-from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
+from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints, tight_box
 
 MM_TO_M = 1e-3
 SPIN_CAMERAS = (0, 1, 2, 4, 5, 6, 7, 8)  # SPIN preprocess `vid_list`
@@ -281,11 +281,13 @@ class MpiInf3dhpReader:
         kp = convert(np.concatenate([kp2d, ones], 1), joint_set, KEYPOINTS_2D)
         kp = visible_in_image(kp, hw) if np.all(np.isfinite(kp)) else kp
         joints = convert(np.concatenate([kp3d * MM_TO_M, ones], 1), joint_set, KEYPOINTS_2D)
-        box = box_from_keypoints(np.nan_to_num(kp, nan=0.0))
+        kp_finite = np.nan_to_num(kp, nan=0.0)
+        box = box_from_keypoints(kp_finite)
         if box is None:
             return fid.reject("no_visible_keypoint")
         return finish(fid, hw, box_center=box[0], box_size=box[1], box_expand=SPIN_BOX_EXPAND,
-                      synthetic=self.synthetic, intrinsics=K, joints_3d=joints, keypoints_2d=kp, **smpl)
+                      box_tight=tight_box(kp_finite), synthetic=self.synthetic, intrinsics=K, joints_3d=joints,
+                      keypoints_2d=kp, **smpl)
 
 
 def inside_image(points: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

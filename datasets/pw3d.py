@@ -37,12 +37,12 @@ from typing import Iterator
 
 import numpy as np
 
-from datasets import safe_pickle
 from datasets.joints import COCO_18, KEYPOINTS_2D, SMPL_24, convert
-from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, finish, image_hw, project,
-                             resolve_assets_root, smpl_to_camera, synthetic_assets, visible_in_image)
+from datasets.reader import (GENDER_CODES, AnnotationError, BodyModels, FrameId, checked_array, finish, image_hw,
+                             load_pickle_dict, project, resolve_assets_root, smpl_to_camera, synthetic_assets,
+                             visible_in_image)
 from datasets.record import NUM_BETAS, PersonFrame, Reject, make_key
-from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints
+from model.geometry import SPIN_BOX_EXPAND, box_from_keypoints, tight_box
 
 # record split -> folder under sequenceFiles/ (3DPW calls its validation split "validation")
 SPLIT_DIRS = {"train": "train", "val": "validation", "test": "test"}
@@ -93,8 +93,8 @@ class PW3DReader:
         seq = text(data["sequence"])
         src = str(path.relative_to(self.root))
         n = num_frames(data, path)
-        cam = _array(data["cam_poses"], (n, 4, 4), path, "cam_poses")  # world -> camera
-        K = _array(data["cam_intrinsics"], (3, 3), path, "cam_intrinsics")
+        cam = checked_array(data["cam_poses"], (n, 4, 4), path, "cam_poses")  # world -> camera
+        K = checked_array(data["cam_intrinsics"], (3, 3), path, "cam_intrinsics")
         detections = poses2d(data, path)  # (A, N, 18, 3)
         image_dir = self.root / "imageFiles" / seq
         present = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
@@ -124,7 +124,7 @@ class PW3DReader:
                 # 2D targets: the GT keypoints' projection, off the image not visible (hw None: missing_image)
                 targets_2d = act["keypoints_2d"][i] if hw is None else visible_in_image(act["keypoints_2d"][i], hw)
                 yield finish(fid, hw, box_center=box[0], box_size=box[1], box_expand=SPIN_BOX_EXPAND,
-                             synthetic=self.synthetic, intrinsics=K,
+                             box_tight=tight_box(kp2d), synthetic=self.synthetic, intrinsics=K,
                              smpl_pose=act["pose"][i], betas=act["betas"], smpl_transl=act["transl"][i],
                              gender=act["gender"], joints_3d=act["joints_3d"][i],
                              keypoints_2d=targets_2d, has_smpl=True, has_transl=True)
@@ -135,8 +135,8 @@ class PW3DReader:
         gender = GENDER_CODES.get(text(data["genders"][a]))
         if gender not in ("male", "female"):
             raise AnnotationError(f"{path}: 'genders'[{a}] is {data['genders'][a]!r}, expected 'm' or 'f'")
-        poses = _array(data["poses"][a], (n, 72), path, f"poses[{a}]")
-        trans = _array(data["trans"][a], (n, 3), path, f"trans[{a}]")
+        poses = checked_array(data["poses"][a], (n, 72), path, f"poses[{a}]")
+        trans = checked_array(data["trans"][a], (n, 3), path, f"trans[{a}]")
         betas = np.asarray(data["betas"][a], np.float64).reshape(-1)[:NUM_BETAS]  # SPIN: smpl_betas[i][:10]
         valid = np.asarray(data["campose_valid"][a]).astype(bool).reshape(-1)
         if len(valid) != n or len(betas) != NUM_BETAS:
@@ -153,7 +153,7 @@ class PW3DReader:
         else:
             if "jointPositions" not in data:
                 raise AnnotationError(f"{path}: options.joints_3d='joint_positions' but the file has no 'jointPositions'")
-            world = _array(data["jointPositions"][a], (n, 72), path, f"jointPositions[{a}]").reshape(n, 24, 3)
+            world = checked_array(data["jointPositions"][a], (n, 72), path, f"jointPositions[{a}]").reshape(n, 24, 3)
             # the SMPL root joint J0 is the posed pelvis minus transl (the root does not move under its own rotation)
             pose[:, 0], transl = smpl_to_camera(pose[:, 0], trans, world[:, 0] - trans, R, t)
             cam_joints = np.einsum("nij,nkj->nki", R, world) + t[:, None]
@@ -174,12 +174,7 @@ def sequence_files(root: str | Path, split: str) -> list[Path]:
 def load_sequence(path: Path) -> dict:
     """A sequence file (restricted unpickling, latin1 for 3DPW's Python 2 pickles), checked
     for the keys the reader needs and for a consistent `img_frame_ids`."""
-    try:
-        data = safe_pickle.load(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
-        raise AnnotationError(f"{path}: unreadable 3DPW sequence file ({e})") from e
-    if not isinstance(data, dict):
-        raise AnnotationError(f"{path}: expected a dict, got {type(data).__name__}")
+    data = load_pickle_dict(path, "3DPW sequence file")
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise AnnotationError(f"{path}: 3DPW sequence file lacks {missing}")
@@ -222,7 +217,7 @@ def poses2d(data: dict, path: Path) -> np.ndarray:
     x, y in image pixels and the detector's confidence (0 and all zeros: not detected).
     Stored as (N, 3, 18) per actor (SPIN `datasets/preprocess/pw3d.py`: `part = poses2d[i][f].T`)."""
     n = num_frames(data, path)
-    return np.stack([_array(p, (n, 3, len(COCO_18)), path, f"poses2d[{a}]").transpose(0, 2, 1)
+    return np.stack([checked_array(p, (n, 3, len(COCO_18)), path, f"poses2d[{a}]").transpose(0, 2, 1)
                      for a, p in enumerate(data["poses2d"])])
 
 
@@ -255,10 +250,3 @@ def project_keypoints(joints: np.ndarray, K: np.ndarray) -> np.ndarray:
     uv = project(joints[..., :3], K)
     conf = np.where(joints[..., 2] > 0, joints[..., 3], 0.0)
     return np.concatenate([uv, conf[..., None]], -1)
-
-
-def _array(value, shape: tuple[int, ...], path: Path, field: str) -> np.ndarray:
-    arr = np.asarray(value, np.float64)
-    if arr.shape != shape:
-        raise AnnotationError(f"{path}: field '{field}' has shape {arr.shape}, expected {shape}")
-    return arr

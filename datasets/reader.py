@@ -121,6 +121,28 @@ def load_label_npz(path: Path, what: str, required: tuple[str, ...], shapes: dic
     return z
 
 
+def load_pickle_dict(path: Path, what: str) -> dict:
+    """A pickle of a dict, read with the restricted unpickler (`datasets.safe_pickle`);
+    anything unreadable or not a dict is an AnnotationError naming the file."""
+    from datasets import safe_pickle
+
+    try:
+        data = safe_pickle.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file becomes an error naming it
+        raise AnnotationError(f"{path}: unreadable {what} ({e})") from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f"{path}: expected a dict, got {type(data).__name__}")
+    return data
+
+
+def checked_array(value, shape: tuple[int, ...], path: Path, field: str) -> np.ndarray:
+    """`value` as a float64 array of exactly `shape`, else an AnnotationError naming the file and field."""
+    arr = np.asarray(value, np.float64)
+    if arr.shape != shape:
+        raise AnnotationError(f"{path}: field '{field}' has shape {arr.shape}, expected {shape}")
+    return arr
+
+
 def person_index(names: list[str]) -> list[int]:
     """Index of each row among the rows of the same image, in file order (stable keys for
     label files with one row per person)."""
@@ -307,13 +329,15 @@ class FrameId:
 
 
 def finish(fid: FrameId, hw: tuple[int, int] | None, *, box_center, box_size, box_expand: float,
-           synthetic: bool, intrinsics=None, require_keypoints: bool = True, **targets) -> PersonFrame | Reject:
+           synthetic: bool, intrinsics=None, box_tight=None, require_keypoints: bool = True,
+           **targets) -> PersonFrame | Reject:
     """The record for `fid`, or a Reject naming the first thing wrong with it.
 
     Checks, in order: image present (`hw` is None -> missing_image), finite labels,
     at least one visible 2D keypoint (unless `require_keypoints` is False: a source
     without 2D labels), box centre inside the image. `targets` are the PersonFrame
-    target fields (any missing ones are filled as absent).
+    target fields (any missing ones are filled as absent); `box_tight` the tight person box
+    (x0, y0, x1, y1) the box was grown from, when the source has one.
     """
     if hw is None:
         return fid.reject("missing_image", fid.image_path)
@@ -323,6 +347,8 @@ def finish(fid: FrameId, hw: tuple[int, int] | None, *, box_center, box_size, bo
     arrays.update(box_center=np.asarray(box_center, np.float64), box_size=np.asarray(box_size, np.float64))
     if intrinsics is not None:
         arrays["intrinsics"] = np.asarray(intrinsics, np.float64)
+    if box_tight is not None:
+        arrays["box_tight"] = np.asarray(box_tight, np.float64)
     for name, value in arrays.items():
         if not np.all(np.isfinite(value)):
             return fid.reject("non_finite_label", name)
@@ -336,7 +362,8 @@ def finish(fid: FrameId, hw: tuple[int, int] | None, *, box_center, box_size, bo
                       frame=int(fid.frame), person=int(fid.person), image_path=fid.image_path,
                       video_frame=int(fid.video_frame), image_hw=np.array(hw, np.int64),
                       box_center=arrays["box_center"], box_size=arrays["box_size"], box_expand=float(box_expand),
-                      intrinsics=intrinsics, synthetic=synthetic, source=fid.source, **fields)
+                      intrinsics=intrinsics, box_tight=arrays.get("box_tight"), synthetic=synthetic,
+                      source=fid.source, **fields)
     return rec.validate()
 
 

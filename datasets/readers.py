@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets.emdb import EmdbReader
 from datasets.label_npz import CocoReader, H36MReader, MpiiReader
 from datasets.mpi_inf_3dhp import MpiInf3dhpReader
 from datasets.pw3d import PW3DReader
@@ -21,6 +22,7 @@ READERS = {
     "h36m": H36MReader,
     "mpi_inf_3dhp": MpiInf3dhpReader,
     "rich": RichReader,
+    "emdb": EmdbReader,
 }
 
 

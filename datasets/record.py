@@ -69,6 +69,10 @@ class PersonFrame:
     - box_size: (2,) float32, original image pixels (w, h) of the person box after the
       expansion `box_expand` and widening to the crop aspect (h/w = 256/192).
     - box_expand: float, the expansion factor applied to the tight person box.
+    - box_tight: (4,) float32 or None, original image pixels (x0, y0, x1, y1): the tight
+      person box the reader's box was grown from (the visible 2D keypoints' box, or the
+      dataset's own box); None where the source gives only an expanded box. Never moved
+      into crop space.
     - crop_affine: (2, 3) float32 or None, original image pixels -> crop pixels.
     - intrinsics: (3, 3) float32 or None, pinhole K of the image this record describes.
     - smpl_pose: (24, 3) float32, axis-angle radians, SMPL-24 order; row 0 is the global
@@ -110,6 +114,7 @@ class PersonFrame:
     video_frame: int = -1
     crop_affine: np.ndarray | None = None
     intrinsics: np.ndarray | None = None
+    box_tight: np.ndarray | None = None
     view: int = 0
     body_model: str = "smpl"
     source: str = field(default="", compare=False)  # file the record came from, for errors
@@ -254,13 +259,14 @@ _ARRAY_FIELDS: dict[str, tuple[tuple[int, ...], Any]] = {
     "box_size": ((2,), np.float32),
     "crop_affine": ((2, 3), np.float32),
     "intrinsics": ((3, 3), np.float32),
+    "box_tight": ((4,), np.float32),
     "smpl_pose": ((NUM_SMPL_JOINTS, 3), np.float32),
     "betas": ((NUM_BETAS,), np.float32),
     "smpl_transl": ((3,), np.float32),
     "joints_3d": ((NUM_KEYPOINTS, 4), np.float32),
     "keypoints_2d": ((NUM_KEYPOINTS, 3), np.float32),
 }
-_OPTIONAL = {"crop_affine", "intrinsics"}
+_OPTIONAL = {"crop_affine", "intrinsics", "box_tight"}
 _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: what `astype` may coerce
 
 # ---- the training targets of a record as one fixed-layout row ------------------------------

@@ -7,6 +7,9 @@ worst examples, and Fig. 5-style deformable-attention points.
   re-fitting of a camera is involved. Shaded by `model.render` (Lambert, numpy).
 - Side view: the same camera-frame mesh turned 90° about the vertical axis through its
   centre, on a white canvas.
+- Worst cases: the k worst samples of a protocol as one contact sheet (`save_sheet`): the
+  crop with the ground-truth (orange) and predicted (blue) meshes, and both sides' scored
+  joints, root-centred, seen from the camera and from the side.
 - Attention (paper Fig. 5): for one head of the first and the last decoder layer, the
   sampling positions P whose attention summed over the queries exceeds a threshold
   (paper: 0.25), drawn as square dots on the crop, coloured maroon -> bright red by that
@@ -229,3 +232,71 @@ def best_and_worst(errors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(errors, kind="stable")
     k = min(k, len(errors))
     return order[:k], order[::-1][:k]
+
+
+# ---- the worst samples of a protocol as one contact sheet ------------------------------------------
+PRED_COLOR = LIGHT_BLUE  # the prediction's mesh, as in every overlay
+GT_COLOR = (0.95, 0.6, 0.2)  # the ground truth, mesh and joints (orange)
+PRED_JOINT_COLOR = (0.15, 0.45, 0.95)
+
+
+@dataclass
+class SheetTile:
+    """One sample of a contact sheet: `crop` (256, 192, 3) RGB the scored input, `overlay`
+    the crop with the ground-truth (orange) and predicted (blue) meshes or None, the scored
+    joints of both sides (J, 3) metres, each centred on its own root, and the errors."""
+
+    key: str
+    crop: np.ndarray
+    overlay: np.ndarray | None
+    pred_joints: np.ndarray
+    gt_joints: np.ndarray
+    errors: dict[str, float]
+
+
+def overlay_pair(crop: np.ndarray, gt_vertices: np.ndarray, pred_vertices: np.ndarray, faces: np.ndarray,
+                 K: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """The crop with the ground-truth mesh (orange) and the prediction (blue) drawn over it,
+    both (V, 3) in the crop camera's frame (OpenCV axes, metres), K the crop intrinsics."""
+    img = render_mesh(crop, np.asarray(gt_vertices, np.float64), faces, np.asarray(K, np.float64),
+                      color=GT_COLOR, alpha=alpha)[0]
+    return render_mesh(img, np.asarray(pred_vertices, np.float64), faces, np.asarray(K, np.float64),
+                       color=PRED_COLOR, alpha=alpha)[0]
+
+
+def _draw_joints(ax, pred: np.ndarray, gt: np.ndarray, axes: tuple[int, int], name: str) -> None:
+    """Both sides' joints projected on two camera axes (y down), a line from each ground-truth
+    joint to its prediction."""
+    a, b = axes
+    for p, g in zip(pred, gt):
+        ax.plot([g[a], p[a]], [g[b], p[b]], color=(0.5, 0.5, 0.5), linewidth=0.6)
+    ax.scatter(gt[:, a], gt[:, b], s=6, color=GT_COLOR, edgecolors="k", linewidths=0.3, label="ground truth")
+    ax.scatter(pred[:, a], pred[:, b], s=6, color=PRED_JOINT_COLOR, edgecolors="k", linewidths=0.3, label="prediction")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.invert_yaxis()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(name, fontsize=6)
+
+
+def save_sheet(path: str | Path, tiles: Sequence[SheetTile], title: str = "", per_row: int = 2) -> Path:
+    """Tiles in a grid, `per_row` per row; a tile is: the crop (with both meshes where the
+    protocol has them), the joints seen from the camera (x, y) and from the side (z, y)."""
+    if not tiles:
+        raise ValueError("save_sheet: no tiles")
+    plt = _mpl()
+    rows = (len(tiles) + per_row - 1) // per_row
+    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(2.1 * 3 * per_row, 2.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for t, tile in enumerate(tiles):
+        r, c = divmod(t, per_row)
+        img_ax, front, side = axes[r, 3 * c], axes[r, 3 * c + 1], axes[r, 3 * c + 2]
+        img_ax.imshow(tile.overlay if tile.overlay is not None else tile.crop)
+        label = "  ".join(f"{k} {v:.1f}" for k, v in tile.errors.items())
+        img_ax.set_title(f"#{t + 1} {tile.key}\n{label}", fontsize=5)
+        for ax, axes_, name in ((front, (0, 1), "joints, camera view"), (side, (2, 1), "joints, side view")):
+            ax.axis("on")
+            _draw_joints(ax, np.asarray(tile.pred_joints), np.asarray(tile.gt_joints), axes_, name)
+    axes[0, 1].legend(fontsize=5, loc="lower right")
+    return _save(fig, path, title, fontsize=9)

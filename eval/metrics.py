@@ -1,4 +1,4 @@
-"""Per-sample 3D errors: MPJPE, PA-MPJPE, PVE. Pure functions, no project imports.
+"""Per-sample 3D errors: MPJPE, PA-MPJPE, PVE, 3D PCK and its AUC. Pure functions, no project imports.
 
 Every function takes two point sets `pred`, `gt` of shape (N, P, 3) — numpy arrays or
 torch tensors (P joints or vertices) — and returns the per-sample error (N,) in the
@@ -10,6 +10,10 @@ PA-MPJPE aligns each predicted sample to its ground truth by the similarity tran
 (rotation without reflection, isotropic scale, translation) that minimises the squared
 error — Umeyama (1991), as in SPIN `utils/pose_utils.py::compute_similarity_transform`
 and 4D-Humans `hmr2/utils/pose_utils.py` — then takes the mean per-joint distance.
+
+PCK / AUC return fractions per sample (the share of joints under a distance threshold,
+and its mean over a list of thresholds), as MPI-INF-3DHP's `mpii_compute_3d_pck.m`
+counts them; the thresholds are the caller's (in the inputs' unit).
 """
 from __future__ import annotations
 
@@ -94,3 +98,26 @@ def similarity_align(pred, gt):
 def pa_mpjpe(pred, gt):
     """Procrustes-aligned MPJPE: `mpjpe(similarity_align(pred, gt), gt)`, (N,)."""
     return mean_distance(similarity_align(pred, gt), gt)
+
+
+def pck(pred, gt, threshold: float):
+    """Per-sample fraction of joints closer than `threshold` (strictly, in the inputs'
+    unit) to their ground truth, no alignment: (N, J, 3) x2 -> (N,) in [0, 1].
+    The 3D PCK of MPI-INF-3DHP's evaluation (`mpii_compute_3d_pck.m`: `error < t`)."""
+    _check(pred, gt)
+    p, was_numpy = _as_torch(pred)
+    g, _ = _as_torch(gt)
+    dist = torch.linalg.vector_norm(p - g, dim=-1)  # (N, J)
+    return _out((dist < threshold).to(dist.dtype).mean(dim=-1), was_numpy)
+
+
+def auc(pred, gt, thresholds):
+    """Per-sample area under the PCK curve: the mean of `pck` over `thresholds` (as
+    `mpii_compute_3d_pck.m` averages its PCK curve over `0:5:150`), (N,) in [0, 1]."""
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("auc: expected at least one threshold")
+    curves = [pck(pred, gt, t) for t in thresholds]
+    if isinstance(curves[0], torch.Tensor):
+        return torch.stack(curves).mean(dim=0)
+    return np.mean(np.stack(curves), axis=0)

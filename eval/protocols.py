@@ -2,14 +2,17 @@
 
 A `Protocol` names everything that differs between benchmarks — the vertex-to-joint
 regressor, the scored joints (by name), the root the joints and vertices are centred
-on, and how the ground-truth mesh is built — and `score` is the one function that turns
-predicted and ground-truth SMPL vertices into per-sample MPJPE / PA-MPJPE / PVE in mm.
-`PROTOCOLS` is the plain dict of them; nothing in `eval/` branches on a dataset name.
+on, how the ground truth is built (a mesh, or the dataset's own 3D joints), which metrics
+it reports and which kinds of prediction it accepts — and `score` is the one function
+that turns a prediction and its ground truth into per-sample errors (MPJPE / PA-MPJPE /
+PVE in mm, PCK / AUC in %). `PROTOCOLS` is the plain dict of them; nothing in `eval/`
+branches on a dataset name.
 
-The prediction is the neutral SMPL mesh (6890 vertices), the ground truth a gendered mesh in
-SMPL topology. The prediction's joints come from the protocol's `regressor`; the ground
-truth's from the same matrix ("shared") or, where a protocol says "gendered", from the
-`J_regressor` of the SMPL model of each sample's gender (`Protocol.gt_regressor`).
+The prediction is the neutral SMPL mesh (6890 vertices; or, where a protocol accepts them,
+its scored joints directly), the ground truth a gendered mesh in SMPL topology or the
+record's `joints_3d`. The prediction's joints come from the protocol's `regressor`; a
+ground-truth mesh's from the same matrix ("shared") or, where a protocol says "gendered",
+from the `J_regressor` of the SMPL model of each sample's gender (`Protocol.gt_regressor`).
 
 Sources:
 - 3DPW: SPIN `eval.py` (`J_regressor_h36m`, `H36M_TO_J14`, pelvis = H36M joint 0,
@@ -31,6 +34,21 @@ Sources:
   The choice moves the ground-truth joints (MPJPE, PA-MPJPE) and the root the ground-truth
   mesh is centred on (PVE). (CameraHMR builds its SMPL-X ground truth with `flat_hand_mean=True`,
   WHAM and BEDLAM with smplx's default mean hands, which we follow.)
+- EMDB ("emdb", EMDB 1, good frames only: `datasets/emdb.py`): CameraHMR
+  `core/camerahmr_trainer_smpl.py` (validation step, 'emdb' branch) and TokenHMR
+  `tokenhmr/lib/utils/pose_utils.py::Evaluator` ('EMDB' branch): the gendered SMPL ground
+  truth in the camera frame, the 24 joints by the neutral SMPL `J_regressor` on both
+  meshes, root = mean of the hips `[1, 2]`, PVE over the 6890 vertices after subtracting
+  each side's root. (WHAM `lib/eval/evaluate_emdb.py` and eth-ait/emdb
+  `evaluation_metrics.py` take the 24 skeleton joints of the SMPL forward pass instead,
+  the ground truth's from the gendered model; same hips root, same good frames.)
+- MPI-INF-3DHP ("3dhp", test set, `univ_annot3`): SPIN `eval.py` ('mpi-inf-3dhp': the
+  prediction's 17 joints by `J_regressor_h36m` and `H36M_TO_J17`, minus its H36M pelvis;
+  the ground truth `pose_3d[J24_TO_J17]`, which SPIN's preprocessing centred on the 3DHP
+  pelvis, `S17 - S17[0]`); no mesh, so no PVE. PCK@150 mm and AUC as the test set's
+  `mpii_compute_3d_pck.m` computes them (`error < t`, `thresh = 0:5:150`, PCK at 150,
+  AUC = mean of the PCK curve) over all 17 joints (`mpii_get_pck_auc_joint_groups.m` of
+  the release groups all 17; mmhuman3d `keypoint_3d_pck` / `keypoint_3d_auc` agree).
 """
 from __future__ import annotations
 
@@ -40,11 +58,47 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from datasets.joints import H36M_17, LSP_14, SMPL_24, JointSet
+from datasets.joints import H36M_17, KEYPOINTS_2D, LSP_14, SMPL_24, SPIN_J17, JointSet
 from eval import metrics
 
 M_TO_MM = 1000.0
+TO_PERCENT = 100.0
 NUM_SMPL_VERTICES = 6890
+# every metric a protocol may report; mm except pck / auc (%)
+METRICS = ("pa_mpjpe", "mpjpe", "pve", "pck", "auc")
+MESH_METRICS = ("pa_mpjpe", "mpjpe", "pve")
+PERCENT_METRICS = ("pck", "auc")  # higher is better
+# MPI-INF-3DHP test set `mpii_compute_3d_pck.m`: `pck_thresh = 150`, `thresh = 0:5:150` (mm)
+PCK_THRESHOLD_MM = 150.0
+AUC_THRESHOLDS_MM = tuple(float(t) for t in range(0, 151, 5))
+# what a prediction may be: SMPL parameters (-> the neutral mesh), the mesh, or the scored joints
+INPUTS = ("smpl", "vertices", "joints")
+
+
+class GroundTruthError(ValueError):
+    """A record cannot give the protocol's ground truth (no SMPL, an absent joint); names the key."""
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """What is scored, metres, any frame (each side is centred on its own root):
+    `vertices` (N, 6890, 3) the neutral SMPL mesh, or `joints` (N, len(eval_joints), 3)
+    the protocol's scored joints in `eval_joints` order (protocols whose `inputs` hold
+    "joints"). With vertices, joints come from the protocol's regressor."""
+
+    vertices: object = None
+    joints: object = None
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """The ground truth of N samples, metres: `vertices` (N, 6890, 3) a mesh in SMPL
+    topology, or `joints` (N, len(joint_set), 3) in the ground truth's `joint_set`
+    (records' `joints_3d`: KEYPOINTS_2D); `genders` (N,) strings."""
+
+    vertices: object = None
+    joints: object = None
+    genders: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -60,8 +114,9 @@ class Protocol:
     - eval_joints: names of the scored joints (MPJPE, PA-MPJPE), in scoring order.
     - root_joints: names of the joints whose mean is the root; joints and vertices of
       each side are centred on that side's root before MPJPE and PVE.
-    - ground_truth: how the ground-truth mesh is built, a key of GROUND_TRUTH_BODIES
-      ("smpl": gendered SMPL; "smplx_to_smpl": gendered SMPL-X x smplx2smpl matrix).
+    - ground_truth: how the ground truth is built, a key of GROUND_TRUTH_BODIES ("smpl":
+      gendered SMPL mesh; "smplx_to_smpl": gendered SMPL-X x smplx2smpl matrix;
+      "joints_3d": the record's `joints_3d`, no mesh, scored by the same joint names).
     - gt_regressor: which matrix maps the ground-truth mesh to joints, one of
       GT_REGRESSORS: "shared" (the prediction's, `regressor`) or "gendered" (the
       `J_regressor` of the SMPL model of each sample's gender; needs regressor "smpl").
@@ -69,6 +124,10 @@ class Protocol:
     - allowed_rejects: the reject reasons by which the protocol itself leaves frames out of
       the real split; a frame left out for any other reason means an incomplete split
       (None: not checked).
+    - metrics: what it reports, in table order, from METRICS ("pve" needs a mesh ground truth).
+    - inputs: what a prediction may be, from INPUTS; "joints" (the scored joints given
+      directly) needs the root joints among the scored ones.
+    - rank_metric: the metric the best / worst examples are picked by.
     - source: where the protocol is taken from.
     """
 
@@ -84,8 +143,13 @@ class Protocol:
     expected_sequences: int | None = None
     allowed_rejects: tuple[str, ...] | None = None
     gt_regressor: str = "shared"
+    metrics: tuple[str, ...] = MESH_METRICS
+    inputs: tuple[str, ...] = ("smpl", "vertices")
+    rank_metric: str = "pve"
     eval_index: np.ndarray = field(init=False, repr=False, compare=False)
     root_index: np.ndarray = field(init=False, repr=False, compare=False)
+    gt_eval_index: np.ndarray = field(init=False, repr=False, compare=False)
+    gt_root_index: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.regressor not in REGRESSORS:
@@ -99,44 +163,127 @@ class Protocol:
         if self.gt_regressor == "gendered" and self.regressor != "smpl":
             raise ValueError(f"protocol {self.name}: a gendered ground-truth regressor is the gendered SMPL "
                              f"J_regressor, so the protocol's regressor must be 'smpl', got {self.regressor!r}")
+        unknown = sorted(set(self.metrics) - set(METRICS)) + sorted(set(self.inputs) - set(INPUTS))
+        if unknown:
+            raise ValueError(f"protocol {self.name}: unknown metrics / inputs {unknown}; known {METRICS} / {INPUTS}")
+        if "pve" in self.metrics and not self.has_mesh:
+            raise ValueError(f"protocol {self.name}: PVE needs a ground-truth mesh, '{self.ground_truth}' has none")
+        if "joints" in self.inputs and not set(self.root_joints) <= set(self.eval_joints):
+            raise ValueError(f"protocol {self.name}: joints as input need the root {self.root_joints} among the "
+                             f"scored joints")
+        if self.rank_metric not in self.metrics:
+            raise ValueError(f"protocol {self.name}: rank_metric {self.rank_metric!r} is not one of {self.metrics}")
+        gt_set = self.gt_joint_set
         object.__setattr__(self, "eval_index", self.joint_set.indices(self.eval_joints))
         object.__setattr__(self, "root_index", self.joint_set.indices(self.root_joints))
+        object.__setattr__(self, "gt_eval_index", gt_set.indices(self.eval_joints))
+        object.__setattr__(self, "gt_root_index", gt_set.indices(self.root_joints))
 
-    def score(self, pred_vertices, gt_vertices, regressor, genders=None) -> dict[str, np.ndarray]:
-        """Per-sample errors in mm: {"mpjpe", "pa_mpjpe", "pve"} -> (N,) float64.
+    @property
+    def has_mesh(self) -> bool:
+        """Whether the ground truth is a mesh (else joints only: no PVE, no mesh pictures)."""
+        return GROUND_TRUTH_BODIES[self.ground_truth].joint_set is None
 
-        pred_vertices, gt_vertices: (N, 6890, 3) metres, SMPL topology (numpy or torch);
+    @property
+    def gt_joint_set(self) -> JointSet:
+        """The joints the ground truth is given in: the regressor's (a mesh) or the records'."""
+        return GROUND_TRUTH_BODIES[self.ground_truth].joint_set or self.joint_set
+
+    @property
+    def pred_joint_set(self) -> JointSet:
+        """The order of `Prediction.joints` (a prediction given as joints): the scored joints."""
+        return JointSet(f"{self.name}_eval", tuple(self.eval_joints))
+
+    def score(self, pred, gt, regressor, genders=None) -> dict[str, np.ndarray]:
+        """Per-sample errors: {metric: (N,) float64} for `self.metrics`, mm (pck, auc: %).
+
+        pred: a `Prediction`, or (N, 6890, 3) predicted vertices; gt: a `GroundTruth`, or
+        (N, 6890, 3) ground-truth vertices in SMPL topology (metres, numpy or torch);
         regressor: this protocol's vertex-to-joint matrices (`load_regressor`), or one
         (len(joint_set), 6890) matrix for both sides (a "shared" protocol only);
-        genders: N strings, the ground truth's genders (needed by a "gendered" protocol).
+        genders: N strings, the ground truth's genders (needed by a "gendered" protocol;
+        taken from `gt.genders` when `gt` is a GroundTruth).
         """
-        pred_v, gt_v = (_as_f64(x) for x in (pred_vertices, gt_vertices))
-        regs = regressor if isinstance(regressor, JointRegressors) else JointRegressors(regressor)
-        if pred_v.shape != gt_v.shape or pred_v.ndim != 3 or pred_v.shape[1:] != (NUM_SMPL_VERTICES, 3):
-            raise ValueError(f"protocol {self.name}: expected pred and gt vertices (N, {NUM_SMPL_VERTICES}, 3), "
-                             f"got {tuple(pred_v.shape)} and {tuple(gt_v.shape)}")
-        regs.check(self)
-        if self.gt_regressor == "gendered":
-            if not regs.gt:
-                raise ValueError(f"protocol {self.name}: gendered ground-truth joints need the gendered SMPL "
-                                 f"J_regressors (`load_regressor`), got one matrix")
-            if genders is None or len(genders) != len(gt_v):
-                raise ValueError(f"protocol {self.name}: gendered ground-truth joints need one gender per sample, "
-                                 f"got {None if genders is None else len(genders)} for {len(gt_v)} samples")
-            gt_j = _regress_by_gender(regs.gt, gt_v, genders, self.name)  # (N, J, 3)
-        else:
-            gt_j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), gt_v)  # (N, J, 3)
-        pred_j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), pred_v)  # (N, J, 3) regressed joints
+        pj, gj, pv, gv = self.aligned(pred, gt, regressor, genders)
+        mm = {"pj": pj * M_TO_MM, "gj": gj * M_TO_MM}
         out = {}
-        sides = []
-        for j, v in ((pred_j, pred_v), (gt_j, gt_v)):
+        for m in self.metrics:
+            if m == "mpjpe":
+                out[m] = metrics.mpjpe(mm["pj"], mm["gj"])
+            elif m == "pa_mpjpe":
+                out[m] = metrics.pa_mpjpe(mm["pj"], mm["gj"])
+            elif m == "pve":
+                if pv is None:
+                    raise ValueError(f"protocol {self.name}: PVE needs predicted vertices, the prediction has joints only")
+                out[m] = metrics.pve(pv, gv) * M_TO_MM
+            elif m == "pck":
+                out[m] = metrics.pck(mm["pj"], mm["gj"], PCK_THRESHOLD_MM) * TO_PERCENT
+            elif m == "auc":
+                out[m] = metrics.auc(mm["pj"], mm["gj"], AUC_THRESHOLDS_MM) * TO_PERCENT
+        return {k: v.numpy() for k, v in out.items()}
+
+    def aligned(self, pred, gt, regressor, genders=None):
+        """The two sides as `score` compares them, float64 torch tensors, metres: predicted and
+        ground-truth scored joints (N, len(eval_joints), 3), each centred on its own root, and
+        the vertices centred alike ((N, 6890, 3), or None where a side has none)."""
+        pred = pred if isinstance(pred, Prediction) else Prediction(vertices=pred)
+        gt = gt if isinstance(gt, GroundTruth) else GroundTruth(vertices=gt, genders=tuple(genders or ()))
+        regs = regressor if isinstance(regressor, JointRegressors) else JointRegressors(regressor)
+        regs.check(self)
+        pj, pv = self._pred_side(pred, regs)
+        gj, gv = self._gt_side(gt, regs, len(pj))
+        return pj, gj, pv, gv
+
+    def _pred_side(self, pred: Prediction, regs: "JointRegressors"):
+        """(joints (N, J_eval, 3), vertices (N, 6890, 3) or None), centred on the prediction's root."""
+        if pred.vertices is not None:
+            v = _as_f64(pred.vertices)
+            if v.ndim != 3 or v.shape[1:] != (NUM_SMPL_VERTICES, 3):
+                raise ValueError(f"protocol {self.name}: expected pred vertices (N, {NUM_SMPL_VERTICES}, 3), "
+                                 f"got {tuple(v.shape)}")
+            j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), v)  # (N, J, 3) regressed joints
             root = j[:, self.root_index].mean(dim=1, keepdim=True)  # (N, 1, 3)
-            sides.append((j[:, self.eval_index] - root, v - root))
-        (pj, pv), (gj, gv) = sides
-        out["mpjpe"] = metrics.mpjpe(pj, gj)
-        out["pa_mpjpe"] = metrics.pa_mpjpe(pj, gj)
-        out["pve"] = metrics.pve(pv, gv)
-        return {k: (v * M_TO_MM).numpy() for k, v in out.items()}
+            return j[:, self.eval_index] - root, v - root
+        if pred.joints is None:
+            raise ValueError(f"protocol {self.name}: the prediction has neither vertices nor joints")
+        if "joints" not in self.inputs:
+            raise ValueError(f"protocol {self.name}: scores meshes ({', '.join(self.inputs)}); joints alone are not enough")
+        j = _as_f64(pred.joints)
+        if j.ndim != 3 or j.shape[1:] != (len(self.eval_joints), 3):
+            raise ValueError(f"protocol {self.name}: expected pred joints (N, {len(self.eval_joints)}, 3) in the order "
+                             f"{list(self.eval_joints)}, got {tuple(j.shape)}")
+        root_in_eval = self.pred_joint_set.indices(self.root_joints)
+        return j - j[:, root_in_eval].mean(dim=1, keepdim=True), None
+
+    def _gt_side(self, gt: GroundTruth, regs: "JointRegressors", n: int):
+        """(joints (N, J_eval, 3), vertices or None), centred on the ground truth's root."""
+        if self.has_mesh:
+            if gt.vertices is None:
+                raise ValueError(f"protocol {self.name}: the ground truth is a mesh, got none")
+            v = _as_f64(gt.vertices)
+            if v.ndim != 3 or v.shape != (n, NUM_SMPL_VERTICES, 3):
+                raise ValueError(f"protocol {self.name}: expected pred and gt vertices (N, {NUM_SMPL_VERTICES}, 3), "
+                                 f"got {n} predictions and gt {tuple(v.shape)}")
+            if self.gt_regressor == "gendered":
+                if not regs.gt:
+                    raise ValueError(f"protocol {self.name}: gendered ground-truth joints need the gendered SMPL "
+                                     f"J_regressors (`load_regressor`), got one matrix")
+                if len(gt.genders) != len(v):
+                    raise ValueError(f"protocol {self.name}: gendered ground-truth joints need one gender per "
+                                     f"sample, got {len(gt.genders)} for {len(v)} samples")
+                j = _regress_by_gender(regs.gt, v, gt.genders, self.name)  # (N, J, 3)
+            else:
+                j = torch.einsum("jv,nvc->njc", _as_f64(regs.pred), v)  # (N, J, 3)
+        else:
+            if gt.joints is None:
+                raise ValueError(f"protocol {self.name}: the ground truth is joints, got none")
+            j = _as_f64(gt.joints)
+            if j.shape != (n, len(self.gt_joint_set), 3):
+                raise ValueError(f"protocol {self.name}: expected gt joints ({n}, {len(self.gt_joint_set)}, 3) in "
+                                 f"{self.gt_joint_set.name} order, got {tuple(j.shape)}")
+            v = None
+        root = j[:, self.gt_root_index].mean(dim=1, keepdim=True)  # (N, 1, 3)
+        return j[:, self.gt_eval_index] - root, None if v is None else v - root
 
 
 def _as_f64(x) -> torch.Tensor:
@@ -211,9 +358,32 @@ def _load_gendered_smpl_regressors(assets) -> dict[str, np.ndarray]:
             for g in GENDERED_REGRESSOR_GENDERS}
 
 
-class SMPLGroundTruth:
+class _MeshGroundTruth:
+    """A ground-truth mesh built from the records' SMPL-family targets (`body_model`) by
+    `vertices(pose, betas, genders)`; joints come from the protocol's regressor."""
+
+    joint_set = None
+    body_model = ""
+
+    def of_records(self, records, protocol: "Protocol | None" = None) -> GroundTruth:
+        """The ground truth of records: a GroundTruthError unless each has `body_model` targets."""
+        lacking = [r.key for r in records if not r.has_smpl]
+        if lacking:
+            raise GroundTruthError(f"samples without SMPL ground truth in the evaluation split (e.g. {lacking[:3]}); "
+                                   f"the protocol scores every sample")
+        other = [r.key for r in records if r.body_model != self.body_model]
+        if other:
+            raise GroundTruthError(f"samples whose ground truth is not {self.body_model} (e.g. {other[:3]})")
+        genders = tuple(r.gender for r in records)
+        return GroundTruth(vertices=self.vertices(np.stack([r.smpl_pose for r in records]),
+                                                  np.stack([r.betas for r in records]), genders), genders=genders)
+
+
+class SMPLGroundTruth(_MeshGroundTruth):
     """Gendered SMPL meshes from the record's pose (24 x 3 axis-angle, row 0 the global
     orientation) and betas (10); no translation (the protocol centres on the root)."""
+
+    body_model = "smpl"
 
     def __init__(self, assets, genders=("male", "female", "neutral")):
         from model.body_model import BodyModel
@@ -242,12 +412,15 @@ class SMPLGroundTruth:
         return out
 
 
-class SMPLXToSMPLGroundTruth:
+
+class SMPLXToSMPLGroundTruth(_MeshGroundTruth):
     """Gendered SMPL-X meshes (global orientation = pose row 0, body pose = rows 1-21,
     betas; hands, jaw, eyes and expression at zero, i.e. smplx's mean hands as WHAM's
-    `SMPLX(gender=...)` call) mapped to SMPL topology by the smplx2smpl matrix."""
+    `SMPLX(gender=...)` call) mapped to SMPL topology by the smplx2smpl matrix
+    (`datasets/rich.py` records)."""
 
     NUM_BODY_JOINTS = 21  # SMPL-X body joints after the global orientation
+    body_model = "smplx"
 
     def __init__(self, assets, genders=("male", "female")):
         from model.body_model import SMPLXModel, load_smplx2smpl
@@ -279,16 +452,41 @@ class SMPLXToSMPLGroundTruth:
         return out
 
 
+
+class RecordJointsGroundTruth:
+    """The records' own 3D joints (`joints_3d`, KEYPOINTS_2D order, camera frame, metres):
+    MPI-INF-3DHP's `univ_annot3` (`datasets/mpi_inf_3dhp.py`). No mesh. Every joint the
+    protocol scores or centres on must be present (confidence > 0)."""
+
+    joint_set = KEYPOINTS_2D
+    is_synthetic = False  # no asset is read; the records say whether they are synthetic
+
+    def __init__(self, assets=None):
+        pass
+
+    def of_records(self, records, protocol: "Protocol") -> GroundTruth:
+        used = np.union1d(protocol.gt_eval_index, protocol.gt_root_index)
+        for r in records:
+            absent = [self.joint_set.names[j] for j in used if not r.joints_3d[j, 3] > 0]
+            if absent:
+                raise GroundTruthError(f"sample {r.key}: ground-truth joints {absent} are absent (joints_3d "
+                                       f"confidence 0); the protocol scores {list(protocol.eval_joints)}")
+        return GroundTruth(joints=np.stack([r.joints_3d[:, :3] for r in records]).astype(np.float64),
+                           genders=tuple(r.gender for r in records))
+
+
 def _as_f32(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float32)
     return torch.from_numpy(np.asarray(x, dtype=np.float32))
 
 
-# name -> class built from `assets` whose `.vertices(pose, betas, genders)` is the GT mesh.
+# name -> class built from `assets` whose `.of_records(records, protocol)` is the ground
+# truth; its `joint_set` is None for a mesh, else the order of the joints it gives.
 GROUND_TRUTH_BODIES = {
     "smpl": SMPLGroundTruth,
     "smplx_to_smpl": SMPLXToSMPLGroundTruth,
+    "joints_3d": RecordJointsGroundTruth,
 }
 
 
@@ -344,7 +542,40 @@ RICH_GENDERED = dataclasses.replace(
            "gendered SMPL J_regressor, prediction's by the neutral one, root = mean of hips",
 )
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (THREEDPW, RICH, RICH_GENDERED)}
+# RICH's joints and root (CameraHMR / TokenHMR: J_regressor @ vertices, (j[1] + j[2]) / 2) on a
+# gendered SMPL ground truth
+EMDB = dataclasses.replace(
+    RICH,
+    name="emdb",
+    dataset="emdb",  # test = EMDB 1, good frames only (datasets/emdb.py)
+    ground_truth="smpl",
+    # eth-ait/emdb evaluation_engine.py / WHAM evaluate_emdb.py: frames outside good_frames_mask are not scored
+    allowed_rejects=("invalid_frame",),
+    source="CameraHMR core/camerahmr_trainer_smpl.py ('emdb') / TokenHMR lib/utils/pose_utils.py Evaluator ('EMDB'): "
+           "gendered SMPL GT, neutral SMPL J_regressor on both sides, root = mean of hips; EMDB 1 good frames "
+           "(eth-ait/emdb evaluate.py)",
+)
+
+THREEDHP = Protocol(
+    name="3dhp",
+    dataset="mpi_inf_3dhp",
+    split="test",
+    regressor="h36m",
+    joint_set=H36M_17,
+    eval_joints=SPIN_J17.names,  # SPIN H36M_TO_J17 (prediction) / J24_TO_J17 (ground truth), by name
+    root_joints=("pelvis_mpii",),  # SPIN eval.py: H36M joint 0; its GT is centred on the 3DHP pelvis
+    ground_truth="joints_3d",  # univ_annot3 (datasets/mpi_inf_3dhp.py)
+    metrics=("pa_mpjpe", "mpjpe", "pck", "auc"),
+    inputs=("smpl", "vertices", "joints"),
+    rank_metric="mpjpe",
+    expected_sequences=6,  # TS1..TS6
+    allowed_rejects=("invalid_frame",),  # valid_frame 0: "invalid frames won't be used for evaluation"
+    source="SPIN eval.py ('mpi-inf-3dhp': H36M regressor, H36M_TO_J17, pelvis-centred univ_annot3); PCK@150 mm, "
+           "AUC over 0:5:150 mm, 17 joints: mpii_compute_3d_pck.m (MPI-INF-3DHP test set code)",
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (THREEDPW, RICH, RICH_GENDERED, EMDB, THREEDHP)}
 # What `make eval` scores when no protocol is named: one protocol per benchmark, RICH with
-# the neutral ground-truth regressor of WHAM / CameraHMR (BEDLAM's is `rich-gendered`).
-DEFAULT_PROTOCOLS = ("3dpw", "rich")
+# the neutral ground-truth regressor of WHAM / CameraHMR (BEDLAM's is `rich-gendered`);
+# those whose split is not in the features are reported as not evaluated.
+DEFAULT_PROTOCOLS = ("3dpw", "rich", "emdb", "3dhp")

@@ -7,7 +7,11 @@ existing one (`merge_rows`). A table shows, per method, the latest row of each
 (dataset, metric).
 
 The paper's own numbers (DeforHMR, Heo et al., Tables 1 and 2) are data here, copied
-cell by cell, and enter every table as rows of kind "reported".
+cell by cell, and enter every table as rows of kind "reported"; so do other published
+numbers that can be traced to a citable source (`PUBLISHED`, each with its source).
+
+`results.json` also keeps, per evaluation, what was scored and each sample's errors
+(`Evaluation`: the input, the coverage of a predictions file, per-sample values by key).
 """
 from __future__ import annotations
 
@@ -20,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-METRICS = ("pa_mpjpe", "mpjpe", "pve")  # the paper's column order (Tables 1-3)
-METRIC_LABELS = {"pa_mpjpe": "PA-MPJPE", "mpjpe": "MPJPE", "pve": "PVE"}
-DATASET_LABELS = {"3dpw": "3DPW", "rich": "RICH"}
+# the paper's column order (Tables 1-3), then MPI-INF-3DHP's PCK@150 mm and AUC (in %)
+METRICS = ("pa_mpjpe", "mpjpe", "pve", "pck", "auc")
+MESH_METRICS = METRICS[:3]
+HIGHER_IS_BETTER = ("pck", "auc")
+METRIC_LABELS = {"pa_mpjpe": "PA-MPJPE", "mpjpe": "MPJPE", "pve": "PVE", "pck": "PCK@150", "auc": "AUC"}
+DATASET_LABELS = {"3dpw": "3DPW", "rich": "RICH", "emdb": "EMDB", "3dhp": "MPI-INF-3DHP"}
 TABLE1_DATASETS = ("3dpw", "rich")
 
 KINDS = ("measured", "baseline", "reported")
@@ -39,7 +46,8 @@ class ResultRow:
     - method: str, the row label (a run's method name, a paper's method, or "mean pose").
     - dataset: str, a protocol's dataset key ("3dpw", "rich").
     - metric: one of METRICS.
-    - value_mm: float, millimetres, the mean over `n_samples` person-frames.
+    - value_mm: float, the mean over `n_samples` person-frames: millimetres, or percent for
+      the HIGHER_IS_BETTER metrics (pck, auc).
     - n_samples: int or None, how many person-frames the mean is over (None: reported
       by a paper that does not say).
     - run_id: str, the evaluation that produced the row (reported rows: "paper:tableK").
@@ -128,6 +136,42 @@ def reported_table1_rows() -> list[ResultRow]:
             for r in _reported(method, ds, vals, REPORTED_RUN_TABLE1)]
 
 
+@dataclass(frozen=True)
+class Published:
+    """Numbers a method's authors published, with where: `run_id` keys the rows, `label` is
+    the short source shown in tables, `source` the full citation; values are
+    {dataset: (PA-MPJPE, MPJPE, PVE)} in mm (None: not given), copied as printed."""
+
+    method: str
+    run_id: str
+    label: str
+    source: str
+    values: Mapping[str, tuple[float | None, float | None, float | None]]
+
+
+# Only numbers traced to a source we can cite. The reference repositories' READMEs state
+# these; HMR2.0, CLIFF and CameraHMR publish no EMDB / 3DPW numbers in theirs (4D-Humans,
+# noah-research/CLIFF, CameraHMR ReadMe.md), so they have no row here beyond the paper's.
+PUBLISHED: tuple[Published, ...] = (
+    Published(
+        method="TokenHMR",
+        run_id="readme:tokenhmr",
+        label="TokenHMR README",
+        source="saidwivedi/TokenHMR README.md (commit 198645f), Model Zoo, row 'TokenHMR-ITW, SD + ITW + BEDLAM, "
+               "Paper Version': 3DPW PVE 84.3, MPJPE 70.9, PA-MPJPE 44.8; EMDB PVE 108.5, MPJPE 89.5, PA-MPJPE 55.6. "
+               "Its 3DPW protocol is HMR2.0's (tokenhmr/lib/configs/datasets_eval.yaml 3DPW-TEST: 14 LSP joints of "
+               "the model's keypoints), its EMDB protocol the one `emdb` follows",
+        values={"3dpw": (44.8, 70.9, 84.3), "emdb": (55.6, 89.5, 108.5)},
+    ),
+)
+
+
+def reported_rows() -> list[ResultRow]:
+    """Every reported row: the paper's Table 1, then PUBLISHED."""
+    return reported_table1_rows() + [r for p in PUBLISHED for ds, vals in p.values.items()
+                                     for r in _reported(p.method, ds, vals, p.run_id)]
+
+
 def reported_table2_rows() -> list[ResultRow]:
     """The paper's Table 2 (3DPW) as rows of kind "reported"; methods are ABLATION_CONFIGS."""
     return [r for cfg, vals in PAPER_TABLE2.items() for r in _reported(cfg, "3dpw", vals, REPORTED_RUN_TABLE2)]
@@ -152,16 +196,58 @@ def merge_rows(existing: Iterable[ResultRow], new: Iterable[ResultRow]) -> list[
     return out
 
 
-def load_rows(path: str | os.PathLike) -> list[ResultRow]:
-    """Rows of a results.json; [] when the file does not exist."""
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation of one method on one protocol scored, beside its rows.
+
+    - run_id, method, dataset: as its rows.
+    - input: what was scored ("checkpoint <path>" or "predictions <path>").
+    - coverage: for a predictions file, {"samples", "scored", "missing", "extra",
+      "missing_examples", "extra_examples"}; None for a run (it scores every sample).
+    - per_sample: {"key": [...], <metric>: [...]} each sample's errors (mm; pck, auc %).
+    """
+
+    run_id: str
+    method: str
+    dataset: str
+    input: str
+    per_sample: Mapping[str, Sequence]
+    coverage: Mapping | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.run_id, self.method, self.dataset)
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "method": self.method, "dataset": self.dataset, "input": self.input,
+                "coverage": None if self.coverage is None else dict(self.coverage),
+                "per_sample": {k: list(v) for k, v in self.per_sample.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Evaluation":
+        return cls(d["run_id"], d["method"], d["dataset"], d["input"], d["per_sample"], d.get("coverage"))
+
+
+def load_results(path: str | os.PathLike) -> tuple[list[ResultRow], list[Evaluation]]:
+    """(rows, evaluations) of a results.json; empty when the file does not exist. A file of
+    the older layout (a plain list of rows) has no evaluations."""
     path = Path(path)
     if not path.exists():
-        return []
+        return [], []
     with open(path) as f:
         data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of result rows, got {type(data).__name__}")
-    return [ResultRow.from_dict(d) for d in data]
+    if isinstance(data, list):
+        return [ResultRow.from_dict(d) for d in data], []
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path}: expected {{'rows': [...], 'evaluations': [...]}} or a JSON list of result rows, "
+                         f"got {type(data).__name__}")
+    return ([ResultRow.from_dict(d) for d in data["rows"]],
+            [Evaluation.from_dict(d) for d in data.get("evaluations", [])])
+
+
+def load_rows(path: str | os.PathLike) -> list[ResultRow]:
+    """Rows of a results.json; [] when the file does not exist."""
+    return load_results(path)[0]
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -173,15 +259,37 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_rows(path: str | os.PathLike, rows: Iterable[ResultRow]) -> None:
-    """Write rows as a JSON list (atomically: a killed write leaves the old file)."""
-    _atomic_write_text(Path(path), json.dumps([r.to_dict() for r in rows], indent=1) + "\n")
+def save_rows(path: str | os.PathLike, rows: Iterable[ResultRow], evaluations: Iterable[Evaluation] = ()) -> None:
+    """Write rows and evaluations as JSON (atomically: a killed write leaves the old file).
+    Rows one object per line-group; each evaluation's per-sample lists on one line."""
+    rows_text = ",\n".join(" " + json.dumps(r.to_dict()) for r in rows)
+    evals_text = ",\n".join(" " + json.dumps(e.to_dict()) for e in evaluations)
+    _atomic_write_text(Path(path), '{"rows": [\n' + rows_text + '\n],\n"evaluations": [\n' + evals_text + "\n]}\n")
 
 
-def append_rows(path: str | os.PathLike, rows: Iterable[ResultRow]) -> list[ResultRow]:
-    """merge_rows(load_rows(path), rows), saved back; returns all rows."""
-    merged = merge_rows(load_rows(path), rows)
-    save_rows(path, merged)
+def merge_evaluations(existing: Iterable[Evaluation], new: Iterable[Evaluation]) -> list[Evaluation]:
+    """Append `new`; one already present under the same (run_id, method, dataset) is dropped
+    if identical and an error if it differs (as `merge_rows`)."""
+    out = list(existing)
+    seen = {e.key: e.to_dict() for e in out}
+    for e in new:
+        old = seen.get(e.key)
+        if old is None:
+            out.append(e)
+            seen[e.key] = e.to_dict()
+        elif old != e.to_dict():
+            raise ValueError(f"evaluation {e.key} already recorded with other per-sample errors; refusing to "
+                             f"overwrite: evaluate under a new run id")
+    return out
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[ResultRow],
+                evaluations: Iterable[Evaluation] = ()) -> list[ResultRow]:
+    """merge_rows / merge_evaluations with what `path` holds, saved back; returns all rows."""
+    old_rows, old_evals = load_results(path)
+    merged = merge_rows(old_rows, rows)
+    evals = merge_evaluations(old_evals, evaluations)
+    save_rows(path, merged, evals)
     return merged
 
 
@@ -213,10 +321,15 @@ def _fmt(v: float | None) -> str:
 def _source(cells: Sequence[ResultRow]) -> str:
     kinds = {r.kind for r in cells}
     if kinds == {"reported"}:
-        return "reported (" + ", ".join(sorted({_REPORTED_SOURCE.get(r.run_id, r.run_id) for r in cells})) + ")"
+        return "reported (" + ", ".join(sorted({_reported_label(r.run_id) for r in cells})) + ")"
     runs = sorted({r.run_id for r in cells})
     label = "baseline" if kinds == {"baseline"} else "measured"
     return f"{label}, run {', '.join(runs)}"
+
+
+def _reported_label(run_id: str) -> str:
+    labels = {**_REPORTED_SOURCE, **{p.run_id: p.label for p in PUBLISHED}}
+    return labels.get(run_id, run_id)
 
 
 def _n_cell(cells: Sequence[ResultRow]) -> str:
@@ -240,31 +353,48 @@ def _title(base: str, rows: Sequence[ResultRow]) -> str:
     return base
 
 
+def dataset_metrics(rows: Sequence[ResultRow], dataset: str) -> list[str]:
+    """The metric columns of a dataset: those its rows hold, in METRICS order (PA-MPJPE,
+    MPJPE, PVE when it has none)."""
+    have = {r.metric for r in rows if r.dataset == dataset}
+    return [m for m in METRICS if m in have] or list(MESH_METRICS)
+
+
 def render_table1(rows: Sequence[ResultRow], datasets: Sequence[str] = TABLE1_DATASETS,
                   include_reported: bool = True) -> str:
     """Markdown in the layout of the paper's Table 1: methods × (dataset × PA-MPJPE /
-    MPJPE / PVE), mm, plus the number of person-frames each measured number averages."""
+    MPJPE / PVE, or the dataset's own metrics), plus the number of person-frames each
+    measured number averages."""
     rows = list(rows)
     if include_reported:
-        rows = merge_rows(reported_table1_rows(), rows)
+        rows = merge_rows(reported_rows(), rows)
     cell = latest(rows)
+    columns = {ds: dataset_metrics(rows, ds) for ds in datasets}
     header = ["Method", "Source"]
     for ds in datasets:
-        header += [f"{DATASET_LABELS.get(ds, ds)} {METRIC_LABELS[m]} ↓" for m in METRICS]
+        header += [f"{DATASET_LABELS.get(ds, ds)} {METRIC_LABELS[m]} {'↑' if m in HIGHER_IS_BETTER else '↓'}"
+                   for m in columns[ds]]
         header.append(f"{DATASET_LABELS.get(ds, ds)} n")
     body = []
     for kind, method in _methods_in_order(rows):
-        cells = [cell[(kind, method, ds, m)] for ds in datasets for m in METRICS if (kind, method, ds, m) in cell]
+        cells = [cell[(kind, method, ds, m)] for ds in datasets for m in columns[ds] if (kind, method, ds, m) in cell]
         if not cells:
             continue
         line = [method, _source(cells)]
         for ds in datasets:
-            keys = [(kind, method, ds, m) for m in METRICS]
+            keys = [(kind, method, ds, m) for m in columns[ds]]
             line += [_fmt(cell[k].value_mm if k in cell else None) for k in keys]
             line.append(_n_cell([cell[k] for k in keys if k in cell]))
         body.append(line)
-    title = _title("Table 1: 3DPW and RICH, mm (layout of DeforHMR Table 1)", rows)
-    notes = [f"Reported rows are copied from the paper; n = person-frames averaged. {PAPER_TABLE1_NOTE}"]
+    names = " and ".join(DATASET_LABELS.get(ds, ds) for ds in datasets) if len(datasets) <= 2 else \
+        ", ".join(DATASET_LABELS.get(ds, ds) for ds in datasets)
+    title = _title(f"Table 1: {names}, mm (PCK / AUC: %) (layout of DeforHMR Table 1)"
+                   if any(m in HIGHER_IS_BETTER for c in columns.values() for m in c)
+                   else f"Table 1: {names}, mm (layout of DeforHMR Table 1)", rows)
+    notes = [f"Reported rows are copied from their sources (paper: DeforHMR, Heo et al., Table 1); n = person-frames "
+             f"averaged. {PAPER_TABLE1_NOTE}"]
+    shown = {r.run_id for r in rows if r.kind == "reported" and r.dataset in datasets}
+    notes += [f"{p.label}: {p.source}." for p in PUBLISHED if p.run_id in shown]
     return f"### {title}\n\n{_markdown(header, body)}\n\n" + "\n".join(notes) + "\n"
 
 
@@ -279,11 +409,11 @@ def render_table2(rows: Sequence[ResultRow], methods: Mapping[str, str] | None =
     cell = latest(r for r in rows if r.kind == "measured")
     if include_reported:
         cell.update(latest(reported_table2_rows()))
-    header = ["Configuration", "Source"] + [METRIC_LABELS[m] for m in METRICS] + ["n"]
+    header = ["Configuration", "Source"] + [METRIC_LABELS[m] for m in MESH_METRICS] + ["n"]
     body = []
     for cfg in ABLATION_CONFIGS:
         for kind, name in (("reported", cfg), ("measured", methods.get(cfg, cfg))):
-            keys = [(kind, name, dataset, m) for m in METRICS]
+            keys = [(kind, name, dataset, m) for m in MESH_METRICS]
             cells = [cell[k] for k in keys if k in cell]
             if not cells:
                 continue

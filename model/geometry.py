@@ -167,13 +167,22 @@ def box_from_keypoints(keypoints: np.ndarray, expand: float = SPIN_BOX_EXPAND,
     keypoints (N, 3) px + confidence. Returns (center (2,), size (2,) = (side, side)),
     or None when no keypoint has confidence > min_conf.
     """
+    box = tight_box(keypoints, min_conf)
+    if box is None:
+        return None
+    lo, hi = box[:2], box[2:]
+    side = expand * float((hi - lo).max())
+    return (lo + hi) / 2, np.array([side, side], np.float64)
+
+
+def tight_box(keypoints: np.ndarray, min_conf: float = 0.0) -> np.ndarray | None:
+    """(4,) x0, y0, x1, y1 of the keypoints with confidence > min_conf ((N, 3) px +
+    confidence), or None when there is none: the tight box `box_from_keypoints` grows."""
     vis = keypoints[:, 2] > min_conf
     if not vis.any():
         return None
-    pts = keypoints[vis, :2]
-    lo, hi = pts.min(0), pts.max(0)
-    side = expand * float((hi - lo).max())
-    return (lo + hi) / 2, np.array([side, side], np.float64)
+    pts = np.asarray(keypoints[vis, :2], np.float64)
+    return np.concatenate([pts.min(0), pts.max(0)])
 
 
 def crop_affine(box_center: np.ndarray, box_size: np.ndarray, crop_hw: tuple[int, int] = CROP_HW,

@@ -58,6 +58,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from datasets.assets import Assets
+from datasets.check import coverage_cell, label_coverage
 from datasets.record import PersonFrame, Reject, reject_reason
 from pipelines.crop import (CropSettings, crop_frame, decode_image, encode_jpeg, jpeg_bytes_bound,
                             label_reject)
@@ -497,10 +498,13 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
     fs.move(tmp, f"{out_dir}/{MANIFEST}")
 
     reasons = Counter(r["reason"].split(":")[0] for r in rows if r["status"] == REJECTED)
+    ok = {r["key"] for r in rows if r["status"] == OK}
     stats = dict(
         dataset=plan.dataset, split=plan.split, frames=plan.frames,
         status={OK: sum(r["status"] == OK for r in rows), REJECTED: sum(reasons.values())},
         reasons=dict(sorted(reasons.items())), shards=len(plan.tasks),
+        # labels the ok samples carry (`datasets.check.label_coverage`, as `make check-data` counts them)
+        coverage=label_coverage(rec for t in plan.tasks for rec in t.records if rec.key in ok),
         shards_written=sum(r["written"] for r in results), bytes=sum(r["bytes"] for r in results),
         seconds=dict(read=round(plan.read_seconds, 3), tasks=round(sum(r["seconds"] for r in results), 3),
                      stage=round(stage_seconds, 3)),
@@ -577,10 +581,13 @@ def build(raw: str, out: str, settings: ShardSettings = ShardSettings(), names: 
 
 # ---- command line ------------------------------------------------------------------------------
 def summary_table(stats: list[dict], skipped: dict[str, str]) -> str:
-    """One line per split: frames, ok, rejected (by reason), shards (new), MB, work seconds
-    (reading on the driver + shard tasks); then the datasets skipped or failed."""
-    header = ("dataset", "split", "frames", "ok", "rejected", "shards", "new", "MB", "s", "rejected by reason")
+    """One line per split: frames, ok, rejected (by reason), how many ok samples carry SMPL /
+    3D joints / 2D keypoints / intrinsics, shards (new), MB, work seconds (reading on the
+    driver + shard tasks); then the datasets skipped or failed."""
+    header = ("dataset", "split", "frames", "ok", "rejected", "smpl/3d/2d/K", "shards", "new", "MB", "s",
+              "rejected by reason")
     lines = [(s["dataset"], s["split"], str(s["frames"]), str(s["status"][OK]), str(s["status"][REJECTED]),
+              coverage_cell(s["coverage"]),
               str(s["shards"]), str(s["shards_written"]), f"{s['bytes'] / 1e6:.1f}",
               f"{s['seconds']['read'] + s['seconds']['tasks']:.1f}",
               ", ".join(f"{k} {v}" for k, v in s["reasons"].items()))

@@ -23,8 +23,13 @@ from eval.protocols import PROTOCOLS
 PRESET = "def-m-tiny"
 FEATURE_HW = (16, 12)
 # protocol dataset -> (raw folder under RAW (datasets/assets.yaml), sequences, samples per sequence)
-LAYOUT = {"3dpw": ("3DPW", ("courtyard_a", "office_b"), (3, 2)), "rich": ("rich", ("Gym_010", "Pavallion_002"), (2, 2))}
+# protocol -> (dataset, raw folder under RAW (datasets/assets.yaml), sequences, samples per sequence)
+LAYOUT = {"3dpw": ("3dpw", "3DPW", ("courtyard_a", "office_b"), (3, 2)),
+          "rich": ("rich", "rich", ("Gym_010", "Pavallion_002"), (2, 2)),
+          "emdb": ("emdb", "emdb", ("P0/09_outdoor_walk",), (3,)),
+          "3dhp": ("mpi_inf_3dhp", "mpi_inf_3dhp", ("TS1", "TS5"), (2, 2))}
 IMAGE_HW = (360, 480)
+CROP_K = np.array([[400.0, 0, 95.5], [0, 400.0, 127.5], [0, 0, 1]])  # the records' crop camera
 
 
 def _model_config():
@@ -41,13 +46,17 @@ def _record(dataset, sequence, frame, rng):
     if dataset == "rich":
         pose[22:] = 0.0
     center, size = np.array([240.0, 180.0]) + rng.normal(scale=5, size=2), np.array([180.0, 240.0])
+    joints_only = dataset == "mpi_inf_3dhp"  # its ground truth is univ_annot3 joints, no SMPL
+    joints = np.concatenate([rng.normal(scale=0.4, size=(24, 3)) + [0, 0, 4.0], np.ones((24, 1))], 1)
     return PersonFrame(
         key=make_key(dataset, "test", sequence, frame, 0), dataset=dataset, split="test", sequence=sequence,
         frame=frame, person=0, image_path=f"images/{sequence}/{frame:05d}.jpg", image_hw=np.array(IMAGE_HW),
         box_center=center, box_size=size, box_expand=1.2, smpl_pose=pose, betas=rng.normal(scale=0.5, size=10),
-        smpl_transl=np.zeros(3), gender=("male", "female")[frame % 2], joints_3d=np.zeros((24, 4)),
-        keypoints_2d=np.zeros((24, 3)), has_smpl=True, has_transl=False, synthetic=True,
-        crop_affine=crop_affine(center, size)).validate()
+        smpl_transl=np.array([0.0, 0.3, 6.0]), gender=("male", "female")[frame % 2],
+        joints_3d=joints if joints_only else np.zeros((24, 4)), keypoints_2d=np.zeros((24, 3)),
+        has_smpl=not joints_only, has_transl=not joints_only, synthetic=True,
+        body_model="smplx" if dataset == "rich" else "smpl", crop_affine=crop_affine(center, size),
+        intrinsics=None if joints_only else CROP_K).validate()
 
 
 def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
@@ -58,10 +67,10 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "encoder.json").write_text(json.dumps(spec))
     shape = tuple(spec["storage"]["shape"])
-    for dataset, (raw_dir, seqs, counts) in LAYOUT.items():
+    for dataset, raw_dir, seqs, counts in LAYOUT.values():
         d = cache / dataset / "test"
         d.mkdir(parents=True, exist_ok=True)
-        rows, members = [], []
+        rows, members, image_samples = [], [], []
         frame = 0
         for seq, n in zip(seqs, counts):
             for _ in range(n):
@@ -72,6 +81,8 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
                             (f"{rec.key}.v0.npz", rec.to_npz_bytes())]
                 rows.append(dict(key=rec.key, shard=f"{dataset}-test-000000.tar", image_shard=f"{dataset}-test-000000.tar",
                                  views=1, status="ok", reason=None))
+                crop = np.full((256, 192, 3), 40 + 15 * frame, np.uint8)
+                image_samples.append((rec.key, cv2.imencode(".jpg", crop)[1].tobytes(), rec.to_npz_bytes()))
                 img = np.full((*IMAGE_HW, 3), 60 + 20 * frame, np.uint8)
                 path = raw / raw_dir / rec.image_path
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +108,12 @@ def _write_cache(features, raw, spec, rng, extra_manifest_rows=0):
         img_rows += [dict(key=make_key(dataset, "test", "campose", i, 0), dataset=dataset, split="test", shard=None,
                           status="rejected", reason="invalid_camera_pose: campose_valid 0", bytes=None) for i in range(3)]
         pq.write_table(pa.Table.from_pylist(img_rows, schema=IMAGE_SCHEMA), img_dir / "manifest.parquet")
+        # the image shards themselves (crops + records): the samples a predictions file is scored on
+        from pipelines.shard_reader import resolve
+        from pipelines.shards import write_tar
+
+        write_tar(resolve(img_dir)[0], str(img_dir / f"{dataset}-test-000000.tar"), sorted(image_samples))
+        index_split(str(img_dir))
     return cache
 
 
@@ -128,7 +145,7 @@ def tree(synthetic_assets, tmp_path_factory):
 def _args(tree, *extra):
     return ["--run", str(tree["run"]), "--features", str(tree["root"] / "features"), "--assets", str(tree["assets"]),
             "--raw", str(tree["root"] / "raw"), "--shards", str(tree["root"] / "shards"), "--device", "cpu",
-            "--examples", "2", *extra]
+            "--examples", "2", "--worst", "2", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +157,14 @@ def first_eval(tree):
 def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
     rows = T.load_rows(first_eval / "results.json")
     measured = [r for r in rows if r.kind != "reported"]
-    expected_n = {ds: sum(counts) for ds, (_, _, counts) in LAYOUT.items()}
+    expected_n = {name: sum(counts) for name, (_, _, _, counts) in LAYOUT.items()}
     # every protocol x {model, mean pose} x 3 metrics, each over exactly the manifest's ok rows
     assert {(r.method, r.dataset, r.metric) for r in measured} == {
-        (m, ds, metric) for m in (PRESET, T.MEAN_POSE_METHOD) for ds in LAYOUT for metric in T.METRICS}
+        (m, ds, metric) for m in (PRESET, T.MEAN_POSE_METHOD) for ds in LAYOUT for metric in PROTOCOLS[ds].metrics}
     for r in measured:
         assert r.n_samples == expected_n[r.dataset] and r.synthetic and r.run_id == "first"
         assert np.isfinite(r.value_mm) and r.value_mm > 0
-    assert [r for r in rows if r.kind == "reported"] == T.reported_table1_rows()
+    assert [r for r in rows if r.kind == "reported"] == T.reported_rows()
     md = (first_eval / "results.md").read_text()
     assert "SYNTHETIC" in md.splitlines()[0]
     assert "| DeforHMR | reported (paper Table 1) | 38.3 | 63.6 | 75.2 |" in md
@@ -155,25 +172,39 @@ def test_eval_writes_table_json_csv_and_figures(tree, first_eval, capsys):
     with open(first_eval / "per_sequence.csv") as f:
         seq_rows = list(csv.DictReader(f))
     got = {(r["method"], r["dataset"], r["sequence"]): int(r["n_samples"]) for r in seq_rows}
-    for ds, (_, seqs, counts) in LAYOUT.items():
+    for ds, (_, _, seqs, counts) in LAYOUT.items():
         for s, n in zip(seqs, counts):
             assert got[(PRESET, ds, s)] == n and got[(T.MEAN_POSE_METHOD, ds, s)] == n
     # the per-sequence means average back to the table's number
     for ds in LAYOUT:
         per = [r for r in seq_rows if r["method"] == PRESET and r["dataset"] == ds]
-        mean = sum(float(r["pve_mm"]) * int(r["n_samples"]) for r in per) / expected_n[ds]
-        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "pve"][0]
+        mean = sum(float(r["mpjpe_mm"]) * int(r["n_samples"]) for r in per) / expected_n[ds]
+        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "mpjpe"][0]
         assert abs(mean - table.value_mm) < 0.01
+    # MPI-INF-3DHP: PCK / AUC in %, no PVE
+    assert {r["pck_pct"] != "" for r in seq_rows if r["dataset"] == "3dhp"} == {True}
+    assert {r["pve_mm"] for r in seq_rows if r["dataset"] == "3dhp"} == {""}
+    assert "MPI-INF-3DHP PCK@150 ↑" in md and "EMDB PVE ↓" in md
+    # results.json keeps the model's per-sample errors, by key
+    _, evaluations = T.load_results(first_eval / "results.json")
+    ev = {e.dataset: e for e in evaluations if e.run_id == "first"}
+    assert set(ev) == set(LAYOUT) and all(e.method == PRESET and e.coverage is None for e in ev.values())
+    for ds, e in ev.items():
+        values = e.per_sample["mpjpe"]
+        assert len(e.per_sample["key"]) == len(values) == expected_n[ds]
+        table = [r for r in measured if r.method == PRESET and r.dataset == ds and r.metric == "mpjpe"][0]
+        assert abs(np.mean(values) - table.value_mm) < 0.001
     figs = sorted(p.name for p in (first_eval / "figures").iterdir())
-    assert figs == sorted(f"{ds}_{k}.png" for ds in LAYOUT for k in ("best", "worst", "attention_best", "attention_worst"))
+    assert figs == sorted(f"{ds}_{k}.png" for ds in LAYOUT
+                          for k in ("best", "worst", "attention_best", "attention_worst", "worst_sheet"))
 
 
 def test_rerun_appends_under_a_new_run_id(tree, first_eval):
     assert E.main(_args(tree, "--run-id", "second", "--protocols", "3dpw", "--examples", "0")) == 0
     rows = T.load_rows(first_eval / "results.json")
-    assert sum(r.run_id == "first" for r in rows) == 2 * 2 * 3  # untouched
+    assert sum(r.run_id == "first" for r in rows) == 2 * sum(len(PROTOCOLS[p].metrics) for p in LAYOUT)  # untouched
     assert sum(r.run_id == "second" for r in rows) == 2 * 3
-    assert sum(r.kind == "reported" for r in rows) == len(T.reported_table1_rows())
+    assert sum(r.kind == "reported" for r in rows) == len(T.reported_rows())
     with open(first_eval / "per_sequence.csv") as f:
         assert {r["run_id"] for r in csv.DictReader(f)} == {"first", "second"}
 
@@ -194,7 +225,7 @@ def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
     gt = load_ground_truth(proto, synthetic_assets).vertices(
         np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), [r.gender for _, r in samples])
     direct = proto.score(pred, gt, load_regressor(proto, synthetic_assets))
-    for m in T.METRICS:
+    for m in T.MESH_METRICS:
         np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
     # the mean-pose baseline is scored on the same samples
     assert len(res.values(T.MEAN_POSE_METHOD, "pve")) == 4
@@ -223,7 +254,7 @@ def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, sy
         np.stack([r.smpl_pose for _, r in samples]), np.stack([r.betas for _, r in samples]), genders)
     direct = proto.score(pred, gt, regs, genders)
     shared = PROTOCOLS["rich"].score(pred, gt, regs, genders)
-    for m in T.METRICS:
+    for m in T.MESH_METRICS:
         np.testing.assert_allclose(res.values("m", m), direct[m], rtol=1e-5)
         assert np.all(np.abs(direct[m] - shared[m]) > 1e-3), m
 
@@ -232,10 +263,11 @@ def test_gendered_option_is_selectable_and_shown_in_the_results(tree, first_eval
     assert E.main(_args(tree, "--run-id", "bedlam", "--protocols", "rich-gendered", "--examples", "0")) == 0
     rows = [r for r in T.load_rows(first_eval / "results.json") if r.run_id == "bedlam"]
     assert {(r.method, r.dataset) for r in rows} == {(PRESET, "rich-gendered"), (T.MEAN_POSE_METHOD, "rich-gendered")}
-    assert len(rows) == 2 * 3 and all(r.n_samples == sum(LAYOUT["rich"][2]) for r in rows)
+    assert len(rows) == 2 * 3 and all(r.n_samples == sum(LAYOUT["rich"][3]) for r in rows)
     md = (first_eval / "results.md").read_text()
     assert "rich-gendered PA-MPJPE ↓" in md and "RICH PA-MPJPE ↓" in md  # its own column group beside Table 1's
-    assert "- rich-gendered: rich/test, joints by the 'smpl' regressor (ground truth: gendered)" in md
+    assert ("- rich-gendered: rich/test, 24 joints by the 'smpl' regressor, ground-truth mesh 'smplx_to_smpl' "
+            "(joints: gendered regressor)") in md
     assert "BEDLAM train/dataset/dataset.py" in md
 
 
@@ -358,3 +390,225 @@ def test_predict_writes_overlay_npz_obj(tree, tmp_path):
     assert sum(line.startswith("v ") for line in obj) == 6890 and sum(line.startswith("f ") for line in obj) == 13776
     with pytest.raises(P.EvalError, match="x,y,w,h"):
         P.parse_box("1,2,3")
+
+
+# ---- any method's predictions file (eval.predictions), scored under the same protocols ----------
+SCORED = ("3dpw", "rich", "emdb", "3dhp")  # rich-gendered: GT joints by another matrix, never 0 by design
+
+
+def _pred_args(tree, pred, protocol, out, *extra):
+    return ["--pred", str(pred), "--protocol", protocol, "--shards", str(tree["root"] / "shards"),
+            "--assets", str(tree["assets"]), "--raw", str(tree["root"] / "raw"), "--out", str(out),
+            "--worst", "0", "--device", "cpu", *extra]
+
+
+def _records(tree, name):
+    return E.split_records(str(tree["root"] / "shards"), PROTOCOLS[name])
+
+
+def _ground_truth_file(tree, assets, name, path, order=None):
+    """A predictions file holding the ground truth itself: the mesh, or (3DHP) the scored joints."""
+    from eval.predictions import write_npz
+    from eval.protocols import load_ground_truth
+
+    proto = PROTOCOLS[name]
+    recs = _records(tree, name)
+    gt = load_ground_truth(proto, assets).of_records(recs, proto)
+    keys = [r.key for r in recs]
+    order = np.arange(len(keys)) if order is None else order
+    if proto.has_mesh:
+        return write_npz(path, [keys[i] for i in order], vertices=gt.vertices[order])
+    return write_npz(path, [keys[i] for i in order], joints=gt.joints[:, proto.gt_eval_index][order])
+
+
+def _file_evaluation(out):
+    rows, evals = T.load_results(out / "results.json")
+    return [r for r in rows if r.kind == "measured"], evals[-1]
+
+
+@pytest.mark.parametrize("name", SCORED)
+def test_predictions_built_from_the_ground_truth_score_zero(tree, synthetic_assets, tmp_path, name, capsys):
+    pred = _ground_truth_file(tree, synthetic_assets, name, tmp_path / "gt.npz")
+    assert E.main(_pred_args(tree, pred, name, tmp_path / "out", "--worst", "2" if name in ("3dpw", "3dhp") else "0")) == 0
+    rows, ev = _file_evaluation(tmp_path / "out")
+    n = len(_records(tree, name))
+    assert {r.metric for r in rows} == set(PROTOCOLS[name].metrics) and {r.n_samples for r in rows} == {n}
+    perfect = {"pck": 100.0, "auc": 100.0 * 30 / 31}  # AUC's 0 mm threshold: `error < 0` never holds
+    for r in rows:
+        assert r.value_mm == pytest.approx(perfect.get(r.metric, 0.0), abs=1e-3), (r.metric, r.value_mm)
+    assert ev.coverage == {"samples": n, "scored": n, "missing": 0, "extra": 0, "missing_examples": [],
+                           "extra_examples": []} and ev.input == f"predictions {pred}"
+    assert sorted(ev.per_sample["key"]) == sorted(r.key for r in _records(tree, name))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert f"| gt | measured, run gt@" in md and "PARTIAL" not in md
+    if name in ("3dpw", "3dhp"):  # the worst-case contact sheet
+        assert (tmp_path / "out" / "figures" / f"{name}_worst_sheet.png").stat().st_size > 10_000
+
+
+def test_smpl_parameters_score_as_the_neutral_mesh_they_give(tree, synthetic_assets, tmp_path):
+    """`pose` (axis-angle), `rotmat` and `betas` are the neutral SMPL's: the same numbers as its vertices."""
+    from scipy.spatial.transform import Rotation
+
+    from eval.predictions import write_npz
+    from model.body_model import BodyModel
+
+    recs = _records(tree, "emdb")
+    keys = [r.key for r in recs]
+    pose = np.stack([r.smpl_pose for r in recs]).astype(np.float64)
+    betas = np.stack([r.betas for r in recs]).astype(np.float64)
+    body = BodyModel(synthetic_assets.body_model_dir, "neutral")
+    with torch.no_grad():
+        verts = body(betas=torch.tensor(betas, dtype=torch.float32), body_pose=torch.tensor(pose[:, 1:], dtype=torch.float32),
+                     global_orient=torch.tensor(pose[:, :1], dtype=torch.float32)).vertices.numpy()
+    rotmat = Rotation.from_rotvec(pose.reshape(-1, 3)).as_matrix().reshape(len(keys), 24, 3, 3)
+    files = {"vertices": write_npz(tmp_path / "v.npz", keys, vertices=verts),
+             "pose": write_npz(tmp_path / "p.npz", keys, pose=pose.reshape(len(keys), 72), betas=betas),
+             "rotmat": write_npz(tmp_path / "r.npz", keys, rotmat=rotmat, betas=betas)}
+    got = {}
+    for kind, path in files.items():
+        assert E.main(_pred_args(tree, path, "emdb", tmp_path / kind)) == 0
+        got[kind] = _file_evaluation(tmp_path / kind)[1].per_sample
+    for kind in ("pose", "rotmat"):
+        for m in ("mpjpe", "pa_mpjpe", "pve"):
+            np.testing.assert_allclose(got[kind][m], got["vertices"][m], atol=2e-3)
+    assert min(got["vertices"]["pve"]) > 1.0  # gendered ground truth vs the neutral body: not zero
+
+
+def test_a_runs_own_outputs_score_what_the_run_scores(tree, first_eval, tmp_path):
+    assert E.main(_args(tree, "--run-id", "saved", "--save-predictions", "--examples", "0", "--worst", "0")) == 0
+    rows, evals = T.load_results(first_eval / "results.json")
+    for name in SCORED:
+        run_ev = [e for e in evals if e.run_id == "saved" and e.dataset == name][0]
+        pred = first_eval / "predictions" / f"{name}.npz"
+        assert E.main(_pred_args(tree, pred, name, tmp_path / name, "--method", PRESET)) == 0
+        file_rows, file_ev = _file_evaluation(tmp_path / name)
+        by_key = {k: i for i, k in enumerate(file_ev.per_sample["key"])}
+        order = [by_key[k] for k in run_ev.per_sample["key"]]
+        for m in PROTOCOLS[name].metrics:
+            np.testing.assert_allclose(np.array(file_ev.per_sample[m])[order], run_ev.per_sample[m], atol=2e-3,
+                                       err_msg=(name, m))
+        run_rows = {(r.method, r.metric): r.value_mm for r in rows if r.run_id == "saved" and r.dataset == name}
+        for r in file_rows:
+            assert r.value_mm == pytest.approx(run_rows[(r.method, r.metric)], abs=1e-3), (name, r.method, r.metric)
+
+
+def test_shuffled_keys_score_the_same(tree, synthetic_assets, tmp_path):
+    from eval.predictions import write_npz
+
+    recs = _records(tree, "3dpw")
+    keys = [r.key for r in recs]
+    rng = np.random.default_rng(3)
+    verts = _ground_truth_file(tree, synthetic_assets, "3dpw", tmp_path / "gt.npz")
+    v = np.load(verts)["vertices"] + rng.normal(scale=0.02, size=(len(keys), 6890, 3))  # something to score
+    order = rng.permutation(len(keys))
+    write_npz(tmp_path / "a.npz", keys, vertices=v)
+    write_npz(tmp_path / "b.npz", [keys[i] for i in order], vertices=v[order])
+    got = {}
+    for f in ("a", "b"):
+        assert E.main(_pred_args(tree, tmp_path / f"{f}.npz", "3dpw", tmp_path / f, "--method", "m")) == 0
+        rows, ev = _file_evaluation(tmp_path / f)
+        got[f] = ({(r.metric, round(r.value_mm, 6)) for r in rows if r.method == "m"},
+                  dict(zip(ev.per_sample["key"], ev.per_sample["pve"])))
+    assert got["a"] == got["b"] and min(got["a"][1].values()) > 1.0
+
+
+def test_partial_file_scores_the_covered_part_and_says_so(tree, synthetic_assets, tmp_path, capsys):
+    from eval.predictions import write_npz
+
+    full = np.load(_ground_truth_file(tree, synthetic_assets, "3dpw", tmp_path / "gt.npz"))
+    keys = [str(k) for k in full["key"]]
+    extra = make_key("3dpw", "test", "not_a_sample", 7, 0)
+    write_npz(tmp_path / "part.npz", keys[2:] + [extra],
+              vertices=np.concatenate([full["vertices"][2:], full["vertices"][:1]]))
+    assert E.main(_pred_args(tree, tmp_path / "part.npz", "3dpw", tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "3 of the 5 samples of 3dpw scored; PARTIAL: 2 samples have no prediction" in out
+    assert f"1 keys are not samples of 3dpw (e.g. {extra})" in out
+    rows, ev = _file_evaluation(tmp_path / "out")
+    assert {r.n_samples for r in rows} == {3}
+    assert ev.coverage["missing"] == 2 and ev.coverage["extra"] == 1 and ev.coverage["scored"] == 3
+    assert ev.coverage["missing_examples"] == keys[:2] and ev.coverage["extra_examples"] == [extra]
+    assert "PARTIAL: the numbers are over the covered samples only" in (tmp_path / "out" / "results.md").read_text()
+
+
+def _bad_files(tree, assets, tmp_path):
+    """name -> (protocol, path, the error's words) of malformed predictions files."""
+    from eval.predictions import write_npz
+
+    gt = np.load(_ground_truth_file(tree, assets, "3dpw", tmp_path / "gt.npz"))
+    keys, v = [str(k) for k in gt["key"]], gt["vertices"]
+    nan = v.copy()
+    nan[3, 10, 1] = np.nan
+    joints = np.load(_ground_truth_file(tree, assets, "3dhp", tmp_path / "gt3dhp.npz"))
+    rich = [r.key for r in _records(tree, "rich")]
+    return {
+        "shape": ("3dpw", write_npz(tmp_path / "shape.npz", keys, vertices=v[:, :6000]),
+                  f"shape.npz: field 'vertices' has shape (5, 6000, 3), expected (5, 6890, 3) (first key '{keys[0]}')"),
+        "nan": ("3dpw", write_npz(tmp_path / "nan.npz", keys, vertices=nan),
+                f"nan.npz: field 'vertices' has NaN or infinite values for 1 keys, the first '{keys[3]}' (row 3)"),
+        "joint count": ("3dhp", write_npz(tmp_path / "j14.npz", [str(k) for k in joints["key"]],
+                                          joints=joints["joints"][:, :14]),
+                        "j14.npz: field 'joints' has shape (4, 14, 3), expected (4, 17, 3): 14 joints per sample, "
+                        "protocol 3dhp scores 17"),
+        "other protocol": ("3dpw", write_npz(tmp_path / "rich.npz", rich, vertices=v[:len(rich)]),
+                           f"rich.npz: field 'key': key '{rich[0]}' is not a 3dpw/test key"),
+        "repeated key": ("3dpw", write_npz(tmp_path / "twice.npz", keys[:2] + keys[:1], vertices=v[:3]),
+                         f"twice.npz: field 'key': key '{keys[0]}' appears twice (rows 0 and 2)"),
+        "what is needed": ("3dpw", write_npz(tmp_path / "joints.npz", keys, joints=np.zeros((5, 14, 3))),
+                           "joints.npz: protocol 3dpw needs 'vertices' (N, 6890, 3) or SMPL parameters"),
+    }
+
+
+def test_malformed_files_are_named_errors_and_write_nothing(tree, synthetic_assets, tmp_path, capsys):
+    for case, (protocol, path, words) in _bad_files(tree, synthetic_assets, tmp_path).items():
+        out = tmp_path / f"out-{case.replace(' ', '-')}"
+        assert E.main(_pred_args(tree, path, protocol, out)) == 2, case
+        err = capsys.readouterr().err
+        assert words in err, (case, err)
+        assert not out.exists(), case  # nothing half-written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no staging folder left
+
+
+def test_parquet_predictions_score_as_the_npz(tree, synthetic_assets, tmp_path):
+    import pyarrow as pa
+
+    gt = np.load(_ground_truth_file(tree, synthetic_assets, "3dhp", tmp_path / "gt.npz"))
+    joints = gt["joints"] + np.random.default_rng(0).normal(scale=0.05, size=gt["joints"].shape)
+    np.savez(tmp_path / "j.npz", key=gt["key"], joints=joints)
+    pq.write_table(pa.table({"key": [str(k) for k in gt["key"]], "joints": [j.tolist() for j in joints]}),
+                   tmp_path / "j.parquet")
+    got = {}
+    for suffix in ("npz", "parquet"):
+        assert E.main(_pred_args(tree, tmp_path / f"j.{suffix}", "3dhp", tmp_path / suffix, "--method", "m")) == 0
+        got[suffix] = _file_evaluation(tmp_path / suffix)[1].per_sample
+    assert got["npz"] == got["parquet"] and min(got["npz"]["mpjpe"]) > 1.0
+
+
+def test_export_lists_the_protocol_samples_for_a_round_trip(tree, synthetic_assets, tmp_path):
+    from eval import export as X
+    from eval.predictions import write_npz
+    from eval.protocols import load_ground_truth
+
+    assert X.main(["--protocol", "3dhp", "--shards", str(tree["root"] / "shards"), "--out", str(tmp_path / "3dhp")]) == 0
+    table = pq.read_table(tmp_path / "3dhp.parquet").to_pylist()
+    header = json.loads((tmp_path / "3dhp.json").read_text())
+    recs = _records(tree, "3dhp")
+    assert [r["key"] for r in table] == [r.key for r in recs] == [r["key"] for r in header["sample_rows"]]
+    assert header["predictions"]["joints_order"] == list(PROTOCOLS["3dhp"].eval_joints) and header["samples"] == 4
+    row, rec = table[0], recs[0]
+    assert row["image_path"] == rec.image_path and row["image_h"] == IMAGE_HW[0]
+    np.testing.assert_allclose(np.reshape(row["crop_affine"], (2, 3)), rec.crop_affine, atol=1e-6)
+    assert all(np.isnan(row["box_tight"])) and all(np.isnan(row["intrinsics"]))  # not in these hand-made records
+    # the crop box maps onto the whole crop: its corners go to the crop's corners
+    A = np.reshape(row["crop_affine"], (2, 3))
+    (cx, cy), (w, h) = row["box_center"], row["box_size"]
+    corner = A @ np.array([cx + w / 2, cy + h / 2, 1.0])
+    np.testing.assert_allclose(corner, [192 - 0.5, 256 - 0.5], atol=1e-3)
+    # round trip: a file keyed by the export's keys scores
+    gt = load_ground_truth(PROTOCOLS["3dhp"], synthetic_assets).of_records(recs, PROTOCOLS["3dhp"])
+    order = [header["predictions"]["joints_order"].index(n) for n in PROTOCOLS["3dhp"].eval_joints]
+    write_npz(tmp_path / "p.npz", [r["key"] for r in table],
+              joints=gt.joints[:, PROTOCOLS["3dhp"].gt_eval_index][:, order])
+    assert E.main(_pred_args(tree, tmp_path / "p.npz", "3dhp", tmp_path / "out")) == 0
+    # a protocol without shards is a named error
+    assert X.main(["--protocol", "emdb", "--shards", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2

@@ -9,6 +9,7 @@ from datasets import joints as J
 from eval import protocols as P
 
 V = P.NUM_SMPL_VERTICES
+MESH = sorted(n for n, p in P.PROTOCOLS.items() if p.has_mesh)  # ground truth = a mesh
 
 
 def _disjoint_regressor(n_joints, support, rng):
@@ -37,8 +38,18 @@ def body():
 
 
 def test_protocols_are_declared_objects():
-    assert set(P.PROTOCOLS) == {"3dpw", "rich", "rich-gendered"}
-    assert P.DEFAULT_PROTOCOLS == ("3dpw", "rich")  # one per benchmark; RICH as WHAM / CameraHMR
+    assert set(P.PROTOCOLS) == {"3dpw", "rich", "rich-gendered", "emdb", "3dhp"}
+    assert P.DEFAULT_PROTOCOLS == ("3dpw", "rich", "emdb", "3dhp")  # one per benchmark; RICH as WHAM / CameraHMR
+    assert MESH == ["3dpw", "emdb", "rich", "rich-gendered"]
+    emdb = P.PROTOCOLS["emdb"]  # CameraHMR / TokenHMR: neutral J_regressor both sides, hips root
+    assert emdb.regressor == "smpl" and emdb.ground_truth == "smpl" and emdb.gt_regressor == "shared"
+    assert emdb.eval_index.tolist() == list(range(24)) and emdb.root_index.tolist() == [1, 2]
+    hp = P.PROTOCOLS["3dhp"]
+    assert hp.metrics == ("pa_mpjpe", "mpjpe", "pck", "auc") and not hp.has_mesh and "joints" in hp.inputs
+    with pytest.raises(ValueError, match="PVE needs a ground-truth mesh"):
+        dataclasses.replace(hp, metrics=("mpjpe", "pve"))
+    with pytest.raises(ValueError, match="joints as input need the root"):
+        dataclasses.replace(P.PROTOCOLS["3dpw"], inputs=("joints",))
     pw = P.PROTOCOLS["3dpw"]
     assert pw.eval_index.tolist() == [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10]  # SPIN H36M_TO_J14
     assert pw.root_index.tolist() == [0] and pw.regressor == "h36m" and pw.ground_truth == "smpl"
@@ -61,7 +72,7 @@ def test_protocols_are_declared_objects():
         P.Protocol("x", "x", "test", "vertex", J.H36M_17, ("left_hip",), ("pelvis_mpii",), "smpl", "")
 
 
-@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+@pytest.mark.parametrize("name", MESH)
 def test_ground_truth_as_prediction_scores_zero(name, body):
     rng, verts = body
     proto = P.PROTOCOLS[name]
@@ -72,7 +83,7 @@ def test_ground_truth_as_prediction_scores_zero(name, body):
         assert v.shape == (5,) and np.allclose(v, 0.0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+@pytest.mark.parametrize("name", MESH)
 def test_global_shift_is_removed_by_the_root(name, body):
     rng, verts = body
     proto = P.PROTOCOLS[name]
@@ -82,7 +93,7 @@ def test_global_shift_is_removed_by_the_root(name, body):
         np.testing.assert_allclose(v, 0.0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+@pytest.mark.parametrize("name", MESH)
 def test_moving_everything_but_the_root_by_10mm(name, body):
     """Shift every vertex outside the root joints' support by 10 mm: the root stays,
     every scored joint moves 10 mm (its support is disjoint from the root's, except the
@@ -154,10 +165,10 @@ def _gt_batch(name, n=6, seed=3):
 @pytest.fixture(scope="module")
 def loaded(synthetic_assets):
     return {name: (P.load_regressor(p, synthetic_assets), P.load_ground_truth(p, synthetic_assets))
-            for name, p in P.PROTOCOLS.items()}
+            for name, p in P.PROTOCOLS.items() if p.has_mesh}
 
 
-@pytest.mark.parametrize("name", sorted(n for n, p in P.PROTOCOLS.items() if p.gt_regressor == "shared"))
+@pytest.mark.parametrize("name", [n for n in MESH if P.PROTOCOLS[n].gt_regressor == "shared"])
 def test_synthetic_ground_truth_body_scores_zero_and_known_perturbations(name, loaded):
     proto = P.PROTOCOLS[name]
     reg, gt_body = loaded[name]
@@ -185,7 +196,7 @@ def test_synthetic_ground_truth_body_scores_zero_and_known_perturbations(name, l
     assert out["mpjpe"].min() > 1.0
 
 
-@pytest.mark.parametrize("name", sorted(P.PROTOCOLS))
+@pytest.mark.parametrize("name", MESH)
 def test_synthetic_ground_truth_is_gendered(name, loaded):
     reg, gt_body = loaded[name]
     pose, betas, _ = _gt_batch(name, n=2)
@@ -221,3 +232,61 @@ def test_missing_asset_is_a_clear_error(tmp_path):
         P.load_regressor(P.PROTOCOLS["3dpw"], Assets(root=tmp_path, raw_root=tmp_path))
     with pytest.raises(FileNotFoundError, match="smplx_male"):
         P.load_ground_truth(P.PROTOCOLS["rich"], Assets(root=tmp_path, raw_root=tmp_path))
+
+
+# ---- a joints ground truth (MPI-INF-3DHP): the records' joints_3d, no mesh ----------------------
+def _joints_gt(n=4, seed=5):
+    """(N, 24, 3) KEYPOINTS_2D ground-truth joints, metres, in front of a camera."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(scale=0.4, size=(n, len(J.KEYPOINTS_2D), 3)) + np.array([0.0, 0.0, 4.0])
+
+
+def test_joints_ground_truth_scores_the_named_joints_against_joints(body):
+    hp = P.PROTOCOLS["3dhp"]
+    gt = _joints_gt()
+    eval_gt = gt[:, hp.gt_eval_index]  # the 17 scored joints, in the protocol's order
+    # the ground truth itself, given as joints (any translation): all errors 0, PCK / AUC
+    # 100 except the AUC's 0 mm threshold (error < 0 never holds): 30 of 31 thresholds
+    out = hp.score(P.Prediction(joints=eval_gt + [0.3, -0.1, 1.0]), P.GroundTruth(joints=gt), np.zeros((17, V)))
+    assert set(out) == {"pa_mpjpe", "mpjpe", "pck", "auc"}
+    np.testing.assert_allclose(out["mpjpe"], 0.0, atol=1e-9)
+    np.testing.assert_allclose(out["pck"], 100.0)
+    np.testing.assert_allclose(out["auc"], 100.0 * 30 / 31)
+    # every joint but the root 120 mm off: MPJPE = 120 x 16 / 17, all under 150 mm;
+    # 200 mm off: none under 150 mm but the root
+    for d, pck in ((0.12, 100.0), (0.2, 100.0 / 17)):
+        pred = eval_gt.copy()
+        non_root = np.arange(17) != hp.pred_joint_set.index["pelvis_mpii"]
+        pred[:, non_root] += [0.0, d, 0.0]
+        out = hp.score(P.Prediction(joints=pred), P.GroundTruth(joints=gt), np.zeros((17, V)))
+        np.testing.assert_allclose(out["mpjpe"], 1000 * d * 16 / 17, rtol=1e-9)
+        np.testing.assert_allclose(out["pck"], pck)
+    # through a mesh: the H36M regressor picks the prediction's joints (rows by name)
+    reg = _disjoint_regressor(17, 50, np.random.default_rng(0))
+    verts = np.zeros((len(gt), V, 3))
+    for row in range(17):  # each joint's support vertices sit at that joint
+        name = J.H36M_17.names[row]
+        verts[:, row * 50:(row + 1) * 50] = gt[:, J.KEYPOINTS_2D.index[name]][:, None] if name in J.SPIN_J17.index \
+            else 0.0
+    out = hp.score(verts, P.GroundTruth(joints=gt), reg)
+    np.testing.assert_allclose(out["mpjpe"], 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="3dpw: scores meshes"):
+        P.PROTOCOLS["3dpw"].score(P.Prediction(joints=eval_gt[:, :14]), verts, np.zeros((17, V)))
+    with pytest.raises(ValueError, match=r"3dhp: expected pred joints \(N, 17, 3\)"):
+        hp.score(P.Prediction(joints=eval_gt[:, :16]), P.GroundTruth(joints=gt), np.zeros((17, V)))
+
+
+def test_record_joints_ground_truth_needs_every_scored_joint():
+    from datasets.record import PersonFrame
+
+    hp = P.PROTOCOLS["3dhp"]
+    joints = np.ones((24, 4))
+    rec = PersonFrame(key="a", dataset="mpi_inf_3dhp", split="test", sequence="TS1", frame=0, person=0,
+                      image_path="x.jpg", image_hw=np.array([10, 10]), box_center=np.array([5.0, 5.0]),
+                      box_size=np.array([4.0, 4.0]), box_expand=1.2, synthetic=True,
+                      **{**PersonFrame.empty_targets(), "joints_3d": joints})
+    gt = P.RecordJointsGroundTruth().of_records([rec], hp)
+    assert gt.joints.shape == (1, 24, 3)
+    joints[J.KEYPOINTS_2D.index["jaw"], 3] = 0  # the 3DHP 'head' is scored
+    with pytest.raises(P.GroundTruthError, match="sample a: ground-truth joints \\['jaw'\\] are absent"):
+        P.RecordJointsGroundTruth().of_records([rec], hp)

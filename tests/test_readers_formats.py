@@ -51,7 +51,7 @@ def test_calibration_blocks_by_camera(tmp_path):
 
 
 def test_every_reader_is_listed_and_empty_root_has_nothing(tmp_path):
-    assert set(READERS) == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich"}
+    assert set(READERS) == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich", "emdb"}
     assert available(tmp_path) == []
     (tmp_path / "3DPW" / "sequenceFiles" / "validation").mkdir(parents=True)
     (tmp_path / "3DPW" / "sequenceFiles" / "validation" / "a.pkl").write_bytes(b"")

@@ -2,6 +2,7 @@
 raw trees through the real readers and the command line (Ray local, 2 CPUs)."""
 import dataclasses
 import io
+import json
 import os
 import tarfile
 
@@ -71,6 +72,7 @@ def hand_made(tmp_path_factory):
     train.append(Reject(make_key("coco", "train", "seq", 10, 0), "coco", "train",
                         reject_reason("missing_image", "images/0010.jpg"), "labels.npz"))
     val = [make_record(frame=f, split="val", seed=f, center=(320.0, 240.0)) for f in (1, 2)]
+    val[1] = dataclasses.replace(val[1], has_smpl=False, intrinsics=None)  # a sample without SMPL and camera
     (raw / "mpii").mkdir()
     readers = fake_readers({
         "coco": {"train": train, "val": val},
@@ -113,8 +115,12 @@ def test_every_frame_is_in_the_manifest_with_its_reason(hand_made, built):
     assert stats[0]["reasons"] == {"corrupt_image": 2, "missing_image": 2, "non_finite_label": 1,
                                    "box_outside_image": 1}
     assert stats[0]["status"] == {"ok": 6, "rejected": 6}
+    # labels counted over the ok samples only (6 of 12 frames), as `make check-data` counts them
+    assert stats[0]["coverage"] == dict(records=6, smpl=6, joints_3d=6, keypoints_2d=6, intrinsics=6)
+    assert stats[1]["coverage"] == dict(records=2, smpl=1, joints_3d=2, keypoints_2d=2, intrinsics=1)
+    assert json.loads((out / "coco" / "val" / "stats.json").read_text())["coverage"] == stats[1]["coverage"]
     table = summary_table(stats, skipped)
-    assert "corrupt_image 2" in table and "mpii: FAILED" in table
+    assert "corrupt_image 2" in table and "mpii: FAILED" in table and " 6/6/6/6 " in table and " 1/2/2/1 " in table
 
 
 def test_samples_equal_the_reader_records_after_the_crop(hand_made, built):
@@ -316,7 +322,7 @@ def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
 
     out, stats, skipped = synthetic_built
     pairs = available(faulty_raw)
-    assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich"}
+    assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich", "emdb"}
     assert sorted((s["dataset"], s["split"]) for s in stats) == sorted(pairs) and not skipped
     for dataset, split in pairs:
         items = _reader_items(faulty_raw, dataset, split)

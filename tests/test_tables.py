@@ -50,7 +50,12 @@ def test_table1_layout_and_reported_rows():
     assert body[("mean pose", "baseline")][2:6] == ["120.0", "200.0", "220.0", "35515"]
     # reported first in the paper's order, then the baseline, then measured rows
     order = [_cells(line)[0] for line in lines[1:]]
-    assert order[:7] == list(T.PAPER_TABLE1) and order[7:] == ["mean pose", "DeforHMR"]
+    published = [p.method for p in T.PUBLISHED]
+    assert order[:7] == list(T.PAPER_TABLE1) and order[7:] == [*published, "mean pose", "DeforHMR"]
+    # a published row names its source, in the Source column and in full under the table
+    assert body[("TokenHMR", "reported")][1] == "reported (TokenHMR README)"
+    assert body[("TokenHMR", "reported")][2:6] == ["44.8", "70.9", "84.3", "–"]
+    assert "saidwivedi/TokenHMR README.md" in md
     assert "SYNTHETIC" not in md
 
 
@@ -75,7 +80,30 @@ def test_rerun_appends_and_never_overwrites(tmp_path):
     assert _cells(line)[2:5] == ["39.0", "64.0", "76.0"] and "run-b" in line
     # JSON is long-format: one object per number with the required fields
     data = json.loads(path.read_text())
-    assert {"method", "dataset", "metric", "value_mm", "n_samples"} <= set(data[0])
+    assert {"method", "dataset", "metric", "value_mm", "n_samples"} <= set(data["rows"][0])
+    # a file of the older layout (a plain list of rows) still reads
+    path.write_text(json.dumps(data["rows"]))
+    assert T.load_rows(path) == rows
+
+
+def test_evaluations_keep_per_sample_errors_and_never_overwrite(tmp_path):
+    path = tmp_path / "results.json"
+    ev = T.Evaluation("run-a", "m", "3dpw", "predictions p.npz", {"key": ["a", "b"], "mpjpe": [1.0, 2.5]},
+                      {"samples": 3, "scored": 2, "missing": 1, "extra": 0})
+    T.append_rows(path, _measured("m", "3dpw", (1.0, 1.75, 3.0), 2, run="run-a"), [ev])
+    T.append_rows(path, [], [ev])  # the same again: nothing new
+    rows, evals = T.load_results(path)
+    assert len(rows) == 3 and evals == [ev]
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        T.append_rows(path, [], [T.Evaluation("run-a", "m", "3dpw", "x", {"key": ["a"], "mpjpe": [9.0]})])
+
+
+def test_tables_show_each_datasets_own_metrics():
+    rows = [T.ResultRow("m", "3dhp", m, v, 4, "r") for m, v in (("mpjpe", 90.0), ("pck", 85.5), ("auc", 50.25))]
+    lines = _table_lines(T.render_table1(rows, datasets=("3dhp",)))
+    assert _cells(lines[0]) == ["Method", "Source", "MPI-INF-3DHP MPJPE ↓", "MPI-INF-3DHP PCK@150 ↑",
+                                "MPI-INF-3DHP AUC ↑", "MPI-INF-3DHP n"]
+    assert _cells(lines[-1])[2:] == ["90.0", "85.5", "50.2", "4"]
 
 
 def test_rows_are_validated():

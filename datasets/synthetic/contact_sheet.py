@@ -47,14 +47,37 @@ def load_image(root: Path, rec: PersonFrame) -> np.ndarray | None:
     return image if ok else None
 
 
-def draw_tile(image: np.ndarray, rec: PersonFrame, label: str) -> np.ndarray:
-    """The record's person crop with its keypoints and skeleton drawn, labelled."""
+def draw_tile(image: np.ndarray, rec: PersonFrame, label: str, mesh: tuple | None = None,
+              points: np.ndarray | None = None) -> np.ndarray:
+    """The record's person crop with its keypoints and skeleton drawn, labelled.
+
+    mesh: (vertices (V, 3) camera frame, faces (F, 3), K (3, 3) of the original image), a
+    body shaded into the crop under the keypoints (`model.render`); points: (24, 3) other
+    original-image keypoints + confidence (e.g. a body's projection), drawn as white
+    crosses joined by a magenta line to the record's keypoint of the same joint."""
     import cv2
+
+    from model.geometry import affine_intrinsics
 
     h, w = CROP_HW
     A = crop_affine(rec.box_center, expand_to_aspect(rec.box_size * 1.1))
     tile = cv2.warpAffine(image, A, (w, h), flags=cv2.INTER_LINEAR, borderValue=(40, 40, 40))
+    if mesh is not None:
+        from model.render import render_mesh
+
+        vertices, faces, K = mesh
+        rgb = render_mesh(np.ascontiguousarray(tile[..., ::-1]), vertices, faces, affine_intrinsics(K, A), alpha=0.6)[0]
+        tile = np.ascontiguousarray(rgb[..., ::-1])
     kp = transform_keypoints(rec.keypoints_2d.astype(np.float64), A)
+    if points is not None:
+        pts = transform_keypoints(np.asarray(points, np.float64), A)
+        for (x, y, c), (u, v, d) in zip(pts, kp):
+            if c > 0 and d > 0:
+                cv2.line(tile, (int(round(x)), int(round(y))), (int(round(u)), int(round(v))), (255, 0, 255), 1,
+                         cv2.LINE_AA)
+        for x, y, c in pts:
+            if c > 0:
+                cv2.drawMarker(tile, (int(round(x)), int(round(y))), (255, 255, 255), cv2.MARKER_CROSS, 5, 1)
     for a, b in BONES:
         if kp[a, 2] > 0 and kp[b, 2] > 0:
             cv2.line(tile, tuple(int(round(v)) for v in kp[a, :2]), tuple(int(round(v)) for v in kp[b, :2]),
@@ -94,25 +117,35 @@ def contact_sheet(raw_root: Path, per: int = 6) -> np.ndarray:
                 if image is not None:
                     tiles.append(draw_tile(image, rec, f"{name} {split} {rec.sequence[-12:]} f{rec.frame} p{rec.person}"))
         if tiles:
-            tiles += [np.zeros_like(tiles[0])] * (per - len(tiles))
-            rows.append(np.concatenate(tiles[:per], 1))
+            rows.append(tile_grid(tiles[:per], per))
     if not rows:
         raise FileNotFoundError(f"{raw_root}: no dataset with readable records")
     return np.concatenate(rows, 0)
 
 
-def main(argv: list[str] | None = None) -> int:
+def tile_grid(tiles: list[np.ndarray], columns: int) -> np.ndarray:
+    """Equal-size tiles in rows of `columns`, the last row padded with black tiles."""
+    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    return np.concatenate([np.concatenate(tiles[i:i + columns], 1) for i in range(0, len(tiles), columns)], 0)
+
+
+def save_sheet(sheet: np.ndarray, path: Path) -> None:
+    """Write a BGR sheet as a PNG: a 256-colour palette keeps it small (the backgrounds'
+    grain defeats deflate)."""
     from PIL import Image
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(sheet[..., ::-1])).quantize(256).save(path, optimize=True)
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--raw", default="data/synthetic/raw", help="raw datasets root (default %(default)s)")
     ap.add_argument("--out", default="docs/synthetic_contact_sheet.png", help="PNG to write (default %(default)s)")
     ap.add_argument("--per", type=int, default=6, help="tiles per dataset (default %(default)s)")
     args = ap.parse_args(argv)
     sheet = contact_sheet(Path(args.raw), args.per)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    # a 256-colour palette keeps the committed PNG small (the backgrounds' grain defeats deflate)
-    Image.fromarray(np.ascontiguousarray(sheet[..., ::-1])).quantize(256).save(args.out, optimize=True)
+    save_sheet(sheet, Path(args.out))
     print(f"contact sheet {sheet.shape[1]}x{sheet.shape[0]} px -> {args.out}")
     return 0
 

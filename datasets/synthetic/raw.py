@@ -1,7 +1,7 @@
 """Write every synthetic raw dataset under `DIR/raw/`, beside the synthetic `DIR/assets/`.
 
 The roots are the ones `datasets/assets.yaml` names (`3DPW/`, `coco/`, `mpii/`, `h36m/`,
-`mpi_inf_3dhp/`, `rich/`), each with the real layout of its dataset, a `SYNTHETIC` marker
+`mpi_inf_3dhp/`, `rich/`, `emdb/`), each with the real layout of its dataset, a `SYNTHETIC` marker
 naming the assets it was rendered with (`datasets.reader.synthetic_assets`), and
 `SYNTHETIC_TRUTH.npz`: per record key, what was rendered (for the tests; no reader reads it).
 """
@@ -18,7 +18,7 @@ import torch
 
 from datasets.assets import Assets
 from datasets.reader import BodyModels, write_synthetic_marker
-from datasets.synthetic import raw_3dhp, raw_3dpw, raw_npz, raw_rich
+from datasets.synthetic import raw_3dhp, raw_3dpw, raw_emdb, raw_npz, raw_rich
 from datasets.synthetic.raw_scene import FAULTS
 
 TRUTH_FILE = "SYNTHETIC_TRUTH.npz"
@@ -31,6 +31,7 @@ WRITERS = {
     "h36m": partial(raw_npz.write, dataset="h36m"),
     "mpi_inf_3dhp": raw_3dhp.write,
     "rich": raw_rich.write,
+    "emdb": raw_emdb.write,
 }
 
 
