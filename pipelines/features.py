@@ -79,10 +79,10 @@ from datasets.record import SPLITS, TARGETS_DTYPE, PersonFrame, reject_reason, t
 from pipelines.augment import AugmentSettings, views
 from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWriter, check, entry_from_dict,
                                    read_entry, read_index, size_problem, write_index)
-from pipelines.tar import BLOCK
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
                                     read_manifest, resolve, split_dir)
 from pipelines.shards import TMP_PREFIX, _tmp_path, _write_atomic, ensure_ray
+from pipelines.tar import BLOCK
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -267,6 +267,9 @@ def read_shard(shard: str, samples: int, settings: FeatureSettings) -> dict:
         except ShardError:
             rejects.append([record.key, reject_reason("corrupt_image", f"{record.key}.jpg is not decodable")])
             continue
+        if image.shape != crops.shape[1:]:
+            raise ShardError(f"{shard}: {record.key}.jpg is {image.shape[1]}x{image.shape[0]} pixels, a crop is "
+                             f"{CROP_HW[1]}x{CROP_HW[0]} (image shards of another crop size?)")
         for rec, img in views(record.replace(source=""), image, settings.views, settings.seed, settings.augment):
             crops[len(items)] = img
             items.append([record.key, rec.view])
@@ -639,7 +642,7 @@ def storage_needed(shards: str, cache: str, sets: list[tuple[str, str]], work: l
 
     samples = sum(e.samples for s in sets for e in read_index(split_dir(shards, *s)).values())
     first = next((w.shard for w in work), None) or next((sh for s in sets for sh in list_shards(shards, *s)), None)
-    record = len(next(iter_shard(first))[0].to_npz_bytes()) if first and samples else 0
+    record = len(next(iter_shard(first))[0].replace(source="").to_npz_bytes()) if first and samples else 0
     feature = int(np.prod(spec["storage"]["shape"])) * np.dtype(spec["storage"]["dtype"]).itemsize
     view = _member_bytes(feature) + _member_bytes(record) + _member_bytes(TARGETS_DTYPE.itemsize)
     sample = settings.views * view + _member_bytes(len(spec["encoder_id"]))
