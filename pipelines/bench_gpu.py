@@ -131,6 +131,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _release(device: torch.device) -> None:
+    """Hand the device memory of a finished stage back (the next stage, or the pipeline's actor
+    process, gets the whole device)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def matmul_peak(device: torch.device, sizes: tuple[int, ...], reps: int) -> tuple[float, int]:
     """(best FLOP/s, its size) of n x n @ n x n products: bf16 on CUDA, fp32 on CPU."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -317,6 +327,7 @@ def bench(sizes: Sizes, device: torch.device, pipeline: bool = True, log=print) 
     rows.append(Row("matmul peak (measured)", f"{dtype} {n}x{n}x{n}, best of sizes {list(sizes.matmul)}", peak / 1e12,
                     "TFLOP/s", 1.0, seconds=time.perf_counter() - t0, notes=notes))
     log(_line(rows[-1]))
+    _release(device)
 
     cfg = get_encoder_config(sizes.encoder)
     flops = vit_flops(cfg)
@@ -333,6 +344,7 @@ def bench(sizes: Sizes, device: torch.device, pipeline: bool = True, log=print) 
         rows.append(Row(label, f"{sizes.encoder}, batch {batch}, {precision}, {flops / 1e9:.4g} GFLOP/crop", rate,
                         "crops/s", rate * flops / peak, seconds=time.perf_counter() - t0))
         log(_line(rows[-1]))
+        _release(device)
     if pipeline:
         with tempfile.TemporaryDirectory(prefix="bench-gpu-pipeline-") as tmp:
             t0 = time.perf_counter()
@@ -350,6 +362,7 @@ def bench(sizes: Sizes, device: torch.device, pipeline: bool = True, log=print) 
         for row in train_rows(sizes, device, Path(tmp), assets):
             rows.append(row)
             log(_line(row))
+    _release(device)
     return rows
 
 

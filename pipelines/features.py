@@ -1,4 +1,4 @@
-"""`make features`: image shards -> feature shards of a frozen ViTPose encoder, with Ray Data.
+"""`make features`: image shards -> feature shards of a frozen ViTPose encoder, with Ray (read tasks, encoder actors).
 
 Launch:
     python -m pipelines.features --shards data/shards --out data/features --encoder vitpose-h \
@@ -734,7 +734,7 @@ def summary_table(stats: RunStats) -> str:
 def main(argv: list[str] | None = None) -> int:
     from model.vitpose import CONFIGS
 
-    ap = argparse.ArgumentParser(description="Image shards -> frozen-encoder feature shards (Ray Data).")
+    ap = argparse.ArgumentParser(description="Image shards -> frozen-encoder feature shards (Ray).")
     ap.add_argument("--shards", default="data/shards", help="image shards root, local or URI")
     ap.add_argument("--out", default="data/features", help="feature caches root (the cache is OUT/<encoder>)")
     ap.add_argument("--encoder", default="vitpose-h", choices=sorted(CONFIGS))
