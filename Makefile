@@ -187,5 +187,5 @@ $(DEMO_RUNS)/%/eval/results.json: $(DEMO_RUNS)/%/checkpoints/last.ckpt
 demo: $(DEMO_RUNS)/def-m/eval/results.json $(DEMO_RUNS)/reg-s/eval/results.json ## the whole chain on synthetic data on CPU (minutes): DeforHMR vs HMR2.0-style reg-s vs the mean pose
 	$(BIN)/python -m eval.tables --runs $(DEMO_RUNS)/def-m $(DEMO_RUNS)/reg-s --table1
 
-ablation: $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)/eval/results.json) ## Table 2 (Reg-S, Reg-M, Def-S, Def-M) with equal budgets on the demo data
+ablation: $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)/eval/results.json) ## Table 2 (Reg-S = HMR2.0†, Reg-M, Def-S, Def-M) with equal budgets on the demo data, and each row's parameter count
 	$(BIN)/python -m eval.tables --runs $(foreach p,$(ABLATION_PRESETS),$(DEMO_RUNS)/$(p)) --table2

@@ -195,6 +195,17 @@ class PersonFrame:
                 arrays[f.name] = np.array(v)
         return npz.dumps(arrays)
 
+    @property
+    def has_intrinsics(self) -> bool:
+        """The dataset gave camera intrinsics (`intrinsics` is not None)."""
+        return self.intrinsics is not None
+
+    def target_arrays(self) -> dict[str, np.ndarray]:
+        """The TARGET_ARRAYS of the record as float32, an absent optional one (`intrinsics`,
+        `crop_affine`) as zeros: what a targets row and a batch hold (validity in TARGET_FLAGS)."""
+        return {name: np.zeros(TARGETS_DTYPE.fields[name][0].shape, np.float32) if getattr(self, name) is None
+                else np.asarray(getattr(self, name), np.float32) for name in TARGET_ARRAYS}
+
     def to_targets_bytes(self) -> bytes:
         """The record's training targets as one TARGETS_DTYPE row (see there)."""
         self.validate()
@@ -202,8 +213,8 @@ class PersonFrame:
             raise RecordError(f"{self.source or self.key}: field 'dataset' {self.dataset!r} is not ASCII of at most "
                               f"{DATASET_NAME_BYTES} characters (the targets row holds it in {DATASET_NAME_BYTES} bytes)")
         row = np.zeros((), TARGETS_DTYPE)
-        for name in TARGET_ARRAYS:
-            row[name] = getattr(self, name)
+        for name, value in self.target_arrays().items():
+            row[name] = value
         for name in TARGET_FLAGS:
             row[name] = getattr(self, name)
         row["view"] = self.view
@@ -276,8 +287,13 @@ _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: w
 # rows instead of parsing an npz per sample. Strings are codes (`gender`, `body_model`:
 # indices into GENDERS / BODY_MODELS) or fixed bytes (`dataset`, ASCII); the key is the
 # sample's own (its tar members' stem). The npz stays the full record.
-TARGET_ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d")  # float32, shapes of _ARRAY_FIELDS
-TARGET_FLAGS = ("has_smpl", "synthetic")  # bool
+# The camera fields (image_hw, box_center, box_size, crop_affine, intrinsics, smpl_transl) are
+# what reprojection in the original image needs (train.losses, CLIFF `cam_crop2full`);
+# image_hw is held as float32 (exact: pixel counts < 2^24); an absent intrinsics or
+# crop_affine is zeros, with `has_intrinsics` False for the former.
+TARGET_ARRAYS = ("smpl_pose", "betas", "joints_3d", "keypoints_2d", "image_hw", "box_center", "box_size",
+                 "crop_affine", "intrinsics", "smpl_transl")  # float32, shapes of _ARRAY_FIELDS
+TARGET_FLAGS = ("has_smpl", "synthetic", "has_transl", "has_intrinsics")  # bool (has_intrinsics: a property)
 DATASET_NAME_BYTES = 32
 TARGETS_DTYPE = np.dtype(
     [(name, "<f4", _ARRAY_FIELDS[name][0]) for name in TARGET_ARRAYS]

@@ -398,18 +398,29 @@ def render_table1(rows: Sequence[ResultRow], datasets: Sequence[str] = TABLE1_DA
     return f"### {title}\n\n{_markdown(header, body)}\n\n" + "\n".join(notes) + "\n"
 
 
+TABLE2_PARAMS_NOTE = (
+    "Params: decoder + heads (`python -m model.summary`; the frozen encoder and SMPL excluded) of the model "
+    "a measured row was evaluated with; on a reported row, of our full-size build of that configuration "
+    "(the paper gives no counts). Reg-S is HMR2.0's decoder head as 4D-Humans builds it "
+    "(hmr_vit_transformer.yaml: 8 heads × 64, no q/k/v bias, no final norm, zero input token).")
+
+
 def render_table2(rows: Sequence[ResultRow], methods: Mapping[str, str] | None = None,
-                  dataset: str = "3dpw", include_reported: bool = True) -> str:
+                  dataset: str = "3dpw", include_reported: bool = True,
+                  params: Mapping[str, int] | None = None) -> str:
     """Markdown in the layout of the paper's Table 2 (Reg/Def × S/M on 3DPW).
 
     `methods` maps each configuration of ABLATION_CONFIGS to the method name its measured
-    rows carry (default: ABLATION_PRESETS, the preset names)."""
+    rows carry (default: ABLATION_PRESETS, the preset names). `params`, if given, maps
+    method names (measured rows) and the full-size presets of ABLATION_PRESETS (reported
+    rows) to parameter counts, shown in a "Params (M)" column ("–" where absent)."""
     methods = dict(methods or ABLATION_PRESETS)
     rows = list(rows)
     cell = latest(r for r in rows if r.kind == "measured")
     if include_reported:
         cell.update(latest(reported_table2_rows()))
     header = ["Configuration", "Source"] + [METRIC_LABELS[m] for m in MESH_METRICS] + ["n"]
+    header += ["Params (M)"] if params is not None else []
     body = []
     for cfg in ABLATION_CONFIGS:
         for kind, name in (("reported", cfg), ("measured", methods.get(cfg, cfg))):
@@ -420,14 +431,39 @@ def render_table2(rows: Sequence[ResultRow], methods: Mapping[str, str] | None =
             line = [ABLATION_LABELS[cfg], _source(cells)]
             line += [_fmt(cell[k].value_mm if k in cell else None) for k in keys]
             line.append(_n_cell(cells))
+            if params is not None:
+                n = params.get(ABLATION_PRESETS[cfg] if kind == "reported" else name)
+                line.append("–" if n is None else f"{n / 1e6:.2f}")
             body.append(line)
     title = _title(f"Table 2: cross-attention × queries on {DATASET_LABELS.get(dataset, dataset)}, mm "
                    f"(layout of DeforHMR Table 2)", [r for r in rows if r.kind != "reported"])
-    return f"### {title}\n\n{_markdown(header, body)}\n"
+    note = f"\n{TABLE2_PARAMS_NOTE}\n" if params is not None else ""
+    return f"### {title}\n\n{_markdown(header, body)}\n{note}"
 
 
 # ---- command line: gather runs into one table ---------------------------------------------
 RESULTS_FILE = Path("eval") / "results.json"
+RUN_CONFIG = "config.yaml"  # the resolved training config of a run folder (train/run.py)
+
+
+def parameter_counts(runs: Mapping[str, Sequence[ResultRow]]) -> dict[str, int]:
+    """Parameter counts for `render_table2`: each full-size preset of ABLATION_PRESETS, and
+    each measured method of each run (run folder -> its rows), counted from the run's own
+    model config (RUN/config.yaml), else from the preset of that name if there is one."""
+    from model.config import ConfigError, get_config
+    from model.summary import count_parameters
+    from train.config import load_resolved
+
+    counts = {p: count_parameters(get_config(p)) for p in ABLATION_PRESETS.values()}
+    for run, rows in runs.items():
+        path = Path(run) / RUN_CONFIG
+        run_cfg = load_resolved(path).model_config() if path.exists() else None
+        for method in {r.method for r in rows if r.kind == "measured"}:
+            try:
+                counts[method] = count_parameters(run_cfg or get_config(method))
+            except ConfigError:  # not a preset name and no run config: no count
+                continue
+    return counts
 
 
 def baseline_ratios(rows: Sequence[ResultRow], metric: str = "pa_mpjpe") -> list[str]:
@@ -457,12 +493,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--table2", action="store_true", help="Table 2 layout (Reg/Def x S/M on 3DPW)")
     ap.add_argument("--out", default=None, help="also write the markdown here")
     args = ap.parse_args(argv)
-    rows: list[ResultRow] = []
+    per_run: dict[str, list[ResultRow]] = {}
     for run in args.runs:
         path = Path(run) / RESULTS_FILE
         if not path.exists():
             ap.error(f"{path}: no results (run `make eval RUN={run}` first)")
-        rows.extend(load_rows(path))
+        per_run[run] = load_rows(path)
+    rows = [r for run_rows in per_run.values() for r in run_rows]
     parts = []
     if args.table1 or not args.table2:
         parts.append(render_table1(rows))
@@ -470,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measured = {r.method for r in rows if r.kind == "measured"}
         # tiny presets (the CPU demo) stand in for their full-size configuration
         methods = {cfg: next((m for m in (p, f"{p}-tiny") if m in measured), p) for cfg, p in ABLATION_PRESETS.items()}
-        parts.append(render_table2(rows, methods))
+        parts.append(render_table2(rows, methods, params=parameter_counts(per_run)))
     ratios = baseline_ratios(rows)
     text = "\n".join(parts) + ("\n" + "\n".join(f"- {line}" for line in ratios) + "\n" if ratios else "")
     print(text)

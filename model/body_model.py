@@ -150,7 +150,8 @@ def load_mean_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """SPIN/HMR2.0 `smpl_mean_params.npz`: pose (144,) = 24 joints x 6D, shape (10,), cam (3,).
 
     The 6D layout is SPIN's: per joint the first two columns of the rotation matrix,
-    row-major (R00, R01, R10, R11, R20, R21), i.e. the two columns interleaved.
+    row-major (R00, R01, R10, R11, R20, R21), i.e. the two columns interleaved. (HMR2.0
+    ships the same file but decodes it in another layout: see model.geometry.)
     """
     path = Path(path)
     spec = {"pose": (6 * SMPL.num_joints,), "shape": (10,), "cam": (3,)}

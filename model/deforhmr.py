@@ -8,9 +8,11 @@ Heads (§3.2.1): per joint token a linear map W_pose to its 6D rotation (shared 
 joint tokens, ours), the shape token to betas (W_shape) and to the crop camera
 (s, tx, ty) — the camera is ours (HMR2.0's `deccam`), needed for the 2D loss and
 overlays. The single-query variant (HMR2.0) reads all of them from its one token.
-One round of iterative error feedback (IEF) from the SMPL mean parameters: the current
-estimate is embedded linearly and added to the query tokens (ours, as HMR2.0 conditions
-its token on the mean), and the heads' outputs are residuals added to the estimate.
+One round of iterative error feedback (IEF) from the SMPL mean parameters: the heads'
+outputs are residuals added to the estimate. The query tokens are conditioned on the
+current estimate, embedded linearly (`token_input` "estimate", ours; 4D-Humans has it as
+the non-default TRANSFORMER_INPUT 'mean_shape'), or get a zero input embedded
+(`token_input` "zero", HMR2.0's default: a learned constant).
 6D -> rotation matrices -> SMPL -> vertices, SMPL-24 joints, H36M-17 joints, and the
 KEYPOINTS_2D joints projected into the crop by the weak-perspective camera, in fp32 with
 autocast off (`predict_body`).
@@ -38,7 +40,7 @@ class ModelOutput:
     """Prediction for a batch of B crops (all tensors float, on the model's device).
 
     Parameters:
-    - pose_6d: (B, 24, 6) 6D rotations (interleaved SPIN/HMR2.0 layout), SMPL-24 order;
+    - pose_6d: (B, 24, 6) 6D rotations (SPIN's interleaved layout, model.geometry), SMPL-24 order;
       row 0 is the global orientation in the crop camera frame.
     - rotmats: (B, 24, 3, 3) the same as rotation matrices.
     - betas: (B, 10) SMPL shape.
@@ -73,7 +75,7 @@ class ModelOutput:
 class DeforHMR(nn.Module):
     """Decoder + heads + SMPL over a feature map.
 
-    mean_params: dict with pose (144,) 6D interleaved, shape (10,), cam (3,) — as
+    mean_params: dict with pose (144,) 6D (SPIN's interleaved layout), shape (10,), cam (3,) — as
     `model.body_model.load_mean_params` returns from `smpl_mean_params.npz`.
     body_model: a `model.body_model.BodyModel` (or None: parameters only, no mesh).
     """
@@ -93,19 +95,26 @@ class DeforHMR(nn.Module):
         self.register_buffer("mean_betas", torch.as_tensor(np.asarray(mean_params["shape"]), dtype=torch.float32).reshape(NUM_BETAS))
         self.register_buffer("mean_cam", torch.as_tensor(np.asarray(mean_params["cam"]), dtype=torch.float32).reshape(CAM_DIM))
         self.register_buffer("crop_K", torch.as_tensor(crop_intrinsics(), dtype=torch.float32), persistent=False)
-        if cfg.queries == "multi":
+        if cfg.token_input == "zero":
+            # 4D-Humans smpl_head.py: token = zeros(B, 1, 1) -> `to_token_embedding` nn.Linear(1, D),
+            # i.e. its bias; applied to real zeros so the weight stays in the graph (DDP)
+            self.embed_token = nn.Linear(1, d)
+        elif cfg.queries == "multi":
             self.embed_pose = nn.Linear(6, d)  # IEF: joint token j += W (6D of joint j), ours
             self.embed_shape = nn.Linear(NUM_BETAS + CAM_DIM, d)  # shape token += W (betas, cam), ours
+        else:
+            self.embed_all = nn.Linear(NUM_JOINTS * 6 + NUM_BETAS + CAM_DIM, d)  # 4D-Humans 'mean_shape' input
+        if cfg.queries == "multi":
             self.head_pose = nn.Linear(d, 6)  # W_pose, one map shared by the 24 joint tokens (ours)
         else:
-            self.embed_all = nn.Linear(NUM_JOINTS * 6 + NUM_BETAS + CAM_DIM, d)  # HMR2.0's mean-conditioned token
             self.head_pose = nn.Linear(d, NUM_JOINTS * 6)  # HMR2.0 `decpose`
-        self.head_betas = nn.Linear(d, NUM_BETAS)  # W_shape
+        self.head_betas = nn.Linear(d, NUM_BETAS)  # W_shape (HMR2.0 `decshape`)
         self.head_cam = nn.Linear(d, CAM_DIM)  # ours (HMR2.0 `deccam`)
-        for head in (self.head_pose, self.head_betas, self.head_cam):
-            # small residuals at the start (HMR2.0 `init_decoder_xavier`: gain 0.01)
-            nn.init.xavier_uniform_(head.weight, gain=0.01)
-            nn.init.zeros_(head.bias)
+        if cfg.init == "ours":  # ("hmr2": nn.Linear's defaults, INIT_DECODER_XAVIER unset in 4D-Humans)
+            for head in (self.head_pose, self.head_betas, self.head_cam):
+                # small residuals at the start (4D-Humans' optional INIT_DECODER_XAVIER: gain 0.01)
+                nn.init.xavier_uniform_(head.weight, gain=0.01)
+                nn.init.zeros_(head.bias)
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -126,6 +135,8 @@ class DeforHMR(nn.Module):
     # ---- IEF: condition the tokens on the estimate, read residuals off them --------------
     def _condition(self, pose6d: torch.Tensor, betas: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
         """Estimate -> (B, N, D) added to the query tokens."""
+        if self.cfg.token_input == "zero":
+            return self.embed_token(pose6d.new_zeros(pose6d.shape[0], self.cfg.num_queries, 1))  # (B, N, D)
         if self.cfg.queries == "multi":
             joints = self.embed_pose(pose6d)  # (B, 24, D)
             shape = self.embed_shape(torch.cat([betas, cam], -1)).unsqueeze(1)  # (B, 1, D)

@@ -49,7 +49,10 @@ def reference_grid(h: int, w: int, device=None, dtype=None) -> torch.Tensor:
     Eq. 1 prints R_ij = (i/H*2-1, j/W*2-1), which under align_corners=False lands on the
     top-left corner of each cell (between cells) and with align_corners=True on a grid
     that misses the last row/column. Ours: cell centres (2i+1)/H - 1, so that zero
-    offsets sample the feature map exactly (DAT's `_get_ref_points` also uses centres).
+    offsets sample the feature map exactly. DAT differs: `_get_ref_points` (models/
+    dat_blocks.py) takes linspace(0.5, H-0.5, H) / (H-1) * 2 - 1 and samples with
+    align_corners=True (±1 = the centres of the first and last cells), i.e. at cell
+    index i + 0.5, halfway between two cell centres (the last half a cell past the last one).
     """
     ys = (2 * torch.arange(h, device=device, dtype=dtype) + 1) / h - 1  # (H,)
     xs = (2 * torch.arange(w, device=device, dtype=dtype) + 1) / w - 1  # (W,)
@@ -107,24 +110,28 @@ class CrossAttention(nn.Module):
     position, so each query learns its own grid) sampled bilinearly at P; "absolute"
     adds a learnable (C, H, W) embedding to the context before it is sampled (ours, ViT
     style; the paper's Table 4 names it only); "none" adds nothing.
+    attn_dim: width of Q, K, V (heads x head width; None: `dim`), projected back to `dim`;
+    qkv_bias: whether W_q, W_k, W_v have a bias (4D-Humans' CrossAttention: no).
     """
 
     def __init__(self, dim: int, context_dim: int, heads: int, num_queries: int,
                  feature_hw: tuple[int, int], pos_encoding: str = "relative",
                  deformable: bool = True, groups: int = 1, offset_range: float = 1.0,
-                 offset_kernel: int = 5):
+                 offset_kernel: int = 5, attn_dim: int | None = None, qkv_bias: bool = True):
         super().__init__()
-        if dim % heads or heads % groups or context_dim % groups:
-            raise ValueError(f"dim {dim} / heads {heads} / groups {groups} / context_dim {context_dim} do not divide")
-        self.heads, self.head_dim = heads, dim // heads
+        attn_dim = attn_dim or dim
+        if attn_dim % heads or heads % groups or context_dim % groups:
+            raise ValueError(f"attn_dim {attn_dim} / heads {heads} / groups {groups} / context_dim {context_dim} "
+                             f"do not divide")
+        self.heads, self.head_dim = heads, attn_dim // heads
         self.groups = groups if deformable else 1
         self.deformable, self.offset_range = deformable, offset_range
         self.feature_hw, self.num_queries = tuple(feature_hw), num_queries
-        # §3.2.2: Q = W_q Y1, K = W_k S, V = W_v S (S in C channels; projected C -> D)
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(context_dim, dim)
-        self.to_v = nn.Linear(context_dim, dim)
-        self.to_out = nn.Linear(dim, dim)
+        # §3.2.2: Q = W_q Y1, K = W_k S, V = W_v S (S in C channels; projected C -> attn_dim)
+        self.to_q = nn.Linear(dim, attn_dim, bias=qkv_bias)
+        self.to_k = nn.Linear(context_dim, attn_dim, bias=qkv_bias)
+        self.to_v = nn.Linear(context_dim, attn_dim, bias=qkv_bias)
+        self.to_out = nn.Linear(attn_dim, dim)
         self.offset_net = OffsetNet(context_dim // groups, offset_kernel) if deformable else None
         h, w = self.feature_hw
         # constants as buffers (non-persistent: derived from the config, never in a checkpoint),
@@ -214,7 +221,7 @@ class CrossAttention(nn.Module):
             context = context + self.abs_pos  # absolute PE, carried to P by the sampling
         s = self.sample(context, positions).flatten(2).transpose(1, 2)  # (B, HW, C)
 
-        def split(t):  # (B, L, D) -> (B, heads, L, d)
+        def split(t):  # (B, L, A) -> (B, heads, L, A/heads)
             return t.reshape(*t.shape[:2], self.heads, self.head_dim).transpose(1, 2)
 
         return split(self.to_q(tokens)), split(self.to_k(s)), split(self.to_v(s))
@@ -243,6 +250,6 @@ class CrossAttention(nn.Module):
         pos = self.positions(context)  # (B, G, H, W, 2)
         q, k, v = self.project(tokens, context, pos)
         attn = self.attention(q, k, pos)  # A, (B, heads, N, HW), fp32
-        out = (attn.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # AV (bf16 under autocast), (B, heads, N, d) -> (B, N, D)
+        out = (attn.to(v.dtype) @ v).transpose(1, 2).reshape(b, n, -1)  # AV (bf16 under autocast), (B, heads, N, d) -> (B, N, A)
         info = AttentionInfo(positions=pos.detach(), weights=attn.detach()) if need_weights else None
         return self.to_out(out), info

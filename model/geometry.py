@@ -4,14 +4,24 @@ Conventions:
 - Camera frame: OpenCV (x right, y down, z forward). Pixels: (0, 0) is the centre of the
   top-left pixel, as in `cv2.warpAffine`.
 - Rotations: axis-angle (radians), 3x3 matrices, and the 6D representation of Zhou et
-  al. in the *interleaved* layout used by SPIN / HMR2.0 (`rot6d_to_rotmat` reshapes the 6
-  numbers to 3x2 and takes the two columns), so a real `smpl_mean_params.npz` works.
+  al. in SPIN's *interleaved* layout (SPIN utils/geometry.py `rot6d_to_rotmat` views the 6
+  numbers as 3x2 and takes the two columns), the layout `smpl_mean_params.npz` is written
+  in, so a real file's mean pose decodes to the mean pose. Not HMR2.0's: 4D-Humans
+  hmr2/utils/geometry.py `rot6d_to_rotmat` reads a1 = x[0:3], a2 = x[3:6] (x.reshape(-1, 2, 3)),
+  and applies it to the same file.
 - Crop camera (HMR2.0 style, weak perspective): `cam = (s, tx, ty)`; a point X (metres,
   camera axes, body-centred) lands at normalised crop coordinates n = s * (X_xy + t_xy),
   where n = (pixel - crop centre) / (crop height / 2). It equals a perspective camera
   with focal FOCAL_CROP px at the crop centre and translation (tx, ty, 2 f / (H s)).
 - Full-image camera (CLIFF `cam_crop2full`): the same person seen by the original camera
-  with focal f_full and principal point at the image centre.
+  (focal f, principal point p): translation (tx + 2 (c_x - p_x) / (b s), ty + 2 (c_y - p_y) / (b s),
+  2 f / (b s)) for a box of centre c and height b (`cam_crop_to_full`). CLIFF puts p at the
+  image centre; with a dataset's intrinsics p is theirs.
+- A view's full image: an augmented view (`pipelines.augment`) turns / mirrors the crop
+  about the box centre; its "original image" is the original turned the same way about that
+  centre, seen by the camera with axes Q (`affine_rotation`). Its intrinsics are
+  `uncrop_matrix` @ the view's crop intrinsics (`full_image_intrinsics`): for the plain
+  crop, the dataset's K itself.
 
 Torch functions take any leading dimensions. The crop helpers are numpy (data path).
 """
@@ -81,8 +91,9 @@ def quaternion_to_axis_angle(q: torch.Tensor) -> torch.Tensor:
 def rot6d_to_matrix(x: torch.Tensor) -> torch.Tensor:
     """(..., 6) -> (..., 3, 3); Gram-Schmidt on the two columns of x viewed as 3x2.
 
-    Interleaved layout of SPIN `utils/geometry.py rot6d_to_rotmat` / HMR2.0: the 6
-    numbers are the row-major 3x2 matrix [R[:, 0], R[:, 1]].
+    Interleaved layout of SPIN `utils/geometry.py rot6d_to_rotmat` (x.view(-1, 3, 2), a1 =
+    x[:, :, 0], a2 = x[:, :, 1]): the 6 numbers are the row-major 3x2 matrix [R[:, 0], R[:, 1]],
+    as in `smpl_mean_params.npz`. (HMR2.0's reads a1 = x[0:3], a2 = x[3:6]; see the module doc.)
     """
     m = x.reshape(*x.shape[:-1], 3, 2)  # (..., 3, 2)
     a1, a2 = m[..., 0], m[..., 1]
@@ -134,18 +145,93 @@ def normalise_crop_pixels(px, crop_hw: tuple[int, int] = CROP_HW):
 
 
 def cam_crop_to_full(cam: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor,
-                     image_hw: torch.Tensor, focal_full: torch.Tensor) -> torch.Tensor:
-    """Crop camera (s, tx, ty) -> translation in the full image's camera (CLIFF `cam_crop2full`).
+                     K: torch.Tensor) -> torch.Tensor:
+    """Crop camera (s, tx, ty) -> (..., 3) translation in the camera of intrinsics K (..., 3, 3)
+    of the full image (CLIFF `common/utils.py cam_crop2full`; BEDLAM
+    `train/models/head/smpl_cam_head.py convert_pare_to_full_img_cam`).
 
-    box_center (..., 2) px, box_size (..., 2) px (w, h) of the crop box, image_hw (..., 2),
-    focal_full (...,) px; principal point assumed at the image centre.
+    box_center (..., 2) px, box_size (..., 2) px (w, h) of the crop's box in that image. CLIFF
+    takes the image centre for the principal point and one focal; here the principal point is
+    K's and the focal sqrt(fx fy) (ours: fx when fx = fy, unchanged by a view's turn). The box
+    height pairs with the crop camera's normalisation by half the crop height. Guards (ours):
+    s and the box height floored, so a padded zero row stays finite.
     """
     s, tx, ty = cam.unbind(-1)
+    focal = torch.sqrt((K[..., 0, 0] * K[..., 1, 1]).abs())
+    d = box_center - K[..., :2, 2]  # (..., 2) box centre relative to the principal point
+    bs = box_size[..., 1].clamp_min(1.0) * s.clamp_min(1e-6)
+    return torch.stack([tx + 2 * d[..., 0] / bs, ty + 2 * d[..., 1] / bs, 2 * focal / bs], -1)
+
+
+def cam_full_to_crop(transl: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor,
+                     K: torch.Tensor) -> torch.Tensor:
+    """The inverse of `cam_crop_to_full`: a full-image translation (..., 3) -> the crop camera
+    (s, tx, ty) that `cam_crop_to_full` maps back onto it."""
+    focal = torch.sqrt((K[..., 0, 0] * K[..., 1, 1]).abs())
     bh = box_size[..., 1]
-    img_c = torch.stack([(image_hw[..., 1] - 1) / 2, (image_hw[..., 0] - 1) / 2], -1)
-    d = box_center - img_c  # (..., 2)
-    bs = bh * s.clamp_min(1e-6)
-    return torch.stack([tx + 2 * d[..., 0] / bs, ty + 2 * d[..., 1] / bs, 2 * focal_full / bs], -1)
+    s = 2 * focal / (bh * transl[..., 2])
+    d = box_center - K[..., :2, 2]
+    return torch.stack([s, transl[..., 0] - 2 * d[..., 0] / (bh * s), transl[..., 1] - 2 * d[..., 1] / (bh * s)], -1)
+
+
+def cliff_intrinsics(image_hw: torch.Tensor) -> torch.Tensor:
+    """(..., 2) (height, width) -> (..., 3, 3) the K CLIFF assumes for an image without
+    calibration: focal = the image diagonal (CLIFF `common/utils.py estimate_focal_length`,
+    BEDLAM `train/dataset/dataset_smpl.py` `estimated_fl`), principal point at the image centre
+    (in our pixel-centre convention ((w - 1) / 2, (h - 1) / 2), as `datasets.reader.centred_intrinsics`)."""
+    h, w = image_hw.unbind(-1)
+    f = torch.sqrt(h * h + w * w)
+    zero, one = torch.zeros_like(f), torch.ones_like(f)
+    return torch.stack([f, zero, (w - 1) / 2, zero, f, (h - 1) / 2, zero, zero, one], -1).unflatten(-1, (3, 3))
+
+
+def affine_rotation(A: torch.Tensor) -> torch.Tensor:
+    """(..., 2, 3) similarity (a crop affine) -> (..., 3, 3) Q = diag(L / sqrt|det L|, 1), L its
+    linear part: the change of camera axes of a turned or mirrored view (`pipelines.augment`
+    `apply_view`); the identity for a plain crop. A zero affine (a padded row) gives zeros."""
+    L = A[..., :2, :2]
+    det = L[..., 0, 0] * L[..., 1, 1] - L[..., 0, 1] * L[..., 1, 0]
+    q = L / det.abs().sqrt().clamp_min(1e-12)[..., None, None]  # (..., 2, 2)
+    zero, one = torch.zeros_like(det), torch.ones_like(det)
+    return torch.stack([q[..., 0, 0], q[..., 0, 1], zero, q[..., 1, 0], q[..., 1, 1], zero, zero, zero, one],
+                       -1).unflatten(-1, (3, 3))
+
+
+def uncrop_matrix(box_center: torch.Tensor, box_size: torch.Tensor, crop_hw: tuple[int, int] = CROP_HW) -> torch.Tensor:
+    """(..., 3, 3) crop pixels -> full-image pixels for the box (centre (..., 2), size (..., 2)):
+    x = c + k (u - u_0), k = box height / crop height, u_0 the crop centre; the inverse of
+    `crop_affine` without turn or mirror (for a view: into its full image, module doc)."""
+    h, w = crop_hw
+    k = box_size[..., 1].clamp_min(1.0) / h
+    zero, one = torch.zeros_like(k), torch.ones_like(k)
+    cx, cy = box_center.unbind(-1)
+    return torch.stack([k, zero, cx - k * (w - 1) / 2, zero, k, cy - k * (h - 1) / 2, zero, zero, one],
+                       -1).unflatten(-1, (3, 3))
+
+
+def uncrop_points(px: torch.Tensor, box_center: torch.Tensor, box_size: torch.Tensor,
+                  crop_hw: tuple[int, int] = CROP_HW) -> torch.Tensor:
+    """(..., N, 2) crop pixels -> full-image pixels (`uncrop_matrix`); box (..., 2) each."""
+    M = uncrop_matrix(box_center, box_size, crop_hw)  # (..., 3, 3)
+    return px @ M[..., :2, :2].transpose(-1, -2) + M[..., None, :2, 2]
+
+
+def full_image_intrinsics(intrinsics: torch.Tensor, has_intrinsics: torch.Tensor, crop_affine: torch.Tensor,
+                          box_center: torch.Tensor, box_size: torch.Tensor, image_hw: torch.Tensor,
+                          crop_hw: tuple[int, int] = CROP_HW) -> torch.Tensor:
+    """(..., 3, 3) intrinsics of a crop's (view's) full image (module doc): `uncrop_matrix` @ the
+    crop intrinsics. Where `has_intrinsics` (...,) is False, the crop intrinsics are CLIFF's K
+    of the original image (`cliff_intrinsics`) taken through the crop and view as
+    pipelines.crop / pipelines.augment take a dataset's K: [A; 0 0 1] K Q^T.
+
+    intrinsics (..., 3, 3) crop pixels; crop_affine (..., 2, 3) original -> crop pixels;
+    box (..., 2) each, original pixels; image_hw (..., 2) of the original image.
+    """
+    last = F.pad(torch.zeros_like(crop_affine[..., :1, :2]), (0, 1), value=1.0)  # (..., 1, 3) [0 0 1]
+    A3 = torch.cat([crop_affine, last], -2)  # (..., 3, 3)
+    cliff = A3 @ cliff_intrinsics(image_hw) @ affine_rotation(crop_affine).transpose(-1, -2)
+    K = torch.where(has_intrinsics[..., None, None], intrinsics, cliff)
+    return uncrop_matrix(box_center, box_size, crop_hw) @ K
 
 
 # ---- boxes and the crop affine (numpy, data path) ----------------------------------------

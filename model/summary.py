@@ -25,8 +25,15 @@ from model.deforhmr import DeforHMR
 
 
 def _identity_mean_params() -> dict:
-    pose = np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), 24)  # identity rotations, 6D interleaved
+    pose = np.tile(np.array([1, 0, 0, 1, 0, 0], np.float32), 24)  # identity rotations, SPIN's 6D layout
     return {"pose": pose, "shape": np.zeros(10, np.float32), "cam": np.array([0.9, 0, 0], np.float32)}
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Parameters of the decoder + heads of `cfg`, built on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        model = DeforHMR(cfg, _identity_mean_params())
+    return sum(p.numel() for p in model.parameters())
 
 
 def measure(cfg: ModelConfig) -> tuple[int, int]:
@@ -57,16 +64,18 @@ def time_step(cfg: ModelConfig, batch: int = 8, steps: int = 4) -> float:
 
 
 def table(names: list[str]) -> str:
-    head = ("| preset | cross-attn | queries | heads | G | λ_o | PE | params (M) | fwd GFLOPs / sample |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+    head = ("| preset | cross-attn | queries | heads × width | q/k/v bias | final LN | token input | init | G | λ_o "
+            "| PE | params (M) | fwd GFLOPs / sample |\n" + "|---" * 13 + "|")
     rows = []
     for name in names:
         cfg = get_config(name)
         params, flops = measure(cfg)
         g = cfg.groups if cfg.cross_attention == "deformable" else "-"
         lam = f"{cfg.offset_range:g}" if cfg.cross_attention == "deformable" else "-"
-        rows.append(f"| {name} | {cfg.cross_attention} | {cfg.queries} | {cfg.heads} | {g} | {lam} | "
-                    f"{cfg.pos_encoding} | {params / 1e6:.2f} | {flops / 1e9:.4g} |")
+        yes_no = {True: "yes", False: "no"}
+        rows.append(f"| {name} | {cfg.cross_attention} | {cfg.queries} | {cfg.heads} × {cfg.attn_dim // cfg.heads} | "
+                    f"{yes_no[cfg.qkv_bias]} | {yes_no[cfg.final_norm]} | {cfg.token_input} | {cfg.init} | {g} | "
+                    f"{lam} | {cfg.pos_encoding} | {params / 1e6:.2f} | {flops / 1e9:.4g} |")
     return "\n".join([head, *rows])
 
 

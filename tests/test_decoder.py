@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.config import PRESETS, ConfigError, ModelConfig, get_config, load_config, preset_names
-from model.decoder import Decoder, DecoderLayer, Queries
+from model.config import ADDED_KEYS, PRESETS, ConfigError, ModelConfig, from_dict, get_config, load_config, preset_names
+from model.decoder import Decoder, DecoderLayer, Queries, SelfAttention
 
 
 def test_presets_differ_as_the_paper_tables_say():
@@ -98,3 +98,66 @@ def test_self_attention_mixes_tokens_cross_attention_reads_context():
     y2[:, 0] += 1.0
     assert not torch.allclose(layer(y2, ctx)[0][:, 1:], base[:, 1:])  # token 0 reaches the others
     assert not torch.allclose(layer(y, ctx + 1.0)[0], base)  # the context reaches every token
+
+
+def test_self_attention_is_multihead_attention_with_its_checkpoint_names():
+    """At the default width and with biases, SelfAttention takes nn.MultiheadAttention's
+    state dict as is (the decoder's earlier checkpoints) and computes the same."""
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(64, 16, batch_first=True).double()
+    ours = SelfAttention(64, 64, 16).double()
+    ours.load_state_dict(mha.state_dict())  # strict: same names and shapes
+    y = torch.randn(2, 25, 64, dtype=torch.float64)
+    torch.testing.assert_close(ours(y), mha(y, y, y, need_weights=False)[0], rtol=0, atol=1e-12)
+
+
+def test_narrow_unbiased_attention():
+    """attn_dim < dim and no q/k/v bias (HMR2.0's 8 x 64 in a 1024-wide decoder, here tiny)."""
+    cfg = get_config("def-m-tiny", heads=8, groups=4, attn_dim=32, qkv_bias=False)
+    layer = DecoderLayer(cfg)
+    assert layer.self_attn.in_proj_weight.shape == (96, 64) and layer.self_attn.in_proj_bias is None
+    assert layer.cross_attn.to_k.weight.shape == (32, cfg.context_dim) and layer.cross_attn.to_k.bias is None
+    assert layer.cross_attn.to_out.weight.shape == (64, 32)
+    out, info = layer(torch.randn(2, 25, 64), torch.randn(2, cfg.context_dim, *cfg.feature_hw), need_weights=True)
+    assert out.shape == (2, 25, 64) and info.weights.shape == (2, 8, 25, 16 * 12)
+
+
+def test_final_norm_is_configuration():
+    assert isinstance(Decoder(get_config("def-m-tiny")).norm, torch.nn.LayerNorm)
+    assert isinstance(Decoder(get_config("def-m-tiny", final_norm=False)).norm, torch.nn.Identity)
+
+
+def test_tiny_presets_scale_the_attention_width_with_d():
+    assert get_config("def-m-tiny").attn_dim == 64 and get_config("reg-s-tiny").attn_dim == 32  # 1024 -> 64
+    for name in PRESETS:
+        full, tiny = get_config(name), get_config(name + "-tiny")
+        assert tiny.attn_dim * full.dim == full.attn_dim * tiny.dim and tiny.heads == full.heads, name
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"qkv_bias": 1}, "'qkv_bias' must be like True"),
+    ({"heads": 1, "groups": 1, "offset_range": True}, "'offset_range' must be like 1.0"),
+    ({"attn_dim": 100}, "attn_dim 100 is not divisible by heads 16"),
+    ({"token_input": "mean"}, "token_input must be one of"),
+    ({"init": "xavier"}, "init must be one of"),
+])
+def test_new_keys_are_checked(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        get_config("def-m", **changes)
+
+
+def test_a_config_from_before_the_hmr2_keys_reads_as_the_decoder_it_was():
+    """A resolved config (checkpoint `model_config`: every key, no preset) written before
+    attn_dim / qkv_bias / final_norm / token_input / init existed is the old decoder:
+    D-wide biased attention, a final norm, the estimate-conditioned tokens, our init."""
+    old = get_config("reg-s-tiny").to_dict()
+    for key in ADDED_KEYS:
+        del old[key]
+    old["heads"] = 16  # the old reg-s
+    cfg = from_dict(old, source="old checkpoint")
+    assert (cfg.attn_dim, cfg.qkv_bias, cfg.final_norm, cfg.token_input, cfg.init) == (64, True, True, "estimate", "ours")
+    del old["depth"]
+    with pytest.raises(ConfigError, match=r"missing model key\(s\) \['depth'\]"):
+        from_dict(old, source="old checkpoint")
+    # a delta with a preset still takes the preset's values
+    assert from_dict({"preset": "reg-s"}).attn_dim == 512

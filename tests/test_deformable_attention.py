@@ -30,6 +30,21 @@ def test_reference_grid_is_cell_centres():
     torch.testing.assert_close(px, torch.stack([jj, ii], -1), rtol=0, atol=1e-12)
 
 
+def test_dat_reference_points_are_not_cell_centres():
+    """LeapLabTHU/DAT models/dat_blocks.py `_get_ref_points`: linspace(0.5, H-0.5, H) / (H-1)
+    * 2 - 1, sampled with align_corners=True, lands at cell index i + 0.5 (between two cell
+    centres), where ours (align_corners=False) land on the centres i."""
+    rows = torch.arange(H, dtype=torch.float64).reshape(1, 1, H, 1).expand(1, 1, H, W)  # value = row index
+    dat_y = torch.linspace(0.5, H - 0.5, H, dtype=torch.float64) / (H - 1) * 2 - 1  # DAT's ref[..., 0]
+    grid = torch.stack([torch.zeros(H, dtype=torch.float64), dat_y], -1).reshape(1, H, 1, 2)  # (x, y) at x = 0
+    dat = F.grid_sample(rows, grid, mode="bilinear", align_corners=True).flatten()  # DAT: zero padding
+    # the last point is half a cell past the last centre: half its row, half the zero padding
+    torch.testing.assert_close(dat, torch.tensor([0.5, 1.5, 2.5, 1.5], dtype=torch.float64))
+    ours = F.grid_sample(rows, reference_grid(H, W, dtype=torch.float64)[None], mode="bilinear",
+                         align_corners=False)[0, 0, :, 0]
+    torch.testing.assert_close(ours, torch.arange(H, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("hw", [(H, W), (16, 12)])
 def test_zero_offsets_sample_the_feature_map_exactly(hw):
     """In float64, so that "exactly" means to the rounding of the grid coordinate (~1e-15)."""

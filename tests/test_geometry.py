@@ -34,6 +34,40 @@ def test_axis_angle_gradient_is_finite_at_zero():
     assert torch.isfinite(aa.grad).all()
 
 
+def _spin_rot6d_to_rotmat(x):
+    """SPIN utils/geometry.py rot6d_to_rotmat, in numpy: x.view(-1, 3, 2); a1 = x[:, :, 0], a2 = x[:, :, 1]."""
+    x = np.asarray(x).reshape(-1, 3, 2)
+    return _gram_schmidt(x[:, :, 0], x[:, :, 1])
+
+
+def _hmr2_rot6d_to_rotmat(x):
+    """4D-Humans hmr2/utils/geometry.py rot6d_to_rotmat, in numpy: x.reshape(-1, 2, 3).permute(0, 2, 1);
+    a1 = x[:, :, 0], a2 = x[:, :, 1], i.e. a1 = x[0:3], a2 = x[3:6]."""
+    x = np.asarray(x).reshape(-1, 2, 3).transpose(0, 2, 1)
+    return _gram_schmidt(x[:, :, 0], x[:, :, 1])
+
+
+def _gram_schmidt(a1, a2):  # both sources: b1 = normalize(a1), b2 = normalize(a2 - <b1, a2> b1), b3 = b1 x b2
+    b1 = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)
+    b2 = a2 - (b1 * a2).sum(-1, keepdims=True) * b1
+    b2 /= np.linalg.norm(b2, axis=-1, keepdims=True)
+    return np.stack([b1, b2, np.cross(b1, b2)], -1)  # columns
+
+
+def test_rot6d_is_spins_layout_not_hmr2s():
+    """Our 6D decoding is SPIN's (the layout smpl_mean_params.npz is written in), on any
+    6 numbers; HMR2.0's reads the same numbers as another rotation."""
+    x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ours = G.rot6d_to_matrix(x).numpy()
+    np.testing.assert_allclose(ours, _spin_rot6d_to_rotmat(x.numpy()), atol=1e-12)
+    assert np.abs(ours - _hmr2_rot6d_to_rotmat(x.numpy())).max(axis=(1, 2)).min() > 1e-3
+    # a rotation written as SPIN writes the mean pose (R[:, :2] row-major) comes back only in SPIN's layout
+    R = torch.tensor(Rotation.from_rotvec([0.3, -1.2, 0.5]).as_matrix())
+    x = G.matrix_to_rot6d(R)
+    np.testing.assert_allclose(_spin_rot6d_to_rotmat(x.numpy())[0], R.numpy(), atol=1e-12)
+    assert np.abs(_hmr2_rot6d_to_rotmat(x.numpy())[0] - R.numpy()).max() > 0.1
+
+
 def test_rot6d_round_trip_and_interleaved_layout():
     R = torch.tensor(Rotation.random(32, random_state=2).as_matrix())
     x = G.matrix_to_rot6d(R)
@@ -92,9 +126,8 @@ def test_crop_camera_to_full_image_camera():
     cam = torch.tensor([[1.1, 0.02, 0.05]], dtype=torch.float64)
     crop_px = G.project(X + G.weak_cam_to_transl(cam)[:, None], torch.tensor(G.crop_intrinsics()))
     orig_from_crop = G.apply_affine(crop_px[0].numpy(), G.invert_affine(A))
-    t_full = G.cam_crop_to_full(cam, torch.tensor(center[None]), torch.tensor(size[None]),
-                                torch.tensor([[H, W]], dtype=torch.float64), torch.tensor([f], dtype=torch.float64))
     K_full = torch.tensor([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], dtype=torch.float64)
+    t_full = G.cam_crop_to_full(cam, torch.tensor(center[None]), torch.tensor(size[None]), K_full[None])
     full_px = G.project(X + t_full[:, None], K_full)[0].numpy()
     np.testing.assert_allclose(full_px, orig_from_crop, atol=0.5)
 

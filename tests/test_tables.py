@@ -139,6 +139,39 @@ def test_table2_default_methods_are_the_presets():
     assert "| Reg-M | measured, run r1 | 39.0 | 65.0 | 78.0 | 7 |" in md
 
 
+def test_table2_params_column():
+    rows = _measured("reg-s-tiny", "3dpw", (45.0, 70.0, 85.0), 50)
+    params = {"reg-s": 39_547_037, "reg-m": 66_227_219, "reg-s-tiny": 56_733}  # def-s, def-m unknown
+    md = T.render_table2(rows, methods={"Reg-S": "reg-s-tiny"}, params=params)
+    lines = _table_lines(md)
+    assert _cells(lines[0])[-1] == "Params (M)"
+    assert [(_cells(ln)[0], _cells(ln)[1].split(" ")[0].rstrip(","), _cells(ln)[-1]) for ln in lines[1:]] == [
+        ("Reg-S (HMR2.0†)", "reported", "39.55"), ("Reg-S (HMR2.0†)", "measured", "0.06"),
+        ("Reg-M", "reported", "66.23"), ("Def-S", "reported", "–"), ("Def-M (DeforHMR)", "reported", "–")]
+    assert T.TABLE2_PARAMS_NOTE in md
+    assert "Params" not in T.render_table2(rows)  # no counts given, no column
+
+
+def test_tables_command_counts_each_runs_own_model(tmp_path, capsys):
+    """Measured rows get the parameters of the run's model config (RUN/config.yaml, here a
+    reg-s-tiny with one layer more than the preset), reported rows the full-size presets'."""
+    from model.config import get_config
+    from model.summary import count_parameters
+    from train.config import load_config
+
+    run = tmp_path / "reg"
+    run.mkdir()
+    load_config(None, ["model.preset=reg-s-tiny", "model.depth=3"]).save(run / "config.yaml")
+    T.save_rows(run / "eval" / "results.json", _measured("reg-s-tiny", "3dpw", (45.0, 70.0, 85.0), 9, synthetic=True))
+    assert T.main(["--runs", str(run), "--table2"]) == 0
+    body = {(c[0], c[1].split(" ")[0].rstrip(",")): c[-1] for c in map(_cells, _table_lines(capsys.readouterr().out)[1:])}
+    deeper = count_parameters(get_config("reg-s-tiny", depth=3))
+    assert f"{deeper / 1e6:.2f}" != f"{count_parameters(get_config('reg-s-tiny')) / 1e6:.2f}"
+    assert body[("Reg-S (HMR2.0†)", "measured")] == f"{deeper / 1e6:.2f}"
+    assert body[("Reg-S (HMR2.0†)", "reported")] == "39.55"
+    assert body[("Def-M (DeforHMR)", "reported")] == f"{count_parameters(get_config('def-m')) / 1e6:.2f}"
+
+
 def test_tables_command_gathers_runs_and_states_the_baseline_ratio(tmp_path, capsys):
     from eval import tables as T
 

@@ -11,7 +11,10 @@ from train.schedule import lr_factor
 
 PAPER = {"optim.lr": 1e-4, "optim.weight_decay": 1e-3, "optim.global_batch": 200, "optim.epochs": 100,
          "loss.pose": 1.0, "loss.betas": 1.0, "loss.joints_3d": 5.0, "loss.joints_2d": 5.0,
-         "loss.vertices": 60.0, "loss.vertices_criterion": "mse", "loss.global_weight": 1.0}
+         "loss.vertices": 60.0, "loss.vertices_criterion": "mse", "loss.global_weight": 1.0,
+         # §3.2.1: 2D reprojected in the original image with the dataset's camera (CLIFF); SPIN/CLIFF
+         # uncentred vertices; no term the paper does not name
+         "loss.reprojection": "full", "loss.vertices_frame": "smpl", "loss.cam": 0.0}
 
 
 def _get(cfg, dotted):
@@ -99,6 +102,41 @@ def test_a_run_config_from_before_trainer_compile_reads_it_as_off(tmp_path):
     assert load_resolved(tmp_path / "old.yaml").trainer.compile == "off"
     with pytest.raises(ConfigError, match=r"trainer\.compile.*one of"):
         load_config(None, ["trainer.compile=fast"])
+
+
+def test_a_run_config_from_before_the_full_image_loss_reads_the_loss_it_ran_with(tmp_path):
+    load_config(None).save(tmp_path / "config.yaml")
+    lines = (tmp_path / "config.yaml").read_text().splitlines(keepends=True)
+    added = ("reprojection", "pose_root", "joints_3d_target", "vertices_frame", "cam")
+    (tmp_path / "old.yaml").write_text("".join(ln for ln in lines if ln.strip().split(":")[0] not in added))
+    loss = load_resolved(tmp_path / "old.yaml").loss
+    assert (loss.reprojection, loss.pose_root, loss.joints_3d_target, loss.vertices_frame, loss.cam) == \
+        ("crop", True, "labels", "pelvis", 0.0)
+    for bad in ("loss.reprojection=image", "loss.joints_3d_target=smpl", "loss.vertices_frame=root"):
+        with pytest.raises(ConfigError, match=r"one of"):
+            load_config(None, [bad])
+    with pytest.raises(ConfigError, match=r"loss\.cam.*>= 0"):
+        load_config(None, ["loss.cam=-1"])
+
+
+def test_a_reg_s_run_from_before_the_hmr2_decoder_keys_reads_as_the_model_it_trained(tmp_path):
+    """A run folder's model section (preset + every key it had) lacking the keys added
+    for HMR2.0's decoder (model.config.ADDED_KEYS) is the decoder that run trained, not the
+    present reg-s preset's, so its checkpoints still load for --resume and `make eval`."""
+    import yaml
+
+    from model.config import ADDED_KEYS
+
+    load_config(None, ["model.preset=reg-s"]).save(tmp_path / "config.yaml")
+    d = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert d["model"]["attn_dim"] == 512 and d["model"]["qkv_bias"] is False  # today's reg-s, saved in full
+    for key in ADDED_KEYS:
+        del d["model"][key]
+    d["model"]["heads"] = 16  # the old reg-s
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(d))
+    old = load_resolved(tmp_path / "old.yaml").model_config()
+    assert (old.attn_dim, old.qkv_bias, old.final_norm, old.token_input, old.init) == (1024, True, True, "estimate", "ours")
+    assert (old.cross_attention, old.queries) == ("regular", "single")
 
 
 def test_set_needs_section_key_value():

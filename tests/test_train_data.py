@@ -180,32 +180,47 @@ def test_batch_fields_read_the_npz_as_the_record_does(cache):
     assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
 
 
-def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path):
+# `encoder.json` `targets` of caches written before the rows carried the camera (image size,
+# box, crop affine, intrinsics, SMPL translation): datasets.record.targets_layout() then
+OLD_TARGETS = {"member": "tgt", "layout": [
+    ["smpl_pose", "<f4", [24, 3]], ["betas", "<f4", [10]], ["joints_3d", "<f4", [24, 4]],
+    ["keypoints_2d", "<f4", [24, 3]], ["has_smpl", "|b1", []], ["synthetic", "|b1", []], ["view", "<i8", []],
+    ["gender", "|u1", []], ["body_model", "|u1", []], ["dataset", "|S32", []]]}
+
+
+@pytest.mark.parametrize("old", ["none", "older layout"])
+def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path, old):
     """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
-    lacks `targets`, read through the npz records) make the same batches."""
+    lacks `targets`, or names a layout other than this code's: read through the npz
+    records) make the same batches, the camera fields included."""
     import json
     import shutil
 
+    from pipelines.features import has_targets
     from train.batch import materialize
 
     slow = tmp_path / "slow"
     shutil.copytree(cache, slow)
     spec_path = slow / "rand" / "encoder.json"
     spec = json.loads(spec_path.read_text())
-    del spec["targets"]
+    if old == "none":
+        del spec["targets"]
+    else:
+        spec["targets"] = OLD_TARGETS
+    assert not has_targets(spec)
     spec_path.write_text(json.dumps(spec))
     batches = []
     for root in (cache, slow):
         dm = FeatureDataModule(_cfg(), str(root), global_batch=8, seed=0)
         batches.append([materialize(b) for b, _ in zip(dm.train_dataloader(), range(3))])
     for fast, plain in zip(*batches):
-        assert fast.keys() == plain.keys()
+        assert fast.keys() == plain.keys() and {"intrinsics", "has_intrinsics", "box_size", "image_hw"} <= fast.keys()
         for k in fast:
             assert torch.equal(fast[k], plain[k]) if torch.is_tensor(fast[k]) else fast[k] == plain[k], k
 
 
 def test_a_bad_targets_row_is_named(cache):
-    from datasets.record import RecordError
+    from datasets.record import TARGETS_DTYPE, RecordError
     from train.batch import TargetRow
     from train.random_cache import random_records
 
@@ -216,7 +231,7 @@ def test_a_bad_targets_row_is_named(cache):
     with pytest.raises(RecordError, match=r"s\.tar:k\.v0\.tgt.*betas.*non-finite"):
         collate([(np.zeros(SHAPE, np.float16), TargetRow(fr.key, row, "ok")),
                  (np.zeros(SHAPE, np.float16), TargetRow(fr.key, bad, "s.tar:k.v0.tgt"))])
-    with pytest.raises(RecordError, match=r"s\.tar.*1043 bytes"):
+    with pytest.raises(RecordError, match=rf"s\.tar.*{TARGETS_DTYPE.itemsize - 1} bytes"):
         collate([(np.zeros(SHAPE, np.float16), TargetRow(fr.key, row[:-1], "s.tar"))])
 
 

@@ -14,6 +14,12 @@ Batch dict (B samples):
   confidence (0 = absent).
 - keypoints_2d: (B, 24, 3) float32 crop pixels, KEYPOINTS_2D order, column 2 the confidence.
 - synthetic: (B,) bool, sample made from the project's synthetic stand-ins.
+- the camera (what reprojection in the original image needs, `train.losses`), float32:
+  image_hw (B, 2) (height, width) of the original image; box_center (B, 2) and box_size
+  (B, 2) (w, h) of the view's box, original pixels; crop_affine (B, 2, 3) original pixels
+  -> crop (view) pixels; intrinsics (B, 3, 3) in crop (view) pixels, zeros where the
+  dataset has none, and has_intrinsics (B,) bool; smpl_transl (B, 3) metres, camera frame,
+  valid where has_transl (B,) bool.
 
 A sample's record is a `PersonFrame`, the mapping `batch_fields` reads from the record's
 npz bytes (only the fields above, no full record), or a `TargetRow`: the record's
@@ -48,28 +54,36 @@ FLAGS = TARGET_FLAGS  # bool
 STRINGS = ("key", "dataset", "gender", "body_model")
 BATCH_FIELDS = ARRAYS + FLAGS + STRINGS + ("view",)
 DEFAULTS = {"body_model": "smpl"}  # fields records written before they existed lack
+OPTIONAL = ("intrinsics", "crop_affine")  # record fields an npz may lack (None): zeros in a batch
+DERIVED = {"has_intrinsics": "intrinsics"}  # flag -> the field whose presence it is
 
 
 def batch_fields(data: bytes, source: str = "") -> dict:
     """The record fields a batch carries, read from a record's npz bytes (PersonFrame
     `to_npz_bytes`) without building the record, checked for shape and finiteness
-    (RecordError naming `source` and the field)."""
+    (RecordError naming `source` and the field); values as `PersonFrame.target_arrays`."""
+    stored = [f for f in BATCH_FIELDS if f not in DERIVED]
     try:
-        a = npz.loads(data, BATCH_FIELDS)
+        a = npz.loads(data, stored)
     except npz.NpzError as e:
         raise RecordError(f"{source}: target file is not a readable npz ({e})") from e
-    if missing := [f for f in BATCH_FIELDS if f not in a and f not in DEFAULTS]:
+    if missing := [f for f in stored if f not in a and f not in DEFAULTS and f not in OPTIONAL]:
         raise RecordError(f"{source}: target file lacks field(s) {missing}")
     out = {}
     for name in ARRAYS:
-        arr, shape = a[name], _ARRAY_FIELDS[name][0]
-        if arr.shape != shape or arr.dtype != np.float32:
-            raise RecordError(f"{source}: field '{name}' has shape {arr.shape} {arr.dtype}, expected {shape} float32")
+        shape, dtype = _ARRAY_FIELDS[name]
+        if name not in a:  # OPTIONAL
+            out[name] = np.zeros(shape, np.float32)
+            continue
+        arr = a[name]
+        if arr.shape != shape or arr.dtype != dtype:
+            raise RecordError(f"{source}: field '{name}' has shape {arr.shape} {arr.dtype}, expected {shape} "
+                              f"{np.dtype(dtype)}")
         if not np.isfinite(arr).all():
             raise RecordError(f"{source}: field '{name}' has non-finite values")
-        out[name] = arr
+        out[name] = arr.astype(np.float32, copy=False)
     for name in FLAGS:
-        out[name] = bool(a[name])
+        out[name] = DERIVED[name] in a if name in DERIVED else bool(a[name])
     for name in STRINGS:
         out[name] = str(a[name]) if name in a else DEFAULTS[name]
     out["view"] = int(a["view"])
@@ -280,8 +294,9 @@ def collate(samples: Sequence[tuple[np.ndarray | LazyMap, PersonFrame | Mapping 
             raise ValueError("collate: a batch mixes targets rows and records")
         batch.update(_rows_batch(records))
     else:
+        arrays = [r.target_arrays() if isinstance(r, PersonFrame) else r for r in records]
         for name in ARRAYS:
-            batch[name] = np.stack([get(r, name) for r in records]).astype(np.float32, copy=False)
+            batch[name] = np.stack([a[name] for a in arrays]).astype(np.float32, copy=False)
         for name in FLAGS:
             batch[name] = np.array([bool(get(r, name)) for r in records], dtype=bool)
         batch["view"] = np.array([int(get(r, "view")) for r in records], dtype=np.int64)

@@ -72,18 +72,36 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss weights (paper §3.3, all MSE, "following CLIFF"): λ_SMPL = 1, λ_joint = 5 (2D
-    and 3D), λ_mesh = 60. BEDLAM's "CLIFF on real images" reading instead puts the whole
-    sum under a global ×60 with L1 vertices at weight 1 and betas at 0.001: see
+    """Loss weights and terms (train/losses.py; paper §3.3, all MSE, "following CLIFF"):
+    λ_SMPL = 1, λ_joint = 5 (2D and 3D), λ_mesh = 60. BEDLAM's "CLIFF on real images"
+    recipe instead puts the whole sum under a global ×60 with L1 vertices at weight 1, betas
+    at 0.001, no global orientation in the pose term, a camera term and mesh joints: see
     configs/loss-bedlam.yaml."""
 
-    pose: float = 1.0  # λ_SMPL on the 24 rotation matrices (paper)
+    pose: float = 1.0  # λ_SMPL on the rotation matrices (paper)
     betas: float = 1.0  # λ_SMPL on betas (paper)
-    joints_3d: float = 5.0  # λ_joint, pelvis-relative 3D joints in metres (paper)
-    joints_2d: float = 5.0  # λ_joint, 2D joints in normalised crop coordinates (paper)
-    vertices: float = 60.0  # λ_mesh, pelvis-relative vertices in metres (paper)
+    joints_3d: float = 5.0  # λ_joint, 3D joints in metres (paper)
+    joints_2d: float = 5.0  # λ_joint, 2D joints (paper)
+    vertices: float = 60.0  # λ_mesh, vertices in metres (paper)
     vertices_criterion: str = "mse"  # mse (paper) | l1 (BEDLAM losses.py `shape_loss`)
     global_weight: float = 1.0  # multiplies the whole sum (BEDLAM MODEL.LOSS_WEIGHT = 60)
+    # Where the 2D loss compares. "full": the paper's "the 3D meshes are reprojected onto the
+    # original image using ground-truth camera parameters provided in each respective dataset",
+    # read as the training reprojection (not only the figures' overlays) because §3.3 takes its
+    # losses from CLIFF, whose supervision is exactly this: the crop camera turned into a
+    # full-image translation (CLIFF `cam_crop2full`), the keypoints projected with the dataset's
+    # intrinsics (CLIFF's focal = image diagonal where it has none), the error in original-image
+    # pixels normalised as BEDLAM's CLIFF trainer does. "crop": HMR2.0's weak-perspective crop
+    # camera at 5000 px in normalised crop coordinates (the HMR2.0 baseline's own loss).
+    reprojection: str = "full"
+    pose_root: bool = True  # the global orientation in L_pose (paper: silent; BEDLAM smpl_losses: false)
+    # L_3d against "labels" (the record's 3D joints, pelvis-relative, confidence-weighted: SPIN)
+    # or "mesh" (the GT SMPL mesh's joints at the SMPL origin, unweighted: BEDLAM)
+    joints_3d_target: str = "labels"
+    # L_mesh frame: "smpl" (both meshes at the SMPL origin, uncentred: SPIN/CLIFF/BEDLAM
+    # `shape_loss`) or "pelvis" (each side relative to its own pelvis)
+    vertices_frame: str = "smpl"
+    cam: float = 0.0  # weight of BEDLAM's loss_cam = exp(-10 s)^2 (paper: none; BEDLAM: 1)
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,9 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "loss": LossConfig, "optim": Op
 CHOICES = {
     ("data", "views"): ("random", "plain"),
     ("loss", "vertices_criterion"): ("mse", "l1"),
+    ("loss", "reprojection"): ("full", "crop"),
+    ("loss", "joints_3d_target"): ("labels", "mesh"),
+    ("loss", "vertices_frame"): ("smpl", "pelvis"),
     ("optim", "schedule"): ("constant", "cosine"),
     ("trainer", "accelerator"): ("auto", "cpu", "gpu", "cuda"),
     ("trainer", "compile"): ("off", "default", "reduce-overhead", "max-autotune", "aot_eager"),
@@ -128,7 +149,8 @@ CHOICES = {
 DEFAULT_MODEL = {"preset": "def-m"}
 # Keys added after run folders were made: a resolved config without one reads it as this
 # value, the behaviour those runs had (every other key must be present).
-ADDED_KEYS = {("trainer", "compile"): "off"}
+ADDED_KEYS = {("trainer", "compile"): "off", ("loss", "reprojection"): "crop", ("loss", "pose_root"): True,
+              ("loss", "joints_3d_target"): "labels", ("loss", "vertices_frame"): "pelvis", ("loss", "cam"): 0.0}
 
 
 @dataclass(frozen=True)
@@ -214,7 +236,7 @@ def from_dict(d: dict, source: str = "dict", complete: bool = False) -> TrainCon
     if "preset" not in model and not complete:
         model = dict(DEFAULT_MODEL) | model
     try:  # validates preset name, keys and types (model.config names the key)
-        resolved = model_from_dict(model, source=f"{source} `model`")
+        resolved = model_from_dict(model, source=f"{source} `model`", resolved=complete)
     except ModelConfigError as e:
         raise ConfigError(str(e)) from None
     cfg = TrainConfig(model={"preset": model.get("preset")} | resolved.to_dict(), **kwargs)
@@ -261,7 +283,7 @@ def _check(cfg: TrainConfig, source: str) -> None:
     for sec, key in positive:
         if not getattr(getattr(cfg, sec), key) > 0:
             raise ConfigError(f"{source}: key `{sec}.{key}` must be > 0, got {getattr(getattr(cfg, sec), key)!r}")
-    non_negative = {("data", "workers"), ("data", "epoch_samples"), ("optim", "warmup_steps"),
+    non_negative = {("data", "workers"), ("data", "epoch_samples"), ("optim", "warmup_steps"), ("loss", "cam"),
                     ("optim", "grad_clip"), ("optim", "weight_decay"), ("trainer", "checkpoint_every_n_steps")}
     for sec, key in non_negative:
         if getattr(getattr(cfg, sec), key) < 0:

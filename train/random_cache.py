@@ -4,10 +4,13 @@ layout `pipelines/features.py` writes (encoder.json, tars of `<key>.enc`,
 training tests and the loader benchmark, which need shards without running an encoder.
 
 Targets of a sample: SMPL pose ~ N(0, 0.2) rad per joint, betas ~ N(0, 0.5), a crop camera
-(s, tx, ty) near the mean; with a body model, joints_3d are the mesh's KEYPOINTS_2D joints
-moved by the camera's translation and keypoints_2d their projection into the crop (what
-the model predicts for the same parameters, model/deforhmr.py), so a decoder can fit them.
-Without one, joints and keypoints are random. Every record is marked synthetic.
+(s, tx, ty) near the mean, a person box in an IMAGE_HW original image seen by CLIFF's camera
+(focal = the image diagonal, principal point at the centre). With a body model the SMPL
+translation is the crop camera's in that camera (`model.geometry.cam_crop_to_full`),
+joints_3d the mesh's KEYPOINTS_2D joints moved by it, and keypoints_2d their projection into
+the original image carried into the crop: what the model's full-image reprojection predicts
+for the same parameters (train/losses.py), so a decoder can fit them. Without one, joints and
+keypoints are random. Every record is marked synthetic.
 """
 from __future__ import annotations
 
@@ -19,14 +22,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from datasets.reader import centred_intrinsics
 from datasets.record import CROP_HW, NUM_KEYPOINTS, PersonFrame, make_key
-from model.geometry import crop_intrinsics, project, weak_cam_to_transl
+from model.geometry import (affine_intrinsics, apply_affine, cam_crop_to_full, crop_affine, expand_to_aspect,
+                            project)
 from pipelines.features import (ENCODER_EXT, FEATURE_DTYPE, FEATURE_EXT, MANIFEST_SCHEMA, OK, RECORD_EXT, SPEC,
                                 TARGETS_EXT, targets_spec, view_ext)
 from pipelines.shard_index import ShardWriter, write_index
 from pipelines.shard_reader import MANIFEST, shard_name
 
 ENCODER_ID = "random-features"
+IMAGE_HW = (480, 640)  # (height, width) of the original images
 
 
 def write_cache_spec(cache: Path, shape: tuple[int, int, int]) -> dict:
@@ -46,33 +52,42 @@ def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, b
     betas = (0.5 * rng.standard_normal((n, 10))).astype(np.float32)
     cam = np.stack([0.9 + 0.1 * rng.standard_normal(n), 0.05 * rng.standard_normal(n),
                     0.2 + 0.05 * rng.standard_normal(n)], 1).astype(np.float32)
+    h, w = IMAGE_HW
+    centers = np.stack([w / 2 + 0.15 * w * rng.uniform(-1, 1, n), h / 2 + 0.15 * h * rng.uniform(-1, 1, n)], 1)
+    sizes = np.stack([expand_to_aspect(np.array([side, side])) for side in h * rng.uniform(0.3, 0.6, n)])
+    K = centred_intrinsics(float(np.hypot(h, w)), IMAGE_HW)  # CLIFF's camera of an uncalibrated image
+    affines = [crop_affine(c, b) for c, b in zip(centers, sizes)]
     if body_model is not None:
         with torch.no_grad():
             out = body_model(betas=torch.from_numpy(betas), body_pose=torch.from_numpy(pose[:, 1:]),
                              global_orient=torch.from_numpy(pose[:, :1]))
-            kp3d = out.keypoints + weak_cam_to_transl(torch.from_numpy(cam))[:, None]  # (n, 24, 3) camera frame
-            kp2d = project(kp3d, torch.as_tensor(crop_intrinsics(), dtype=torch.float32)).numpy()
+            transl = cam_crop_to_full(torch.from_numpy(cam).double(), torch.from_numpy(centers),
+                                      torch.from_numpy(sizes), torch.from_numpy(K)[None])  # (n, 3) camera frame
+            kp3d = out.keypoints.double() + transl[:, None]  # (n, 24, 3) camera frame
+            full = project(kp3d, torch.from_numpy(K)).numpy()  # (n, 24, 2) original pixels
+        kp2d = np.stack([apply_affine(full[i], affines[i]) for i in range(n)])
         conf = out.keypoints_valid.numpy().astype(np.float32)[None].repeat(n, 0)
-        kp3d = kp3d.numpy()
+        kp3d, transl = kp3d.numpy(), transl.numpy()
     else:
         kp3d = rng.standard_normal((n, NUM_KEYPOINTS, 3)).astype(np.float32) + [0, 0, 10]
         kp2d = (rng.uniform(0, 1, (n, NUM_KEYPOINTS, 2)) * [CROP_HW[1], CROP_HW[0]]).astype(np.float32)
         conf = np.ones((n, NUM_KEYPOINTS), np.float32)
+        transl = None
     has = rng.uniform(size=n) < has_smpl_rate
     frames = []
     for i in range(n):
         k = first + i
         frames.append(PersonFrame(
             key=make_key(dataset, split, "seq", k, 0), dataset=dataset, split=split, sequence="seq", frame=k,
-            person=0, image_path=f"seq/{k:06d}.jpg", image_hw=np.array(CROP_HW, np.int64),
-            box_center=np.array([CROP_HW[1] / 2, CROP_HW[0] / 2], np.float32),
-            box_size=np.array([CROP_HW[1], CROP_HW[0]], np.float32), box_expand=1.2,
-            smpl_pose=pose[i], betas=betas[i], smpl_transl=np.zeros(3, np.float32), gender="neutral",
+            person=0, image_path=f"seq/{k:06d}.jpg", image_hw=np.array(IMAGE_HW, np.int64),
+            box_center=centers[i].astype(np.float32), box_size=sizes[i].astype(np.float32), box_expand=1.2,
+            smpl_pose=pose[i], betas=betas[i], gender="neutral",
+            smpl_transl=np.zeros(3, np.float32) if transl is None else transl[i].astype(np.float32),
             joints_3d=np.concatenate([kp3d[i], conf[i, :, None] * has[i]], 1),
             keypoints_2d=np.concatenate([kp2d[i], conf[i, :, None]], 1),
-            has_smpl=bool(has[i]), has_transl=False, synthetic=True,
-            crop_affine=np.array([[1, 0, 0], [0, 1, 0]], np.float32),
-            intrinsics=crop_intrinsics().astype(np.float32)))
+            has_smpl=bool(has[i]), has_transl=bool(transl is not None and has[i]), synthetic=True,
+            crop_affine=affines[i].astype(np.float32),
+            intrinsics=affine_intrinsics(K, affines[i]).astype(np.float32)))
     return frames
 
 

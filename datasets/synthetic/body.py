@@ -547,7 +547,7 @@ def mean_params() -> dict[str, np.ndarray]:
         aa[SMPL_24.index[name]] = rot
         aa[SMPL_24.index[_side(name, "right")]] = np.asarray(rot) * (1, -1, -1)
     R = Rotation.from_rotvec(aa).as_matrix()  # (24, 3, 3)
-    pose6d = R[:, :, :2].reshape(-1)  # SPIN/HMR2.0: per joint R[:, :2] row-major, i.e. interleaved
+    pose6d = R[:, :, :2].reshape(-1)  # SPIN's layout: per joint R[:, :2] row-major, i.e. interleaved
     return {"pose": pose6d.astype(np.float64), "shape": np.zeros(10), "cam": np.array([0.9, 0.0, 0.0])}
 
 
