@@ -48,7 +48,8 @@ Stages, top to bottom:
    `.tmp-<shard>.<unique>` (samples counted, bytes hashed in a helper thread); at a shard's
    last chunk the sidecar is written, then the tar is renamed into place. The chunk stream runs
    on across shards, so the device does not wait at a shard's end. A killed run leaves no half
-   shard; a rerun writes only what is missing, with the same bytes.
+   shard (Ray stops a dead driver's actors shortly after it; one may still leave a temporary
+   file, which the next run removes); a rerun writes only what is missing, with the same bytes.
 5. index and manifest (driver): the split's sidecars -> `index.json` and `manifest.parquet`,
    checked against the image manifest (every image-shard sample accounted for); summary table.
 

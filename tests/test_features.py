@@ -240,6 +240,13 @@ def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_pa
     done = _complete_shards(cache)
     assert 0 < len(done) < 5, "the kill came too late to leave work undone"
     print(f"killed after {time.monotonic() - deadline + 120:.1f} s with {len(done)} shard(s) done")
+    # Ray stops the dead driver's encoder actor and read tasks shortly after (until then the
+    # actor may still open a temporary file, which the rerun would find and remove, or not, as
+    # the race goes): rerun once they have given their CPUs back, as a user's rerun would
+    free_by = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < free_by, "the killed run's workers still hold CPUs after 60 s"
+        time.sleep(0.1)
     stats = run(str(image_shards), str(out), settings)
     assert 0 < stats.crops < 13 * 3
     assert _files(cache) == _files(ref_out / "tiny-views3")
