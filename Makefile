@@ -88,6 +88,11 @@ bench: bench-features ## throughput figures against limits measured in the same 
 bench-features: setup ## ViT-H crops/s on this machine (random weights) and the feature pipeline's rate against it
 	$(BIN)/python -m pipelines.bench_features
 
+.PHONY: bench-gpu
+bench: bench-gpu
+bench-gpu: setup ## one table on a GPU (< 8 min): matmul peak, ViT-H crops/s vs it, def-m / reg-s training at batch 200 (memory, loader wait), eval; tiny shapes without a GPU
+	$(BIN)/python -m pipelines.bench_gpu
+
 # ---- training: the decoder over a feature cache, Lightning DDP (train/) ----
 CONFIG ?= train/configs/demo-cpu.yaml
 RUN ?= runs/demo

@@ -240,11 +240,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
 
 
 # ---- the encoder ---------------------------------------------------------------------------
-def normalize(crops: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB crops -> (B, 3, H, W) float32, ImageNet-normalised, same device."""
+def normalize(crops: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB crops -> (B, 3, H, W) float32, ImageNet-normalised, same device.
+    `mean`, `std`: (1, 3, 1, 1) float32 on the crops' device (`ViTPoseEncoder.pixel_mean` /
+    `pixel_std`: no host-to-device copy per call); default: made here from the constants."""
     x = crops.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1) if mean is None else mean
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) if std is None else std
     return (x - mean) / std
 
 
@@ -279,11 +281,38 @@ class ViTPoseEncoder(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.backbone = VitPoseBackbone(hf)
+        # the preprocessing constants as buffers, so `normalize` on the encoder's device copies
+        # nothing from the host (not in the state dict: they are not weights)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> "ViTPoseEncoder":
         return super().train(False)  # frozen: never leaves eval mode
+
+    def place(self, device: str | torch.device) -> "ViTPoseEncoder":
+        """Move to `device` for inference. Where the forward runs under bf16 autocast (CUDA),
+        the weights of the matrix products (every Linear and the patch Conv2d) are stored in
+        bf16 once, the values autocast would cast them to on every forward (so the features
+        are the same bits, a test checks it); LayerNorms and the position embedding stay
+        float32, as autocast computes them. Halves the weights' memory and removes the
+        per-forward cast of the frozen weights."""
+        device = torch.device(device)
+        self.to(device)
+        if encoder_precision(device.type) == BF16_AUTOCAST:
+            self.store_matmul_weights(torch.bfloat16)
+        return self
+
+    def store_matmul_weights(self, dtype: torch.dtype) -> None:
+        """Cast the parameters of every Linear and Conv2d (the ops autocast runs in low precision) to `dtype`."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.to(dtype)
+
+    def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 crops on the encoder's device -> normalised (B, 3, H, W) float32."""
+        return normalize(crops, self.pixel_mean, self.pixel_std)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -345,4 +374,5 @@ def encode_crops(encoder: ViTPoseEncoder, crops: np.ndarray, device: str | torch
     if not crops.flags.writeable:  # e.g. np.frombuffer of bytes; torch wants writable memory
         crops = crops.copy()
     x = torch.from_numpy(crops).to(device)
-    return encoder(normalize(x)).to(dtype).cpu().numpy()
+    feats = encoder(normalize(x))  # (B, C, h, w), a transposed view of the tokens
+    return feats.to(dtype, memory_format=torch.contiguous_format).cpu().numpy()  # C-order made on the device

@@ -1,4 +1,4 @@
-"""`make features`: image shards -> feature shards of a frozen ViTPose encoder, with Ray Data.
+"""`make features`: image shards -> feature shards of a frozen ViTPose encoder, with Ray (read tasks, encoder actors).
 
 Launch:
     python -m pipelines.features --shards data/shards --out data/features --encoder vitpose-h \
@@ -34,16 +34,26 @@ Stages, top to bottom:
    (every damaged image shard in one error); a shard is done when its feature tar and
    sidecar exist (and the tar has the size the sidecar's index entry says: a damaged one
    is an error); the rest, with their sample counts from the image index, is the work list.
-2. read (Ray tasks, CPU): one image shard -> chunk rows of at most `batch_size` (sample,
-   view) crops, in key then view order (`pipelines.augment.views`); a JPEG that does not
-   decode is a `corrupt_image` reject. Holds after: a chunk's composition depends on the shard alone (not on the run),
-   so batched forwards, and hence the bytes, are the same after a restart.
-3. encode (actor pool: one actor per GPU with `num_gpus=1`, else `cpu_actors` CPU actors):
-   normalise, forward (bf16 autocast on GPU), -> float16 bytes.
-4. write (driver, in order): chunk rows stream into `.tmp-<shard>` (samples counted and
-   bytes hashed as written); at a shard's last chunk the sidecar is written, then the tar
-   is renamed into place. A killed run leaves no half shard; a rerun writes only what is
-   missing, with the same bytes.
+   The storage the run needs (samples x views x bytes per sample) is printed before it starts.
+2. assign (driver): the work list over the encoder actors, one per GPU of the Ray cluster
+   (`num_gpus=1`), else `cpu_actors` CPU actors; each gets whole shards, the largest first to
+   the least loaded (a shard's bytes do not depend on which actor writes it).
+3. read (Ray tasks, one CPU each, launched by the actor `read_ahead` shards ahead): one image
+   shard -> its crops as one uint8 array (samples x views, H, W, 3) in key then view order
+   (`pipelines.augment.views`), the records and target rows, and the rejects (a JPEG that does
+   not decode is a `corrupt_image` reject). The array reaches the actor through Ray's object
+   store (shared memory, no pickling of its bytes).
+4. encode and write (`ShardEncoder`, the actor): the crops in chunks of `batch_size` in that
+   order (so a chunk's composition depends on the shard alone, not on the run, and the bytes
+   are the same after a restart), through `pipelines.chunk_encoder.ChunkEncoder` (on a GPU:
+   pinned host buffers, copies that do not block, the encoder's matmul weights in bf16, float16
+   features made C-order on the device; a shard's last chunk padded to a multiple of
+   `pad_multiple`). While the device computes chunk i + 1 the actor writes chunk i into
+   `.tmp-<shard>.<unique>` (samples counted, bytes hashed in a helper thread); at a shard's
+   last chunk the sidecar is written, then the tar is renamed into place. The chunk stream runs
+   on across shards, so the device does not wait at a shard's end. A killed run leaves no half
+   shard (Ray stops a dead driver's actors shortly after it; one may still leave a temporary
+   file, which the next run removes); a rerun writes only what is missing, with the same bytes.
 5. index and manifest (driver): the split's sidecars -> `index.json` and `manifest.parquet`,
    checked against the image manifest (every image-shard sample accounted for); summary table.
 
@@ -78,7 +88,8 @@ from pipelines.shard_index import (INDEX, ShardCheckError, ShardRead, ShardWrite
                                    read_entry, read_index, size_problem, write_index)
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, ShardError, decode_jpeg, iter_shard, join, list_shards,
                                     read_manifest, read_split_marker, resolve, split_dir, write_split_marker)
-from pipelines.shards import TMP_PREFIX, _write_atomic, ensure_ray, exit_on_lost_node, node_id
+from pipelines.shards import TMP_PREFIX, _tmp_path, _write_atomic, ensure_ray, exit_on_lost_node, node_id
+from pipelines.tar import BLOCK
 
 SPEC = "encoder.json"
 FEATURE_EXT, RECORD_EXT, ENCODER_EXT = "f16", "npz", "enc"  # members <key>.v<v>.f16, <key>.v<v>.npz, <key>.enc
@@ -92,7 +103,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("image_shard", pa.string()), ("views", pa.int32()),
     ("status", pa.string()), ("reason", pa.string()),
 ])
-DEFAULT_BATCH = 32
+# crops per forward: 32 on CPU (the CPU demo's setting), 256 on a GPU, where a shard's last chunk is
+# padded to a multiple of 32 (ours: ViT-H in bf16 keeps a GPU's matmul units busy from about
+# 64 crops = 12288 tokens; 256 leaves room, 32 bounds the padding and the distinct shapes at 8)
+DEFAULT_BATCH = {"cpu": 32, "cuda": 256}
+DEFAULT_PAD_MULTIPLE = {"cpu": 0, "cuda": 32}
 
 log = logging.getLogger(__name__)
 
@@ -196,18 +211,31 @@ class FeatureSettings:
     views: int = 1
     seed: int = 0
     augment: AugmentSettings = AugmentSettings()
-    batch_size: int = DEFAULT_BATCH  # crops per forward (a chunk)
+    batch_size: int | None = None  # crops per forward (a chunk); None: DEFAULT_BATCH of the device
+    pad_multiple: int | None = None  # pad a short chunk to a multiple (0: no padding); None: the device's default
     device: str = "auto"  # auto | cpu | cuda
     cpu_actors: int = 1  # encoder actors when there is no GPU (each uses `threads` threads)
     threads: int | None = None  # torch threads of a CPU actor (default: the node's CPUs)
+    read_ahead: int | None = None  # image shards each actor has read ahead; None: the CPUs it can use
 
     def __post_init__(self):
         if self.views < 1:
             raise ValueError(f"views must be >= 1, got {self.views}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.pad_multiple is not None and self.pad_multiple < 0:
+            raise ValueError(f"pad_multiple must be >= 0, got {self.pad_multiple}")
+        if self.read_ahead is not None and self.read_ahead < 1:
+            raise ValueError(f"read_ahead must be >= 1, got {self.read_ahead}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def for_device(self, device: str) -> "FeatureSettings":
+        """These settings with the batch and the padding resolved for `device` ("cpu" | "cuda")."""
+        return dataclasses.replace(
+            self, device=device,
+            batch_size=self.batch_size or DEFAULT_BATCH[device],
+            pad_multiple=DEFAULT_PAD_MULTIPLE[device] if self.pad_multiple is None else self.pad_multiple)
 
     @property
     def cache_name(self) -> str:
@@ -253,78 +281,39 @@ def cache_spec(settings: FeatureSettings, device: str) -> dict:
             "synthetic": enc["synthetic"]}
 
 
-# ---- stage 2: read an image shard into chunks (Ray task) ---------------------------------------
-def read_chunks(item: dict, settings: FeatureSettings) -> Iterator[dict]:
-    """Chunk rows of one image shard: crops (n, H, W, 3) uint8 RGB as bytes, the records,
-    and (with the last chunk) the shard's rejects. `meta` is JSON: index (in the work
-    list), chunk, last, items ([key, view] per crop), record sizes, rejects."""
+# ---- stage 3: read an image shard (Ray task) ----------------------------------------------------
+def read_shard(shard: str, samples: int, settings: FeatureSettings) -> dict:
+    """One image shard of `samples` samples -> {"crops": (n, H, W, 3) uint8 RGB, n = ok samples
+    x views, in key then view order; "items": [key, view] per crop; "records": npz bytes per
+    crop; "targets": the crops' target rows, concatenated; "rejects": [key, reason]}."""
     import cv2
+    import ray
+
+    from datasets.record import CROP_HW
 
     cv2.setNumThreads(1)  # one task per CPU
-    shard, index, node = item["shard"], int(item["index"]), node_id()
-    items, records, targets, crops, rejects, chunk = [], [], [], [], [], 0
-
-    def emit(last: bool) -> dict:
-        meta = {"index": index, "chunk": chunk, "last": last, "items": items, "read_on": node,
-                "record_sizes": [len(r) for r in records], "rejects": rejects if last else []}
-        return {"meta": json.dumps(meta), "records": b"".join(records), "targets": b"".join(targets),
-                "crops": np.stack(crops).tobytes() if crops else b""}
-
+    crops = np.empty((samples * settings.views, *CROP_HW, 3), np.uint8)
+    items, records, targets, rejects = [], [], [], []
     for record, jpg in iter_shard(shard):
         try:
             image = decode_jpeg(jpg)
         except ShardError:
             rejects.append([record.key, reject_reason("corrupt_image", f"{record.key}.jpg is not decodable")])
             continue
+        if image.shape != crops.shape[1:]:
+            raise ShardError(f"{shard}: {record.key}.jpg is {image.shape[1]}x{image.shape[0]} pixels, a crop is "
+                             f"{CROP_HW[1]}x{CROP_HW[0]} (image shards of another crop size?)")
         for rec, img in views(record.replace(source=""), image, settings.views, settings.seed, settings.augment):
+            crops[len(items)] = img
             items.append([record.key, rec.view])
             records.append(rec.to_npz_bytes())
             targets.append(rec.to_targets_bytes())
-            crops.append(img)
-            if len(items) == settings.batch_size:
-                yield emit(False)
-                items, records, targets, crops, chunk = [], [], [], [], chunk + 1
-    yield emit(True)
+    return {"crops": crops[:len(items)], "items": items, "records": records, "targets": b"".join(targets),
+            "read_on": node_id() if ray.is_initialized() else None,
+            "rejects": rejects}
 
 
-# ---- stage 3: encode (Ray actor) ------------------------------------------------------------
-class EncodeChunks:
-    """Ray Data batch-inference class: the frozen encoder is built once per actor."""
-
-    def __init__(self, settings: FeatureSettings, device: str):
-        import torch
-
-        from model.vitpose import load_encoder
-
-        if device == "cpu":
-            torch.set_num_threads(settings.threads or os.cpu_count() or 1)
-        self.device = torch.device(device)
-        self.encoder = load_encoder(settings.encoder, settings.ckpt, settings.seed).to(self.device)
-        self.hw = self.encoder.config.image_hw
-
-    def __call__(self, batch: dict) -> dict:
-        import torch
-
-        from model.vitpose import encode_crops
-
-        out = []
-        t0 = time.perf_counter()
-        for data in batch["crops"]:  # one chunk per call (batch_size=1)
-            crops = np.frombuffer(data, np.uint8).reshape(-1, *self.hw, 3)  # (n, H, W, 3)
-            if len(crops) == 0:  # a shard's last chunk can be empty
-                out.append(b"")
-                continue
-            feats = encode_crops(self.encoder, crops, self.device, torch.float16)  # (n, C, h, w)
-            out.append(feats.astype(FEATURE_DTYPE, copy=False).tobytes())  # C-order
-        batch["features"] = np.array(out, dtype=object)
-        # for the pipeline's throughput: when the chunk was done, and how long the encoder took
-        batch["encoded_at"] = np.full(len(out), time.time())
-        batch["encode_seconds"] = np.full(len(out), time.perf_counter() - t0)
-        batch["encoded_on"] = np.full(len(out), node_id())
-        return batch
-
-
-# ---- stage 4: write (driver) ----------------------------------------------------------------
+# ---- stage 4: encode and write (Ray actor) -------------------------------------------------
 @dataclass
 class _Work:
     """One image shard to turn into a feature shard."""
@@ -332,45 +321,122 @@ class _Work:
     shard: str  # image shard location
     out_dir: str  # CACHE/<dataset>/<split>
     samples: int  # image samples in it
+    index: int = 0  # in the run's work list
 
     @property
     def name(self) -> str:
         return self.shard.rsplit("/", 1)[-1]
 
 
-class _ShardWriter:
-    """Streams one feature shard into `.tmp-<name>`; `close` writes the sidecar, then renames."""
+class ShardEncoder:
+    """The frozen encoder, built once per actor (Ray's batch-inference class), turning whole
+    image shards into feature shards and writing them (stage 4 of the module doc).
+    `encode_shards` takes (work, read_shard output) pairs and runs anywhere; `run` is the Ray
+    actor's entry, reading ahead with Ray tasks. Yields, per shard once its tar is in place:
+    {"index", "crops", "chunks": [(finished_at, crops, encoder seconds)]}."""
 
-    def __init__(self, work: _Work, encoder_id: str):
-        self.work, self.encoder_id = work, encoder_id.encode()
+    def __init__(self, settings: FeatureSettings, device: str, encoder_id: str):
+        import torch
+
+        from model.vitpose import load_encoder
+        from pipelines.chunk_encoder import ChunkEncoder
+
+        settings = settings.for_device(device)
+        if device == "cpu":
+            torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        self.settings, self.encoder_id = settings, encoder_id
+        encoder = load_encoder(settings.encoder, settings.ckpt, settings.seed)
+        self.chunks = ChunkEncoder(encoder, device, settings.batch_size, settings.pad_multiple)
+        self.node: str | None = None  # the Ray node, once `run` is called there
+
+    def run(self, work: list[_Work], read_ahead: int) -> Iterator[dict]:
+        """Ray actor entry (a streaming generator): read tasks for `work` kept `read_ahead`
+        shards ahead, each shard encoded and written as its read arrives."""
+        import ray
+
+        self.node = node_id()
+        task = ray.remote(read_shard).options(num_cpus=1)
+        pending: list = []
+        todo = iter(work)
+
+        def launch() -> None:
+            if (w := next(todo, None)) is not None:
+                pending.append((w, task.remote(w.shard, w.samples, self.settings)))
+
+        def reads() -> Iterator[tuple[_Work, dict]]:
+            for _ in range(read_ahead):
+                launch()
+            while pending:
+                w, ref = pending.pop(0)
+                data = ray.get(ref)
+                launch()
+                yield w, data
+
+        yield from self.encode_shards(reads())
+
+    def encode_shards(self, shards: Iterator[tuple[_Work, dict]]) -> Iterator[dict]:
+        """Encode and write each (work, `read_shard` output), the chunks of consecutive shards
+        in one stream through the `ChunkEncoder`."""
+        batch = self.settings.batch_size
+        done: list[dict] = []
+
+        def chunks():  # (crops, (writer, data, start, stop)) of every shard, in order
+            for w, data in shards:
+                writer, n = _ShardWriter(w, self.encoder_id, self.settings.views), len(data["crops"])
+                if n == 0:  # every sample rejected: nothing to encode
+                    done.append(self._close(writer, data))
+                for start in range(0, n, batch):
+                    stop = min(n, start + batch)
+                    yield data["crops"][start:stop], (writer, data, start, stop)
+
+        for (writer, data, start, stop), out in self.chunks.encode(chunks()):
+            writer.add(data, start, stop, out.features)
+            writer.chunks.append((out.finished_at, stop - start, out.busy_seconds))
+            writer.tar.wait_hashed()  # the features' buffer is reused by the next chunk
+            if stop == len(data["crops"]):
+                done.append(self._close(writer, data))
+            while done:  # (not `yield from` a list: Ray drives an actor's generator with send())
+                yield done.pop(0)
+        while done:
+            yield done.pop(0)
+
+
+    def _close(self, writer: "_ShardWriter", data: dict) -> dict:
+        """Close a shard's writer; its result says on which Ray nodes it was read and encoded."""
+        return writer.close(data["rejects"]) | {"read_on": data.get("read_on"), "encoded_on": self.node}
+
+
+class _ShardWriter:
+    """Streams one feature shard into a temporary file; `close` writes the sidecar, then renames."""
+
+    def __init__(self, work: _Work, encoder_id: str, views: int):
+        self.work, self.encoder_id, self.views = work, encoder_id.encode(), views
         self.fs, out_dir = resolve(work.out_dir)
         self.final = f"{out_dir}/{work.name}"
-        self.tmp = f"{out_dir}/{TMP_PREFIX}{work.name}"
+        self.tmp = _tmp_path(self.final)
         self.stream = self.fs.open_output_stream(self.tmp)
-        self.tar = ShardWriter(self.stream, hash_in_thread=True)  # the driver writes every shard: keep it free
+        # the CRC-32 beside the actor's thread, which also drives the encoder
+        self.tar = ShardWriter(self.stream, hash_in_thread=True)
         self.rows: list[dict] = []
-        self.chunks = 0
+        self.chunks: list[tuple[float, int, float]] = []
 
-    def add_chunk(self, meta: dict, records: bytes, targets: bytes, features: bytes, views: int) -> None:
-        if meta["chunk"] != self.chunks:
-            raise RuntimeError(f"{self.work.shard}: chunk {meta['chunk']} arrived, expected {self.chunks}")
-        self.chunks += 1
-        n = len(meta["items"])
-        per = len(features) // n if n else 0
-        offsets = np.cumsum([0, *meta["record_sizes"]])
-        for i, (key, view) in enumerate(meta["items"]):  # a sample's views are consecutive
+    def add(self, data: dict, start: int, stop: int, features: np.ndarray) -> None:
+        """Crops start..stop of a `read_shard` output with their (stop - start, C, h, w) features."""
+        if features.dtype != np.dtype(FEATURE_DTYPE):
+            features = features.astype(FEATURE_DTYPE)
+        row = TARGETS_DTYPE.itemsize
+        targets = data["targets"]
+        for i in range(start, stop):  # a sample's views are consecutive
+            key, view = data["items"][i]
             if view == 0:
-                self._add(f"{key}.{ENCODER_EXT}", self.encoder_id)
-                self.rows.append(_row(key, self.work, views, OK, None))
-            self._add(f"{key}.{view_ext(view, FEATURE_EXT)}", features[i * per:(i + 1) * per])
-            self._add(f"{key}.{view_ext(view, RECORD_EXT)}", records[offsets[i]:offsets[i + 1]])
-            row = TARGETS_DTYPE.itemsize
-            self._add(f"{key}.{view_ext(view, TARGETS_EXT)}", targets[i * row:(i + 1) * row])
+                self.tar.add(f"{key}.{ENCODER_EXT}", self.encoder_id)
+                self.rows.append(_row(key, self.work, self.views, OK, None))
+            feature = memoryview(features[i - start].reshape(-1)).cast("B")  # C-order bytes, no copy
+            self.tar.add(f"{key}.{view_ext(view, FEATURE_EXT)}", feature)
+            self.tar.add(f"{key}.{view_ext(view, RECORD_EXT)}", data["records"][i])
+            self.tar.add(f"{key}.{view_ext(view, TARGETS_EXT)}", targets[i * row:(i + 1) * row])
 
-    def _add(self, name: str, data: bytes) -> None:
-        self.tar.add(name, data)
-
-    def close(self, rejects: list) -> None:
+    def close(self, rejects: list) -> dict:
         self.rows += [_row(key, self.work, 0, REJECTED, reason) for key, reason in rejects]
         self.rows.sort(key=lambda r: r["key"])
         entry = self.tar.close()
@@ -379,6 +445,8 @@ class _ShardWriter:
                    "index": dataclasses.asdict(entry), "rows": self.rows}
         _write_atomic(self.fs, _sidecar(self.final), (json.dumps(sidecar, indent=0) + "\n").encode())
         self.fs.move(self.tmp, self.final)
+        return {"index": self.work.index, "crops": sum(n for _, n, _ in self.chunks), "rejects": len(rejects),
+                "chunks": self.chunks}
 
 
 def _row(key: str, work: _Work, views: int, status: str, reason: str | None) -> dict:
@@ -519,7 +587,7 @@ class RunStats:
     steady_crops: int  # crops of the chunks done after the first: / steady_seconds = the rate the
     # pipeline keeps the encoder at (gaps from a starving read stage or a slow writer count)
     busy_seconds: float  # the encoder's own time on those chunks: / steady_seconds = its utilisation
-    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node -> {"read": chunks, "encoded": chunks}
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # Ray node -> {"read": image shards, "encoded": image shards}
 
 
 def _device(settings: FeatureSettings, num_cpus: int | None = None, shared: tuple[str, ...] = ()) -> tuple[str, int]:
@@ -557,6 +625,7 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
                               "only what is missing)")
     work = [w for s in sets for w in plans[s][1]]
     written = {s: len(plans[s][1]) for s in sets}
+    log.info(storage_needed(shards, cache, sets, work, settings, spec).describe())
 
     done: list[tuple[float, int, float]] = []
     nodes: dict[str, dict[str, int]] = {}
@@ -576,45 +645,131 @@ def run(shards: str, out: str, settings: FeatureSettings = FeatureSettings(), pr
                     steady, sum(n for _, n, _ in done[1:]), sum(b for _, _, b in done[1:]), nodes)
 
 
+def _member_bytes(size: int) -> int:
+    """Bytes of a tar member of `size` bytes: its header and its data padded to a block."""
+    return BLOCK + -(-size // BLOCK) * BLOCK
+
+
+@dataclass
+class Storage:
+    """What a feature cache takes on disk (tar members; the sidecars and manifests are small)."""
+
+    cache: str
+    samples: int  # image-shard samples of every split
+    samples_todo: int  # of the shards this run writes
+    views: int
+    feature_bytes: int  # one feature map
+    view_bytes: int  # one view's members: feature map, record, target row, with headers
+    sample_bytes: int  # a sample: its views and its encoder id
+    free_bytes: int | None  # free space where the cache is (local disks only)
+
+    def describe(self) -> str:
+        text = (f"storage: {self.samples} samples x {self.views} view(s) x {_size(self.view_bytes)} "
+                f"(feature map {self.feature_bytes} B, record, target row and tar headers "
+                f"{self.view_bytes - self.feature_bytes} B) = {_size(self.samples * self.sample_bytes)} in "
+                f"{self.cache}; this run writes {_size(self.samples_todo * self.sample_bytes)}")
+        if self.free_bytes is not None:
+            short = self.samples_todo * self.sample_bytes > self.free_bytes
+            text += f"; {_size(self.free_bytes)} free there{' — NOT ENOUGH' if short else ''}"
+        return text
+
+
+def _size(n: float) -> str:
+    """Bytes in kB, MB, GB or TB (powers of 1000), three significant digits."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 1e3:.3g} kB"
+
+
+def storage_needed(shards: str, cache: str, sets: list[tuple[str, str]], work: list[_Work],
+                   settings: FeatureSettings, spec: dict) -> Storage:
+    """The cache's size from the image indexes' sample counts: the feature map's bytes are
+    exact; a record's are the first image-shard record's (every view's record has its fields)."""
+    import shutil
+
+    samples = sum(e.samples for s in sets for e in read_index(split_dir(shards, *s)).values())
+    first = next((w.shard for w in work), None) or next((sh for s in sets for sh in list_shards(shards, *s)), None)
+    record = len(next(iter_shard(first))[0].replace(source="").to_npz_bytes()) if first and samples else 0
+    feature = int(np.prod(spec["storage"]["shape"])) * np.dtype(spec["storage"]["dtype"]).itemsize
+    view = _member_bytes(feature) + _member_bytes(record) + _member_bytes(TARGETS_DTYPE.itemsize)
+    sample = settings.views * view + _member_bytes(len(spec["encoder_id"]))
+    fs, path = resolve(cache)
+    free = shutil.disk_usage(path).free if isinstance(fs, pafs.LocalFileSystem) else None
+    return Storage(cache, samples, sum(w.samples for w in work), settings.views, feature, view, sample, free)
+
+
+def assign(work: list[_Work], actors: int) -> list[list[_Work]]:
+    """Whole shards per actor: the largest first, each to the actor with the fewest samples
+    so far (ties: the lower actor)."""
+    plans: list[list[_Work]] = [[] for _ in range(actors)]
+    load = [0] * actors
+    for w in sorted(work, key=lambda w: (-w.samples, w.index)):
+        a = load.index(min(load))
+        plans[a].append(w)
+        load[a] += w.samples
+    return [p for p in plans if p]
+
+
+def read_ahead(settings: FeatureSettings, work: list[_Work], actors: int) -> int:
+    """Image shards each actor keeps read ahead: `settings.read_ahead`, else the cluster's CPUs
+    left over by the actors, shared among them (at least 2: one read while one is encoded), as
+    far as a quarter of the object store holds their crops."""
+    import ray
+
+    from datasets.record import CROP_HW
+
+    if settings.read_ahead:
+        return settings.read_ahead
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    store = ray.cluster_resources().get("object_store_memory", 0)
+    shard_bytes = max(w.samples for w in work) * settings.views * int(np.prod(CROP_HW)) * 3
+    by_cpu = max(2, (cpus - actors) // actors)
+    by_memory = int(store / 4 / actors // shard_bytes) if store else by_cpu
+    return max(1, min(by_cpu, by_memory))
+
+
 def _encode(work: list[_Work], settings: FeatureSettings, spec: dict, progress: bool):
     """Stages 2-4 over the work list; returns (time the actor finished it, crops, encoder
-    seconds) per non-empty chunk, and {Ray node: {"read": chunks, "encoded": chunks}}."""
+    seconds) per non-empty chunk, and {Ray node: {"read": image shards, "encoded": image shards}}."""
     import ray
 
     from datasets.progress import Progress
 
     device, actors = _device(settings)
-    items = [{"shard": w.shard, "index": i} for i, w in enumerate(work)]
-    ds = (ray.data.from_items(items, override_num_blocks=len(items))
-          .flat_map(read_chunks, fn_kwargs={"settings": settings}, num_cpus=1)
-          .map_batches(EncodeChunks, fn_constructor_kwargs={"settings": settings, "device": device},
-                       batch_size=1, batch_format="numpy", concurrency=actors,
-                       num_gpus=1 if device == "cuda" else 0, num_cpus=1))
-    ds.context.execution_options.preserve_order = True  # the writer needs each shard's chunks in order
-    ds.context.enable_progress_bars = False  # ours counts crops
+    settings = settings.for_device(device)
+    for i, w in enumerate(work):
+        w.index = i
+    plans = assign(work, actors)
+    if (cpus := int(ray.cluster_resources().get("CPU", 0))) <= len(plans):
+        raise InputError(f"the Ray cluster has {cpus} CPU(s): the {len(plans)} encoder actor(s) take one each "
+                           f"and the read tasks need at least one more (start Ray with more CPUs)")
+    ahead = read_ahead(settings, work, len(plans))
+    cls = ray.remote(ShardEncoder).options(num_gpus=1 if device == "cuda" else 0, num_cpus=1)
+    pool = [cls.remote(settings, device, spec["encoder_id"]) for _ in plans]
+    streams = [a.run.options(num_returns="streaming").remote(p, ahead) for a, p in zip(pool, plans)]
     total = sum(w.samples for w in work) * settings.views
     done = []
     nodes: dict[str, Counter] = defaultdict(Counter)
-    writer: _ShardWriter | None = None
-    with Progress(total, f"features {settings.cache_name} ({device} x{actors})", "crops", show=progress) as bar:
-        for row in ds.iter_rows():
-            meta = json.loads(row["meta"])
-            w = work[meta["index"]]
-            if writer is None:
-                writer = _ShardWriter(w, spec["encoder_id"])
-            elif writer.work is not w:
-                raise RuntimeError(f"{w.shard}: chunks arrived out of order (expected {writer.work.shard})")
-            writer.add_chunk(meta, row["records"], row["targets"], row["features"], settings.views)
-            nodes[meta["read_on"]]["read"] += 1
-            nodes[str(row["encoded_on"])]["encoded"] += 1
-            n = len(meta["items"])
-            if n:
-                done.append((float(row["encoded_at"]), n, float(row["encode_seconds"])))
-            bar.update(n)
-            if meta["last"]:
-                writer.close(meta["rejects"])
-                bar.update(len(meta["rejects"]) * settings.views)
-                writer = None
+    desc = (f"features {settings.cache_name} ({device} x{len(plans)}, batch {settings.batch_size}, "
+            f"{ahead} shard(s) read ahead)")
+    try:
+        with Progress(total, desc, "crops", show=progress) as bar:
+            live = list(streams)
+            while live:
+                ready, _ = ray.wait(live, num_returns=1)
+                try:
+                    shard = ray.get(next(ready[0]))
+                except StopIteration:
+                    live.remove(ready[0])
+                    continue
+                done += [c for c in shard["chunks"] if c[1]]
+                nodes[shard["read_on"]]["read"] += 1
+                nodes[shard["encoded_on"]]["encoded"] += 1
+                bar.update(shard["crops"] + shard["rejects"] * settings.views)
+    finally:
+        for a in pool:  # free the GPUs now (an error in one actor stops the others too)
+            ray.kill(a)
     return done, {n: {"read": c["read"], "encoded": c["encoded"]} for n, c in sorted(nodes.items())}
 
 
@@ -627,7 +782,7 @@ def summary_table(stats: RunStats) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
     if stats.nodes:
-        out.append("chunks by Ray node: " + ", ".join(f"{n} read {c['read']} encoded {c['encoded']}"
+        out.append("image shards by Ray node: " + ", ".join(f"{n} read {c['read']} encoded {c['encoded']}"
                                                       for n, c in stats.nodes.items()))
     return "\n".join(out)
 
@@ -635,7 +790,7 @@ def summary_table(stats: RunStats) -> str:
 def main(argv: list[str] | None = None) -> int:
     from model.vitpose import CONFIGS
 
-    ap = argparse.ArgumentParser(description="Image shards -> frozen-encoder feature shards (Ray Data).")
+    ap = argparse.ArgumentParser(description="Image shards -> frozen-encoder feature shards (Ray).")
     ap.add_argument("--shards", default="data/shards", help="image shards root, local or URI")
     ap.add_argument("--out", default="data/features", help="feature caches root (the cache is OUT/<encoder>)")
     ap.add_argument("--encoder", default="vitpose-h", choices=sorted(CONFIGS))
@@ -645,7 +800,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-weights", action="store_true", help="random weights (seeded) even for vitpose-h")
     ap.add_argument("--views", type=int, default=1, help="view 0 = the crop, plus K-1 augmented views")
     ap.add_argument("--seed", type=int, default=0, help="seed of the augmented views and of random weights")
-    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="crops per forward")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help=f"crops per forward (default: {DEFAULT_BATCH['cpu']} on CPU, "
+                         f"{DEFAULT_BATCH['cuda']} on a GPU)")
+    ap.add_argument("--pad-multiple", type=int, default=None,
+                    help=f"pad a shard's last chunk to a multiple of this (0: never; default: "
+                         f"{DEFAULT_PAD_MULTIPLE['cpu']} on CPU, {DEFAULT_PAD_MULTIPLE['cuda']} on a GPU)")
+    ap.add_argument("--read-ahead", type=int, default=None,
+                    help="image shards each encoder actor has read ahead (default: the CPUs it can use)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--cpu-actors", type=int, default=1, help="encoder actors when there is no GPU")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per CPU actor (default: all)")
@@ -666,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--random-weights, or --encoder tiny for a random-weight test encoder"))
     try:
         settings = FeatureSettings(encoder=args.encoder, ckpt=ckpt, views=args.views, seed=args.seed,
-                                   batch_size=args.batch_size, device=args.device, cpu_actors=args.cpu_actors,
+                                   batch_size=args.batch_size, pad_multiple=args.pad_multiple,
+                                   read_ahead=args.read_ahead, device=args.device, cpu_actors=args.cpu_actors,
                                    threads=args.threads)
     except ValueError as e:
         return fail("features", e)

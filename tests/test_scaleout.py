@@ -122,8 +122,9 @@ def shard_nodes(out: Path) -> set[str]:
 
 
 def feature_nodes(output: str) -> set[str]:
-    """The Ray nodes of a `make features` run, from its summary line (reads and encodes)."""
-    line = next(ln for ln in output.splitlines() if ln.startswith("chunks by Ray node: "))
+    """The Ray nodes of a `make features` run, from its summary line: those that read image
+    shards (Ray tasks) or encoded them (the encoder actor)."""
+    line = next(ln for ln in output.splitlines() if ln.startswith("image shards by Ray node: "))
     return set(re.findall(r"([0-9a-f]{12}) read", line))
 
 
