@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from datasets.reader import SYNTHETIC_MARKER
 from pipelines.features import FeatureSettings
 from pipelines.features import run as run_features
 from pipelines.shards import ShardSettings, build
@@ -107,9 +108,16 @@ def local_tree(root: Path) -> dict[str, bytes]:
 
 
 def assert_same_files(got: dict[str, bytes], want: dict[str, bytes], what: str) -> None:
-    """Same files, byte for byte, except `stats.json` (timings and Ray nodes of the run)."""
-    got = {k: v for k, v in got.items() if not k.endswith("stats.json")}
-    want = {k: v for k, v in want.items() if not k.endswith("stats.json")}
+    """Same files, byte for byte, except `stats.json` (timings and Ray nodes of the run) and
+    the `SYNTHETIC` markers, which name the assets from where each run found them (relative to a
+    local folder, absolute for a bucket) and must carry the same assets digest."""
+    for marker in [k for k in want if k.endswith("/" + SYNTHETIC_MARKER)]:
+        assert marker in got, f"{what}: no {marker}"
+        digest = (json.loads(got[marker])["sha256"], json.loads(want[marker])["sha256"])
+        assert digest[0] == digest[1] and digest[0], f"{what}: {marker} names other assets {digest}"
+    skip = ("stats.json", "/" + SYNTHETIC_MARKER)
+    got = {k: v for k, v in got.items() if not k.endswith(skip)}
+    want = {k: v for k, v in want.items() if not k.endswith(skip)}
     assert sorted(got) == sorted(want), f"{what}: other files ({sorted(set(got) ^ set(want))[:5]})"
     differ = [k for k in want if got[k] != want[k]]
     assert not differ, f"{what}: {len(differ)} files differ from the local run, e.g. {differ[:5]}"
