@@ -45,16 +45,19 @@ synthetic: setup ## synthetic assets + raw datasets in the real layouts under OU
 		$(if $(PEOPLE),--people $(PEOPLE))
 
 # ---- image shards: raw datasets -> 256x192 WebDataset shards + manifest (pipelines/shards.py) ----
-# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/shards.
+# RAW= defaults to the synthetic tree of `make synthetic`, OUT= to data/shards; either may be an
+# s3:// URI, and RAY_ADDRESS= runs the tasks on a cluster (docs/scale-out.md). A RAW in an object
+# store is mirrored for the readers into RAW_STAGE (default data/raw-stage).
 SHARDS_RAW = $(or $(RAW),data/synthetic/raw)
 SHARDS_OUT = $(if $(filter command line environment,$(origin OUT)),$(OUT),data/shards)
 SHARDS_ARGS ?=
+RAW_STAGE ?=
 .PHONY: shards bench-shards check-shards
 
-shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, SHARDS_ARGS=)
+shards: setup ## crop every dataset found under RAW into shards under OUT (default data/synthetic/raw -> data/shards; DATASETS=, MAX_SAMPLES=, JPEG_QUALITY=, EXPAND=, RAW_STAGE=, SHARDS_ARGS=)
 	$(BIN)/python -m pipelines.shards --raw $(SHARDS_RAW) --out $(SHARDS_OUT) $(if $(DATASETS),--datasets $(DATASETS)) \
 		$(if $(MAX_SAMPLES),--max-samples $(MAX_SAMPLES)) $(if $(JPEG_QUALITY),--jpeg-quality $(JPEG_QUALITY)) \
-		$(if $(EXPAND),--expand $(EXPAND)) $(SHARDS_ARGS)
+		$(if $(EXPAND),--expand $(EXPAND)) $(if $(RAW_STAGE),--raw-stage $(RAW_STAGE)) $(SHARDS_ARGS)
 
 bench: bench-shards
 
@@ -93,6 +96,11 @@ bench: bench-features ## throughput figures against limits measured in the same 
 bench-features: setup ## ViT-H crops/s on this machine (random weights) and the feature pipeline's rate against it
 	$(BIN)/python -m pipelines.bench_features
 
+.PHONY: bench-gpu
+bench: bench-gpu
+bench-gpu: setup ## one table on a GPU (< 8 min): matmul peak, ViT-H crops/s vs it, def-m / reg-s training at batch 200 (memory, loader wait), eval; tiny shapes without a GPU
+	$(BIN)/python -m pipelines.bench_gpu
+
 # ---- training: the decoder over a feature cache, Lightning DDP (train/) ----
 CONFIG ?= train/configs/demo-cpu.yaml
 RUN ?= runs/demo
@@ -104,7 +112,7 @@ SET ?=
 # RESUME=1 reads RUN/config.yaml; a CONFIG given with it must match that file.
 TRAIN_CONFIG = $(if $(RESUME),$(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG)),--config $(CONFIG))
 
-train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's last.ckpt; SET="optim.epochs=5 data.mix.coco=0"; ASSETS=)
+train: setup ## train CONFIG on FEATURES into RUN (RESUME=1 continues from RUN's last.ckpt; SET="optim.epochs=5 data.mix.coco=0"; ASSETS=, default for synthetic data: its own stand-ins)
 	$(BIN)/python -m train $(TRAIN_CONFIG) --features $(FEATURES) --run $(RUN) $(if $(RESUME),--resume) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(foreach s,$(SET),--set $(s))
 
@@ -126,7 +134,7 @@ bench-render: setup ## seconds per 512 px frame of the numpy mesh renderer (figu
 	$(BIN)/python -m model.bench_render
 
 # PRED=FILE scores a predictions file (docs/evaluation.md) instead of a run
-eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS=, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
+eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS= as for train, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions
 	$(BIN)/python -m eval.evaluate $(if $(PRED),--pred $(PRED) --protocol $(PROTOCOL) $(EVAL_OUT),--run $(RUN) \
 		--features $(FEATURES) $(if $(CKPT),--ckpt $(CKPT))) \
 		$(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW)) --shards $(or $(SHARDS),data/shards) $(EVAL_ARGS)

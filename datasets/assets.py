@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from datasets.errors import InputError, fail
+
 CONFIG_PATH = Path(__file__).with_name("assets.yaml")
 SYNTHETIC_SIDECAR = ".synthetic"
 
@@ -110,6 +112,82 @@ def is_synthetic(path: Path) -> bool:
     return False
 
 
+# ---- the assets synthetic data was made with ----------------------------------------------
+DIGEST_EXCLUDES = ("vitpose_h",)  # the encoder's weights: a feature cache's encoder.json names its own
+
+
+class AssetsError(InputError, ValueError):
+    """The assets asked for do not fit the data (real for synthetic, or other stand-ins)."""
+
+
+def assets_digest(root: str | os.PathLike) -> str:
+    """sha256 over the body-model assets under `root` (every asset but `DIGEST_EXCLUDES`;
+    a missing one counts as missing): equal digests, equal ground truth. About 80 MB for
+    the synthetic stand-ins."""
+    import hashlib
+
+    assets = Assets(root=root)
+    h = hashlib.sha256()
+    for name in sorted(set(assets.assets) - set(DIGEST_EXCLUDES)):
+        path = assets.path(name)
+        if path.is_file():
+            f = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    f.update(block)
+            h.update(f"{name}:{f.hexdigest()}\n".encode())
+        else:
+            h.update(f"{name}:missing\n".encode())
+    return h.hexdigest()
+
+
+def assets_for_data(given: str | os.PathLike | None, markers: dict[str, object],
+                    raw_root: str | os.PathLike | None = None) -> tuple[Assets, str | None]:
+    """(the assets to use with the data whose split folders are `markers`' keys, a line
+    saying where they came from or None).
+
+    markers: split folder -> its `SYNTHETIC` marker (`datasets.reader.SyntheticMarker`, the
+    assets its ground truth was made with) or None (real data). given: the assets the user
+    named (--assets / ASSETS=; $ASSETS counts as named). Real data takes the named or the
+    configured assets. Synthetic data takes the assets of its markers when none are named,
+    and refuses named ones that are not those (other stand-ins, or real body models: its
+    ground truth would not hold); data that mixes real and synthetic splits, or synthetic
+    splits of different assets, is refused."""
+    given = given or os.environ.get("ASSETS") or None
+    synthetic = {loc: m for loc, m in markers.items() if m is not None}
+    if not synthetic:
+        return Assets(given, raw_root), None
+    if real := sorted(loc for loc, m in markers.items() if m is None):
+        raise AssetsError(f"{real[0]} is real data (no SYNTHETIC marker) but {sorted(synthetic)[0]} is synthetic: "
+                          f"their ground truth needs different body models; use them in separate runs")
+    (loc, marker), *others = sorted(synthetic.items())
+    for other, m in others:
+        same = m.sha256 == marker.sha256 if m.sha256 and marker.sha256 else m.assets == marker.assets
+        if not same:
+            raise AssetsError(f"{loc} and {other} are synthetic data made with different assets ({marker.assets}, "
+                              f"{m.assets}); use them in separate runs")
+    if given is not None:
+        assets = Assets(given, raw_root)
+        if not is_synthetic(assets.require("smpl_neutral")):
+            raise AssetsError(f"{loc} is synthetic data made with the stand-ins at {marker.assets}, but ASSETS={given} "
+                              f"holds real body models, with which its ground truth does not hold; leave ASSETS= "
+                              f"out to use the stand-ins")
+        if marker.sha256 and assets_digest(given) != marker.sha256:
+            raise AssetsError(f"{loc} is synthetic data made with the stand-ins at {marker.assets} "
+                              f"(sha256 {marker.sha256[:12]}), ASSETS={given} holds others; leave ASSETS= out to use "
+                              f"those, or remake the data")
+        return assets, None
+    if not Assets(marker.assets).path("smpl_neutral").exists():
+        raise FileNotFoundError(f"{loc} is synthetic data made with the stand-ins at {marker.assets}, which are not "
+                                f"there (moved?): pass ASSETS= with them")
+    if marker.sha256 and assets_digest(marker.assets) != marker.sha256:
+        raise AssetsError(f"{loc} is synthetic data made with the stand-ins at {marker.assets}, which changed since "
+                          f"(sha256 {marker.sha256[:12]} then); remake the data (`make synthetic`, `make shards`, "
+                          f"`make features`)")
+    return Assets(marker.assets, raw_root), (f"assets: {marker.assets} (synthetic: the stand-ins this data was made "
+                                             f"with, named by its SYNTHETIC markers)")
+
+
 def status(path: Path) -> str:
     if not path.exists():
         return "missing"
@@ -133,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--assets", default=None, help="assets root (default: config / $ASSETS)")
     ap.add_argument("--raw", default=None, help="raw datasets root (default: config / $RAW)")
     args = ap.parse_args(argv)
+    for option, given in (("--assets", args.assets), ("--raw", args.raw)):
+        if given is not None and not Path(given).is_dir():
+            return fail("assets-check", FileNotFoundError(f"{option} {given}: no such folder"))
     assets = Assets(args.assets, args.raw)
     rows = check_table(assets)
     header = ("asset", "expected path", "status", "where to get it")

@@ -45,11 +45,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
+from datasets.errors import fail
 from datasets.joints import KEYPOINTS_2D, SMPL_24, convert
+from datasets.progress import progress
 from datasets.record import PersonFrame, RecordError, Reject
 
 COVERAGE_FIELDS = ("smpl", "joints_3d", "keypoints_2d", "intrinsics")
@@ -62,7 +64,6 @@ CHUNK = 128  # records per body-model call
 # only once a pair was seen in this many records
 SWAP_MIN_SEPARATION_M = 0.06
 SWAP_MIN_RECORDS = 3
-PROGRESS_SECONDS = 5.0
 
 
 # ---- coverage: one function for check-data and make shards ------------------------------------
@@ -211,26 +212,6 @@ def override_limits(table: dict[str, Limits], items: list[str]) -> dict[str, Lim
 
 
 # ---- reading a split -------------------------------------------------------------------------------
-def progress(items: Iterable, desc: str, show: bool = True) -> Iterator:
-    """`items`, with a tqdm bar on a terminal, else a line on stderr every PROGRESS_SECONDS."""
-    if not show:
-        yield from items
-        return
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        yield from tqdm(items, desc=desc, unit=" frames", leave=False)
-        return
-    t0 = last = time.perf_counter()
-    n = 0
-    for n, item in enumerate(items, 1):
-        yield item
-        now = time.perf_counter()
-        if now - last >= PROGRESS_SECONDS:
-            print(f"  {desc}: {n} frames, {n / (now - t0):.1f}/s", file=sys.stderr, flush=True)
-            last = now
-
-
 @dataclass
 class Scan:
     """One pass over a reader: coverage of all its records, rejects, and a uniform random
@@ -246,7 +227,8 @@ def scan(reader, size: int, seed: int, show_progress: bool = True) -> Scan:
     sample: list[PersonFrame] = []
     counts = label_coverage(())
     rejected = 0
-    for item in progress(reader.frames(), f"check {reader.name}/{reader.split}", show_progress):
+    for item in progress(reader.frames(), f"check {reader.name}/{reader.split}", "frames", show=show_progress,
+                         leave=False):
         if isinstance(item, Reject):
             rejected += 1
             continue
@@ -564,15 +546,14 @@ def run(raw: str | Path, out: str | Path | None, names: list[str] | None = None,
     unknown = sorted(set(names or []) - set(READERS))
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; known: {sorted(READERS)}")
+    splits = [(name, split) for name, split in available(raw) if not names or name in names]
     out = Path(out) if out is not None else None
-    if out is not None:
+    if out is not None and splits:  # nothing found: nothing written
         out.mkdir(parents=True, exist_ok=True)
     assets = Assets(raw_root=raw)
     shared: dict[Path, BodyModels] = {}  # one set of loaded bodies per assets root
     results = []
-    for name, split in available(raw):
-        if names and name not in names:
-            continue
+    for name, split in splits:
         root = assets.raw(name)
         t0 = time.perf_counter()
         try:
@@ -588,7 +569,7 @@ def run(raw: str | Path, out: str | Path | None, names: list[str] | None = None,
         result["seconds"] = round(time.perf_counter() - t0, 2)
         log(f"  {name}/{split}: {'FLAGGED' if result['flags'] else 'ok'} ({result['seconds']:.1f} s)")
         results.append(result)
-    if out is not None:
+    if out is not None and splits:
         (out / "check.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
 
@@ -640,19 +621,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.sample < 1:
         ap.error("-n and --sample must be >= 1")
     from datasets.assets import Assets
+    from datasets.readers import READERS
 
     raw = args.raw or os.environ.get("RAW") or str(Assets().raw_root)
     try:
         limits = override_limits(LIMITS, args.limit)
     except ValueError as e:
         ap.error(str(e))
+    if unknown := sorted(set(args.datasets or []) - set(READERS)):
+        return fail("check-data", ValueError(f"unknown datasets {unknown}; known: {sorted(READERS)}"))
+    if not Path(raw).is_dir():
+        return fail("check-data", FileNotFoundError(f"{raw}: no such folder (the raw datasets root, RAW=; `make "
+                                                    f"synthetic` writes data/synthetic/raw)"))
     print(f"== check-data: {raw} -> {args.out} (sample {args.sample} records per split, {args.n} per sheet)", flush=True)
     t0 = time.perf_counter()
     results = run(raw, args.out, args.datasets, args.n, args.sample, args.seed, limits,
                   show_progress=not args.no_progress)
     if not results:
-        print(f"no dataset found under {raw} (make synthetic writes data/synthetic/raw)", file=sys.stderr)
-        return 1
+        return fail("check-data", FileNotFoundError(f"no dataset found under {raw} (make synthetic writes "
+                                                    f"data/synthetic/raw)"))
     print(table(results))
     flagged = sum(bool(r["flags"]) for r in results)
     sheets = sum("sheet" in r for r in results)

@@ -29,6 +29,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from datasets.errors import InputError
+
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_ALIGN = 64  # numpy.lib.format.ARRAY_ALIGN
 # zip records (APPNOTE.TXT 4.3.7, 4.3.12, 4.3.16); little-endian
@@ -42,7 +44,7 @@ _DOS_TIME = 0
 _EXTERNAL_ATTR = 0o644 << 16  # rw-r--r-- as a Unix mode, as zipfile writes it
 
 
-class NpzError(ValueError):
+class NpzError(InputError, ValueError):
     """The bytes are not a readable npz, or hold an array that would need pickle."""
 
 

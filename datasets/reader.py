@@ -26,6 +26,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
+from datasets.errors import InputError
 from datasets.image_file import image_hw  # noqa: F401 - the readers' header size (stored orientation)
 from datasets.record import PersonFrame, Reject, make_key, reject_reason
 
@@ -36,7 +37,7 @@ SYNTHETIC_MARKER = "SYNTHETIC"  # file at a dataset root written by the syntheti
 SPIN_SCALE_UNIT = 200.0
 
 
-class AnnotationError(RuntimeError):
+class AnnotationError(InputError, RuntimeError):
     """An annotation file is missing or unreadable; the message names the file."""
 
 
@@ -55,26 +56,60 @@ class Reader(Protocol):
 
 
 # ---- synthetic trees -----------------------------------------------------------------------
-def synthetic_assets(root: Path) -> Path | None:
-    """The assets root a synthetic dataset was rendered with, or None for real data.
+# The generator writes `SYNTHETIC` (JSON: {"assets": <path relative to the folder>, "sha256":
+# <datasets.assets.assets_digest of them>, "synthetic": true}) at each dataset root: its ground
+# truth only holds with those body models. `make shards` and `make features` carry the marker
+# into each split folder they write from such a root (`pipelines.shard_reader`), so that
+# training and evaluation find the assets too (`datasets.assets.assets_for_data`).
+@dataclass(frozen=True)
+class SyntheticMarker:
+    assets: Path  # the assets root, resolved
+    sha256: str | None  # their digest when the data was made (None: a marker written before digests)
 
-    The generator writes `SYNTHETIC` (JSON: {"assets": <path relative to the dataset
-    root>}) at each dataset root; its ground truth only holds with those body models.
-    """
+
+def marker_text(folder: str | Path, assets_root: str | Path, sha256: str | None) -> str:
+    """A `SYNTHETIC` marker for `folder`: the assets relative to it (absolute when `folder`
+    is a URI, which no local path is relative to)."""
+    assets = Path(assets_root).resolve()
+    rel = str(assets) if "://" in str(folder) else os.path.relpath(assets, Path(folder).resolve())
+    return json.dumps({"assets": rel, "sha256": sha256, "synthetic": True}) + "\n"
+
+
+def parse_marker(folder: str | Path, text: str, where: str) -> SyntheticMarker:
+    """The marker `text` read from `folder` (its relative path resolved against `folder`)."""
+    try:
+        info = json.loads(text)
+        assets = Path(info["assets"])
+        sha256 = info.get("sha256")
+    except (ValueError, KeyError, TypeError) as e:
+        raise AnnotationError(f"{where}: unreadable synthetic marker ({e})") from None
+    base = Path(folder) if "://" not in str(folder) else Path("/")
+    return SyntheticMarker((base / assets).resolve(), sha256)
+
+
+def read_synthetic_marker(root: Path) -> SyntheticMarker | None:
+    """The `SYNTHETIC` marker of a local dataset root, or None for real data."""
     marker = Path(root) / SYNTHETIC_MARKER
     if not marker.exists():
         return None
     try:
-        info = json.loads(marker.read_text())
-        return (Path(root) / info["assets"]).resolve()
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AnnotationError(f"{marker}: unreadable synthetic marker ({e})") from e
+        text = marker.read_text()
+    except OSError as e:
+        raise AnnotationError(f"{marker}: unreadable synthetic marker ({e})") from None
+    return parse_marker(root, text, str(marker))
+
+
+def synthetic_assets(root: Path) -> Path | None:
+    """The assets root a synthetic dataset was rendered with, or None for real data."""
+    marker = read_synthetic_marker(root)
+    return None if marker is None else marker.assets
 
 
 def write_synthetic_marker(root: Path, assets_root: Path) -> None:
-    """Mark `root` as synthetic, naming the assets it was rendered with (relative path)."""
-    rel = os.path.relpath(Path(assets_root).resolve(), Path(root).resolve())
-    (Path(root) / SYNTHETIC_MARKER).write_text(json.dumps({"assets": rel, "synthetic": True}) + "\n")
+    """Mark `root` as synthetic, naming the assets it was rendered with (relative path, digest)."""
+    from datasets.assets import assets_digest
+
+    (Path(root) / SYNTHETIC_MARKER).write_text(marker_text(root, assets_root, assets_digest(assets_root)))
 
 
 def resolve_assets_root(root: Path, assets_root: str | Path | None) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from datasets import npz
+from datasets.errors import InputError
 from datasets.joints import KEYPOINTS_2D
 
 CROP_HW = (256, 192)  # (height, width) of every crop: the ViTPose input size.
@@ -39,7 +40,7 @@ _KEY_PART = re.compile(r"[^A-Za-z0-9-]+")
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class RecordError(ValueError):
+class RecordError(InputError, ValueError):
     """A field of a record is malformed; the message names the source and the field."""
 
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from datasets.errors import InputError
 
-class UnsafePickleError(pickle.UnpicklingError):
+
+class UnsafePickleError(InputError, pickle.UnpicklingError):
     """The pickle names a global outside the allowlist; nothing was called."""
 
 

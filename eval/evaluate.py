@@ -62,14 +62,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from datasets.assets import Assets, is_synthetic
+from datasets.assets import Assets, assets_for_data, is_synthetic
+from datasets.errors import USER_ERRORS, InputError, fail
 from datasets.record import PersonFrame
 from eval import tables
-from eval.predictions import Coverage, PredictionsError, PredictionsFile, match, write_npz
+from eval.predictions import Coverage, PredictionsFile, match, write_npz
 from eval.predictions import read as read_predictions
 from eval.protocols import (DEFAULT_PROTOCOLS, PROTOCOLS, GroundTruthError, Prediction, Protocol, load_ground_truth,
                             load_regressor)
-from pipelines.shard_reader import ShardError
 
 CKPT_DIR = "checkpoints"
 CKPT_NAMES = ("best.ckpt", "last.ckpt")  # default checkpoint: the first that exists
@@ -85,7 +85,7 @@ DEFAULT_SHARDS = "data/shards"  # image shards: the samples and ground truth of 
 PREDICTIONS_DIR = "predictions"  # RUN/eval/predictions/<protocol>.npz (--save-predictions)
 
 
-class EvalError(RuntimeError):
+class EvalError(InputError, RuntimeError):
     """The run, checkpoint, features or assets do not fit together; says which and what was expected."""
 
 
@@ -110,11 +110,15 @@ def default_checkpoint(run: Path) -> Path:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint dict, loaded without running code (`weights_only=True`)."""
-    if not path.exists():
-        raise EvalError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("state_dict", "model_config") if k not in ckpt]
+    """The checkpoint dict, loaded without running code (`model.checkpoint.load`; tensors
+    mapped, not read, until used: reading it twice costs little)."""
+    from model.checkpoint import CheckpointError, load
+
+    try:
+        ckpt = load(path, "decoder checkpoint", mmap=True)
+    except (CheckpointError, FileNotFoundError) as e:
+        raise EvalError(str(e)) from None
+    missing = [k for k in ("state_dict", "model_config") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise EvalError(f"{path}: not a DeforHMR training checkpoint (lacks {missing}; expected what "
                         f"`make train` writes: state_dict, model_config, model_preset, train_config, meta)")
@@ -156,6 +160,18 @@ def load_run(run: Path, ckpt_path: Path | None, assets: Assets, device: torch.de
                      ckpt_path, device)
 
 
+def data_assets(features: str, ckpt: dict, ckpt_path: Path, cache: str | None, given: str | None,
+                raw: str | None) -> tuple[Assets, str | None]:
+    """(assets, where they came from) for scoring the protocols' splits of the run's feature
+    cache (`datasets.assets.assets_for_data`: synthetic data takes the stand-ins it was made with)."""
+    from pipelines.shard_reader import list_shards, read_split_marker
+
+    root, _ = cache_spec(features, dict(ckpt.get("train_config") or {}), ckpt_path, cache)
+    splits = dict.fromkeys((p.dataset, p.split) for p in PROTOCOLS.values())
+    dirs = [f"{root}/{d}/{s}" for d, s in splits if list_shards(root, d, s)]
+    return assets_for_data(given, {d: read_split_marker(d) for d in dirs}, raw)
+
+
 # ---- 2. the features --------------------------------------------------------------------------
 @dataclass
 class FeatureCache:
@@ -163,19 +179,25 @@ class FeatureCache:
     spec: dict
 
 
-def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> FeatureCache:
-    from pipelines.features import read_cache_spec
+def cache_spec(features: str, train_config: dict, ckpt_path: Path, cache: str | None = None) -> tuple[str, dict]:
+    """(location, encoder.json) of the feature cache `cache`, default the one the run trained on."""
+    from pipelines.features import list_caches, read_cache_spec
     from pipelines.shard_reader import join
 
-    name = cache or (loaded.train_config.get("data") or {}).get("cache")
+    name = cache or (train_config.get("data") or {}).get("cache")
     if not name:
-        raise EvalError(f"{loaded.ckpt}: the checkpoint does not name its feature cache (train_config.data.cache); "
+        raise EvalError(f"{ckpt_path}: the checkpoint does not name its feature cache (train_config.data.cache); "
                         f"pass --cache")
     root = join(features, name)
     try:
-        spec = read_cache_spec(root)
+        return root, read_cache_spec(root)
     except FileNotFoundError as e:
-        raise EvalError(f"{e} (the run trained on cache '{name}'; make its evaluation splits with `make features`)") from None
+        raise EvalError(f"{e} (the run trained on cache '{name}'; make its evaluation splits with `make features`; "
+                        f"caches under {features}: {list_caches(features) or 'none'})") from None
+
+
+def open_cache(features: str, loaded: LoadedRun, cache: str | None = None) -> FeatureCache:
+    root, spec = cache_spec(features, loaded.train_config, loaded.ckpt, cache)
     cfg = loaded.model.cfg
     want = [cfg.context_dim, *cfg.feature_hw]
     have = list(spec["storage"]["shape"])
@@ -720,6 +742,26 @@ def _protocol_names(text: str | None) -> list[str]:
     return names
 
 
+def eval_assets(args) -> Assets:
+    """The assets for scoring a run (`data_assets`) or a predictions file (its protocol's image
+    split): synthetic data's own stand-ins unless named, said in one line when so."""
+    from pipelines.shard_reader import join, read_split_marker
+
+    if args.run and args.features:
+        ckpt_path = Path(args.ckpt) if args.ckpt else default_checkpoint(Path(args.run))
+        assets, where = data_assets(args.features, read_checkpoint(ckpt_path), ckpt_path, args.cache, args.assets,
+                                    args.raw)
+    elif args.pred and args.protocol in PROTOCOLS:
+        protocol = PROTOCOLS[args.protocol]
+        split = join(args.shards or DEFAULT_SHARDS, protocol.dataset, protocol.split)
+        assets, where = assets_for_data(args.assets, {split: read_split_marker(split)}, args.raw)
+    else:  # evaluate_run / evaluate_file say what is missing
+        return Assets(args.assets, args.raw)
+    if where:
+        print(f"== eval: {where}")
+    return assets
+
+
 def evaluate_run(args, assets: Assets, created: str):
     """The run path of `main`: (results, not evaluated, run id, checkpoint, method,
     synthetic inputs, figure-drawing function)."""
@@ -861,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="with --pred: the output folder (default <FILE stem>-eval beside it)")
     ap.add_argument("--ckpt", default=None, help="checkpoint (default RUN/checkpoints/best.ckpt, else last.ckpt)")
     ap.add_argument("--cache", default=None, help="feature cache name (default: the one the run trained on)")
-    ap.add_argument("--assets", default=None, help="assets root (default: datasets/assets.yaml / $ASSETS)")
+    ap.add_argument("--assets", default=None, help="assets root (default: synthetic data's own stand-ins, named by its "
+                    "SYNTHETIC markers; else datasets/assets.yaml / $ASSETS)")
     ap.add_argument("--raw", default=None, help="raw datasets root, for the original images of the figures")
     ap.add_argument("--shards", default=None, help=f"image shards root: crops for the figures; with --pred the "
                                                    f"samples and their ground truth (default {DEFAULT_SHARDS})")
@@ -882,17 +925,16 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.run) == bool(args.pred):
         ap.error("give either --run (score a trained run) or --pred FILE --protocol NAME (score a predictions file)")
 
-    assets = Assets(args.assets, args.raw)
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
+        assets = eval_assets(args)
         path = evaluate_run if args.run else evaluate_file
         results, not_evaluated, run_id, checkpoint, method, out_dir, synthetic_inputs, draw = path(args, assets, created)
         synthetic = synthetic_inputs or is_synthetic(assets.require("smpl_neutral")) or any(r.synthetic for r in results)
         md, counts, figures, n_rows = write_outputs(out_dir, results, not_evaluated, run_id, checkpoint, synthetic,
                                                     created, draw)
-    except (EvalError, PredictionsError, FileNotFoundError, ShardError) as e:
-        print(f"eval: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail("eval", e)
     print()
     print(md)
     print(counts)

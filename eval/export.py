@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.errors import USER_ERRORS, InputError, fail
 from datasets.record import CROP_HW, PersonFrame
 from eval.protocols import PROTOCOLS, Protocol
 
 
-class ExportError(RuntimeError):
+class ExportError(InputError, RuntimeError):
     """The protocol's samples cannot be listed (no or incomplete shards)."""
 
 
@@ -105,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== export: {protocol.name} ({protocol.dataset}/{protocol.split}) from {args.shards}")
     try:
         parquet, js, n = export(protocol, args.shards, args.out)
-    except ExportError as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as e:
+        return fail("export", e)
     print(f"== export done: {n} samples -> {parquet}, {js}")
     return 0
 

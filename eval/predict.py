@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.assets import Assets
-from eval.evaluate import EvalError, _device, load_run
+from datasets.assets import Assets, assets_for_data
+from datasets.errors import USER_ERRORS, fail
+from eval.evaluate import EvalError, _device, default_checkpoint, load_run, read_checkpoint
 
 
 
@@ -78,25 +79,34 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
 
 @torch.no_grad()
 def predict(image_path: Path, box, run: Path, out: Path, ckpt: Path | None = None, features: str | None = None,
-            encoder_ckpt: Path | None = None, assets: Assets | None = None, device: str = "auto") -> dict[str, Path]:
+            encoder_ckpt: Path | None = None, assets: str | None = None, device: str = "auto") -> dict[str, Path]:
+    """`assets`: the assets root (default: the stand-ins of a synthetic cache, else the configured ones)."""
     import cv2
 
     from datasets.image_file import read_image
     from eval import figures as F
     from model.vitpose import normalize
-    from pipelines.features import read_cache_spec
+    from pipelines.features import read_cache_spec, shard_sets
+    from pipelines.shard_reader import join, read_split_marker
 
-    assets = assets or Assets()
+    if not Path(image_path).is_file():
+        raise EvalError(f"{image_path}: no such image")
     dev = _device(device)
-    loaded = load_run(run, ckpt, assets, dev)
-    cache = features or loaded.meta.get("features")
+    ckpt = ckpt or default_checkpoint(run)
+    saved = read_checkpoint(ckpt)
+    cache = features or (saved.get("meta") or {}).get("features")
     if not cache:
-        raise EvalError(f"{loaded.ckpt}: the checkpoint does not name its feature cache (meta.features); pass --features")
+        raise EvalError(f"{ckpt}: the checkpoint does not name its feature cache (meta.features); pass --features")
     try:
         spec = read_cache_spec(cache)
     except FileNotFoundError as e:
         raise EvalError(f"{e}: needed to know which encoder the run's features came from") from None
-    encoder = load_run_encoder(spec, encoder_ckpt, assets).to(dev)
+    splits = [join(cache, *s) for s in shard_sets(cache)]
+    found, where = assets_for_data(assets, {d: read_split_marker(d) for d in splits})
+    if where:
+        print(f"predict: {where}")
+    loaded = load_run(run, ckpt, found, dev)
+    encoder = load_run_encoder(spec, encoder_ckpt, found).to(dev)
     shape = [loaded.model.cfg.context_dim, *loaded.model.cfg.feature_hw]
     if list(spec["storage"]["shape"]) != shape:
         raise EvalError(f"{cache}: encoder features {spec['storage']['shape']}, the model reads {shape}")
@@ -132,15 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt", type=Path, default=None, help="default RUN/checkpoints/best.ckpt, else last.ckpt")
     ap.add_argument("--features", default=None, help="the run's feature cache (default: the checkpoint's meta.features)")
     ap.add_argument("--encoder-ckpt", type=Path, default=None, help="encoder weights (default: the assets' vitpose_h)")
-    ap.add_argument("--assets", default=None)
+    ap.add_argument("--assets", default=None, help="assets root (default: a synthetic cache's own stand-ins, else "
+                    "datasets/assets.yaml / $ASSETS)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
         paths = predict(args.image, parse_box(args.box), args.run, args.out, args.ckpt, args.features,
-                        args.encoder_ckpt, Assets(args.assets), args.device)
-    except (EvalError, FileNotFoundError) as e:
-        print(f"predict: error: {e}", file=sys.stderr)
-        return 2
+                        args.encoder_ckpt, args.assets, args.device)
+    except USER_ERRORS as e:
+        return fail("predict", e)
     print("predict: wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 

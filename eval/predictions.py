@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.errors import InputError
 from datasets.record import NUM_BETAS, NUM_SMPL_JOINTS, make_key
 from eval.protocols import NUM_SMPL_VERTICES, Prediction, Protocol
 
@@ -42,7 +43,7 @@ KINDS = ("vertices", "smpl", "joints")  # in order of preference; Protocol.input
 EXAMPLES = 5  # keys listed in a summary
 
 
-class PredictionsError(ValueError):
+class PredictionsError(InputError, ValueError):
     """The predictions file cannot be scored; the message names the file, field and key."""
 
 

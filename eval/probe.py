@@ -37,6 +37,7 @@ import sys
 
 import numpy as np
 
+from datasets.errors import USER_ERRORS, fail
 from datasets.joints import KEYPOINTS_2D
 from datasets.record import CROP_HW
 from eval.metrics import pa_mpjpe
@@ -113,6 +114,7 @@ def probe(cache: str, tests: list[str], noise: list[float], alpha: float, alpha_
           seed: int = 0) -> tuple[list[dict], tuple[float, float]]:
     """(rows {split, probe, pa_mpjpe_mm, n} for the mean pose and each probe on each test
     split, `cell_position_r2` (row, column) of the training maps)."""
+    read_cache_spec(cache)  # a folder that is no feature cache: said as such, before listing it
     names = [path.rsplit("/", 1)[0] for path in _train_splits(cache)]
     train = ProbeData(cache, [(d, "train") for d in names])
     conf = train.joints_3d[:, :, 3] > 0
@@ -174,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=1000.0, help="ridge strength of the feature probe")
     ap.add_argument("--alpha-2d", type=float, default=0.1, help="ridge strength of the 2D probe")
     args = ap.parse_args(argv)
-    rows, (r2_row, r2_col) = probe(args.cache, args.test, args.noise, args.alpha, args.alpha_2d)
+    try:
+        rows, (r2_row, r2_col) = probe(args.cache, args.test, args.noise, args.alpha, args.alpha_2d)
+    except USER_ERRORS as e:
+        return fail("probe", e)
     print("| split | probe | PA-MPJPE (mm) | n |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['split']} | {r['probe']} | {r['pa_mpjpe_mm']:.1f} | {r['n']} |")

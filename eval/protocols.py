@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from datasets.errors import InputError
 from datasets.joints import H36M_17, KEYPOINTS_2D, LSP_14, SMPL_24, SPIN_J17, JointSet
 from eval import metrics
 
@@ -75,7 +76,7 @@ AUC_THRESHOLDS_MM = tuple(float(t) for t in range(0, 151, 5))
 INPUTS = ("smpl", "vertices", "joints")
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(InputError, ValueError):
     """A record cannot give the protocol's ground truth (no SMPL, an absent joint); names the key."""
 
 

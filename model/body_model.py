@@ -34,6 +34,7 @@ from smplx.lbs import batch_rodrigues
 from smplx.utils import Struct
 
 from datasets import safe_pickle
+from datasets.errors import InputError
 from datasets.joints import H36M_17, KEYPOINTS_2D, KEYPOINTS_FROM_MESH, SMPL_24
 from model.lbs import LinearBlendSkinning
 
@@ -76,7 +77,7 @@ def _smplx_parents() -> tuple[int, ...]:
 SMPLX_PARENTS = _smplx_parents()
 
 
-class ModelFileError(ValueError):
+class ModelFileError(InputError, ValueError):
     """A body-model file lacks a key or has one of the wrong shape; names file and key."""
 
 

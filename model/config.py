@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from datasets.errors import InputError
+
 CROSS_ATTENTION = ("deformable", "regular")  # Table 2: "Def" / "Reg"
 QUERIES = ("multi", "single")  # Table 2: "-M" (24 joints + 1 shape) / "-S" (one token, HMR2.0)
 POS_ENCODING = ("none", "absolute", "relative")  # Table 4
@@ -25,7 +27,7 @@ TOKEN_INPUT = ("estimate", "zero")  # what the query tokens are conditioned on (
 INIT = ("ours", "hmr2")  # initialisation scheme (see ModelConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A model configuration is malformed; the message names the source and the key."""
 
 

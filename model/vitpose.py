@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zipfile
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,6 +33,8 @@ import torch
 from torch import nn
 
 from datasets.record import CROP_HW
+from model.checkpoint import CheckpointError
+from model.checkpoint import load as load_checkpoint
 
 # ImageNet statistics on RGB in [0, 1], as ViTPose's `NormalizeTensor` and HMR2.0's
 # DEFAULT_MEAN / DEFAULT_STD (x 255) use them.
@@ -112,10 +112,6 @@ def mae_sincos_pos_embed(cfg: EncoderConfig) -> torch.Tensor:
 
     grid = torch.cat([axis(cols), axis(rows)], 1)  # (h*w, C), row-major tokens
     return torch.cat([torch.zeros(1, cfg.width, dtype=torch.float64), grid]).float()[None]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not hold the encoder's weights; the message names file and keys."""
 
 
 # ---- ViTPose key layout <-> transformers' VitPoseBackbone ---------------------------------
@@ -200,21 +196,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
     `keypoint_head.*` keys are ignored), (b) an HMR2.0 Lightning checkpoint (its
     `state_dict`'s `backbone.*` part), (c) a plain backbone state dict, bare or under
     `state_dict` (4D-Humans' `hmr2_training_data/vitpose_backbone.pth`), with or without the
-    `backbone.` prefix. Loaded with `torch.load(weights_only=True)`; classes in the
-    metadata that the allowlist lacks are read as inert dicts (`_InertObject`).
+    `backbone.` prefix. Loaded by `model.checkpoint.load` (weights only); classes in the
+    metadata that torch's allowlist lacks are read as plain ordered dicts.
     `meta` is the checkpoint's `meta` dict when it has one (`meta['synthetic']` marks the
     project's stand-ins, see `datasets.assets`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
-    try:
-        zipped = zipfile.is_zipfile(path)  # torch >= 1.6 format; older files cannot be mmapped
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) if zipped else []
-        with torch.serialization.safe_globals([(OrderedDict, name) for name in unsafe]):
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except Exception as e:  # noqa: BLE001 - re-raised naming the file
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    obj = load_checkpoint(path, "encoder checkpoint", inert_classes=True, mmap=True)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(obj).__name__}")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
@@ -252,11 +240,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
 
 
 # ---- the encoder ---------------------------------------------------------------------------
-def normalize(crops: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, 3) uint8 RGB crops -> (B, 3, H, W) float32, ImageNet-normalised, same device."""
+def normalize(crops: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, W, 3) uint8 RGB crops -> (B, 3, H, W) float32, ImageNet-normalised, same device.
+    `mean`, `std`: (1, 3, 1, 1) float32 on the crops' device (`ViTPoseEncoder.pixel_mean` /
+    `pixel_std`: no host-to-device copy per call); default: made here from the constants."""
     x = crops.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1) if mean is None else mean
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1) if std is None else std
     return (x - mean) / std
 
 
@@ -291,11 +281,38 @@ class ViTPoseEncoder(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.backbone = VitPoseBackbone(hf)
+        # the preprocessing constants as buffers, so `normalize` on the encoder's device copies
+        # nothing from the host (not in the state dict: they are not weights)
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> "ViTPoseEncoder":
         return super().train(False)  # frozen: never leaves eval mode
+
+    def place(self, device: str | torch.device) -> "ViTPoseEncoder":
+        """Move to `device` for inference. Where the forward runs under bf16 autocast (CUDA),
+        the weights of the matrix products (every Linear and the patch Conv2d) are stored in
+        bf16 once, the values autocast would cast them to on every forward (so the features
+        are the same bits, a test checks it); LayerNorms and the position embedding stay
+        float32, as autocast computes them. Halves the weights' memory and removes the
+        per-forward cast of the frozen weights."""
+        device = torch.device(device)
+        self.to(device)
+        if encoder_precision(device.type) == BF16_AUTOCAST:
+            self.store_matmul_weights(torch.bfloat16)
+        return self
+
+    def store_matmul_weights(self, dtype: torch.dtype) -> None:
+        """Cast the parameters of every Linear and Conv2d (the ops autocast runs in low precision) to `dtype`."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                m.to(dtype)
+
+    def preprocess(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 crops on the encoder's device -> normalised (B, 3, H, W) float32."""
+        return normalize(crops, self.pixel_mean, self.pixel_std)
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -357,4 +374,5 @@ def encode_crops(encoder: ViTPoseEncoder, crops: np.ndarray, device: str | torch
     if not crops.flags.writeable:  # e.g. np.frombuffer of bytes; torch wants writable memory
         crops = crops.copy()
     x = torch.from_numpy(crops).to(device)
-    return encoder(normalize(x)).to(dtype).cpu().numpy()
+    feats = encoder(normalize(x))  # (B, C, h, w), a transposed view of the tokens
+    return feats.to(dtype, memory_format=torch.contiguous_format).cpu().numpy()  # C-order made on the device

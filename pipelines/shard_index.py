@@ -9,8 +9,9 @@ up to the first dot of its last path part). The checksum is zlib's CRC-32 of the
 computed as the writer writes it: the cheapest checksum in the standard library (about twice
 sha256's rate). On one core of the project's machine it adds about 10 µs to an image-shard
 sample (30 KB; the crop work is about 1.3 ms of CPU) and 125 µs to a ViT-H feature sample
-(0.5 MB), which the feature cache's driver, the one sequential writer, hashes in a helper
-thread (its writing thread: 159 µs per sample without the hash, 181 with it).
+(0.5 MB), which the feature cache's writers (its encoder actors, whose thread also drives the
+encoder) hash in a helper thread (measured when the driver wrote every shard: 159 µs per sample
+without the hash, 181 with it).
 
 Written by every shard writer: each tar goes through `ShardWriter` (a `pipelines.tar.TarWriter`
 that counts samples and hashes bytes), and the stage's driver writes the split's index
@@ -120,6 +121,9 @@ class _Hashing:
         while self.read(READ_CHUNK):
             pass
 
+    def wait(self) -> None:
+        """Return once every byte written so far is hashed (none pending here)."""
+
     def finish(self) -> None:
         """Wait for hashing still under way (none here)."""
 
@@ -162,10 +166,14 @@ class _HashingInThread(_Hashing):
         for data in buffers:
             self.crc = zlib.crc32(data, self.crc)
 
-    def finish(self) -> None:
-        self._submit()
+    def wait(self) -> None:
+        if self._queued:
+            self._submit()
         while self._pending:
             self._pending.popleft().result()  # an error in the thread surfaces here
+
+    def finish(self) -> None:
+        self.wait()
         self._pool.shutdown()
 
 
@@ -173,7 +181,8 @@ class ShardWriter:
     """`pipelines.tar.TarWriter` into `stream` that counts samples and hashes every byte:
     `add(name, data)` ..., then `close()` -> the shard's `Entry`. The caller owns `stream`.
     `hash_in_thread`: the CRC-32 runs beside the writing thread (`_HashingInThread`), for a
-    writer that is its pipeline's one sequential step (the feature cache's driver)."""
+    writer whose thread has other work (the feature cache's encoder actors); the buffers added
+    must then stay unchanged until `wait_hashed()` returns (or `close`)."""
 
     def __init__(self, stream: BinaryIO, hash_in_thread: bool = False):
         self._out = _HashingInThread(stream) if hash_in_thread else _Hashing(stream)
@@ -186,6 +195,10 @@ class ShardWriter:
         if key != self._key:
             self.samples, self._key = self.samples + 1, key
         self._tar.add(name, data)
+
+    def wait_hashed(self) -> None:
+        """Return once every byte added so far is hashed (its buffers may then be reused)."""
+        self._out.wait()
 
     def close(self) -> Entry:
         self._tar.close()

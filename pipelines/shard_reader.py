@@ -27,7 +27,9 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from datasets.errors import InputError
 from datasets.image_file import decode_image
+from datasets.reader import SYNTHETIC_MARKER, SyntheticMarker, marker_text, parse_marker
 from datasets.record import KEY_RE, PersonFrame
 
 SAMPLE_EXTS = ("jpg", "npz")  # the members of one sample, in tar order
@@ -37,7 +39,7 @@ MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 
 
-class ShardError(ValueError):
+class ShardError(InputError, ValueError):
     """A shard does not follow the layout above; the message names shard and member."""
 
 
@@ -70,6 +72,30 @@ def list_shards(out: str | os.PathLike, dataset: str, split: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     names = sorted(i.base_name for i in infos if SHARD_RE.match(i.base_name))
     return [join(directory, n) for n in names]
+
+
+def read_split_marker(directory: str) -> SyntheticMarker | None:
+    """The `SYNTHETIC` marker of a split folder of shards (`datasets.reader`: the assets
+    synthetic data was made with), or None (real data, or a folder made before markers)."""
+    where = join(directory, SYNTHETIC_MARKER)
+    fs, path = resolve(where)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        text = f.read().decode()
+    return parse_marker(directory if "://" in directory else path.rsplit("/", 1)[0], text, where)
+
+
+def write_split_marker(directory: str, marker: SyntheticMarker | None) -> None:
+    """Write (or, for real data, remove) the `SYNTHETIC` marker of a split folder."""
+    fs, path = resolve(join(directory, SYNTHETIC_MARKER))
+    if marker is None:
+        if fs.get_file_info(path).type == pafs.FileType.File:
+            fs.delete_file(path)
+        return
+    local = path.rsplit("/", 1)[0] if "://" not in directory else directory
+    with fs.open_output_stream(path) as f:
+        f.write(marker_text(local, marker.assets, marker.sha256).encode())
 
 
 def read_manifest(out: str | os.PathLike, dataset: str, split: str):

@@ -2,10 +2,13 @@
 
 Launch:
     python -m pipelines.shards --raw data/synthetic/raw --out data/shards
-    RAY_ADDRESS=ray://head:10001 python -m pipelines.shards --raw s3://bucket/raw --out s3://bucket/shards
+    RAY_ADDRESS=head:6379 python -m pipelines.shards --raw s3://bucket/raw --out s3://bucket/shards
+(a cluster and a bucket: docs/scale-out.md; a raw tree in a bucket is mirrored for the readers
+into `--raw-stage`, `pipelines.raw_stage`).
 
 Stages, top to bottom (per dataset and split):
-1. read (driver): the reader's `PersonFrame | Reject`s (light metadata). Reader rejects
+1. read (driver): the reader's `PersonFrame | Reject`s (light metadata; a raw tree in an
+   object store is read from its local mirror, `pipelines.raw_stage`). Reader rejects
    and label rejects (`crop.label_reject`: non-finite label, box outside the image, no
    visible keypoint in the crop) become manifest rows at once.
    Holds after: every frame read is either a row or a croppable record.
@@ -27,7 +30,11 @@ Stages, top to bottom (per dataset and split):
 
 Outputs per split: `OUT/<dataset>/<split>/{<dataset>-<split>-%06d.tar, index.json,
 manifest.parquet, stats.json, build.json}`; `build.json` holds the settings the shards were
-made with, and a rerun with other settings into the same folder is refused.
+made with, and a rerun with other settings into the same folder is refused. `stats.json`
+also says on which Ray nodes the shards of this run were written (`nodes`). A split read
+from synthetic data also gets its raw root's `SYNTHETIC` marker (`datasets.reader`: the
+stand-ins its ground truth was made with, as a path relative to the split folder, and their
+digest), which `make features` carries on and training and evaluation take their assets from.
 
 Determinism: the same input and settings give byte-identical shards in any output folder,
 whatever the number of workers, interruptions included (JPEG and npz encoding are
@@ -57,14 +64,19 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from datasets.assets import Assets
+from datasets.assets import Assets, assets_digest
 from datasets.check import coverage_cell, label_coverage
+from datasets.errors import InputError, fail
+from datasets.progress import Progress
+from datasets.progress import progress as progress_of
+from datasets.reader import SyntheticMarker, read_synthetic_marker
 from datasets.record import PersonFrame, Reject, reject_reason
 from pipelines.crop import (CropSettings, crop_frame, decode_image, encode_jpeg, jpeg_bytes_bound,
                             label_reject)
+from pipelines.raw_stage import DEFAULT_STAGE, StageError, stage
 from pipelines.shard_index import Entry, ShardWriter, read_entry, write_index
 from pipelines.shard_reader import (MANIFEST, SHARD_RE, STATS, ShardError, join, list_samples, resolve,
-                                    shard_name, split_dir)
+                                    shard_name, split_dir, write_split_marker)
 from pipelines.tar import BLOCK as TAR_BLOCK
 from pipelines.tar import RECORD as TAR_RECORD
 
@@ -354,17 +366,16 @@ class SplitPlan:
     rows: list[dict]
     tasks: list[ShardTask]
     read_seconds: float
+    synthetic: SyntheticMarker | None = None  # the raw root's marker: copied into the split folder
 
 
 def read_split(reader, settings: ShardSettings, progress: bool = False) -> tuple[list[dict], list[PersonFrame]]:
     """(manifest rows of rejected frames, croppable records sorted by key) of one reader."""
-    from tqdm import tqdm
-
     rows: list[dict] = []
     records: list[PersonFrame] = []
     seen: dict[str, str] = {}
-    for item in tqdm(reader.frames(), desc=f"read {reader.name}/{reader.split}", unit=" frames",
-                     disable=not progress, leave=False):
+    for item in progress_of(reader.frames(), f"read {reader.name}/{reader.split}", "frames", show=progress,
+                            leave=False):
         if item.key in seen:
             raise ValueError(f"{reader.name}/{reader.split}: key {item.key!r} is produced twice "
                              f"(by {seen[item.key] or '?'} and {item.source or '?'})")
@@ -428,12 +439,32 @@ def plan_split(reader, root: str, out: str, settings: ShardSettings, progress: b
              for i in range(0, len(records), per)]
     prepare_out_dir(out_dir, len(tasks), settings)
     return SplitPlan(reader.name, reader.split, out_dir, len(rows) + len(records), rows, tasks,
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, raw_marker(str(reader.root)))
+
+
+def raw_marker(root: str) -> SyntheticMarker | None:
+    """The `SYNTHETIC` marker of a local raw root (for a raw tree in an object store: its staged
+    mirror, whose markers' assets `pipelines.raw_stage` staged beside it), with the assets'
+    digest (computed now for a marker written before digests, when the assets are there)."""
+    if "://" in root or (marker := read_synthetic_marker(Path(root))) is None:
+        return None
+    if marker.sha256 is None and marker.assets.is_dir():
+        marker = dataclasses.replace(marker, sha256=assets_digest(marker.assets))
+    return marker
 
 
 # ---- run ---------------------------------------------------------------------------------------
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to `RAY_ADDRESS` when set, else start Ray locally (num_cpus: all by default)."""
+# The object store's endpoint and region as the driver sees them, forwarded to a cluster's
+# workers so that every process reads and writes the same store (the credentials are not
+# forwarded: each node has its own, docs/scale-out.md).
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def ensure_ray(num_cpus: int | None = None, shared: tuple[str, ...] = ()) -> None:
+    """Connect to `RAY_ADDRESS` when set, else start Ray locally (num_cpus: all by default).
+
+    `shared`: the locations every node reads or writes; on a cluster a local path among them
+    gets a warning (each node must see it at the same path: a shared file system)."""
     import ray
 
     if ray.is_initialized():
@@ -443,16 +474,59 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         import model
         import pipelines
 
+        for location in shared:
+            if "://" not in str(location):
+                log.warning("RAY_ADDRESS is set and %s is a local path: every node of the cluster must see it "
+                            "at this path (a shared file system), or use an object-store URI", location)
         # ship this project's packages to the cluster's workers
-        ray.init(runtime_env={"py_modules": [datasets, model, pipelines]})
+        env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        ray.init(runtime_env={"py_modules": [datasets, model, pipelines], "env_vars": env})
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def lost_by_ray(error: BaseException) -> str | None:
+    """What the Ray cluster lost when `error` (or an error it wraps) is a node, worker,
+    actor or object lost under the run, not a failure of this code; else None."""
+    import ray.exceptions as rx
+
+    lost = (rx.NodeDiedError, rx.LocalRayletDiedError, rx.WorkerCrashedError, rx.RayActorError, rx.ObjectLostError)
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        # an actor whose constructor raised (e.g. a bad checkpoint) is this code's failure
+        if isinstance(error, lost) and not getattr(error, "actor_init_failed", False):
+            first = str(error).strip().splitlines()
+            return f"{type(error).__name__}: {first[0] if first else ''}"
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
+
+
+def exit_on_lost_node(error: Exception, outputs: str) -> int:
+    """Exit status 1 after one line on stderr when `error` is a node or worker the cluster lost
+    (`lost_by_ray`), naming it and how to finish; any other error is raised again.
+    `outputs`: what is complete regardless ("shard in OUT")."""
+    lost = lost_by_ray(error)
+    if lost is None:
+        raise error
+    print(f"error: the Ray cluster lost a node or worker mid-run ({lost}); every {outputs} is complete (written "
+          f"under a temporary name, renamed when whole): rerun the same command, it makes only the missing ones",
+          file=sys.stderr)
+    return 1
+
+
+def node_id() -> str:
+    """The Ray node this process runs on (first 12 hex digits of its id)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12]
 
 
 def _process_row(row: dict) -> dict:
     # ShardTask travels as this run's own pickle between this run's processes (as Ray
     # itself would ship it); it is never stored.
     result = process_shard(pickle.loads(row["task"]))
+    result["node"] = node_id()
     return {"result": pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
@@ -470,10 +544,8 @@ def run_tasks(tasks: list[ShardTask], progress: bool = False) -> Iterator[dict]:
     order = sorted(tasks, key=lambda t: -len(t.records))
     items = [{"task": pickle.dumps(t, protocol=pickle.HIGHEST_PROTOCOL)} for t in order]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_process_row, num_cpus=1)
-    from tqdm import tqdm
-
     frames = sum(len(t.records) for t in tasks)
-    with tqdm(total=frames, desc="crop+write", unit=" frames", disable=not progress) as bar:
+    with Progress(frames, "crop+write", "frames", show=progress) as bar:
         for row in ds.iter_rows():
             result = pickle.loads(row["result"])
             bar.update(len(result["rows"]))
@@ -491,8 +563,13 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
     if len(rows) != plan.frames:  # every frame read is one row: nothing dropped, nothing twice
         raise RuntimeError(f"{plan.dataset}/{plan.split}: {len(rows)} manifest rows for {plan.frames} frames")
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    write_index(plan.out_dir, {shard_name(plan.dataset, plan.split, r["index"]): r["entry"] for r in results})
+    write_split_marker(plan.out_dir, plan.synthetic)
     fs, out_dir = resolve(plan.out_dir)
+    # every shard is in place: a temporary left here is a retried task's first attempt (a lost node)
+    for info in fs.get_file_info(pafs.FileSelector(out_dir)):
+        if info.base_name.startswith(TMP_PREFIX):
+            fs.delete_file(info.path)
+    write_index(plan.out_dir, {shard_name(plan.dataset, plan.split, r["index"]): r["entry"] for r in results})
     tmp = _tmp_path(f"{out_dir}/{MANIFEST}")
     pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, f"{out_dir}/{MANIFEST}")
@@ -506,6 +583,7 @@ def finish_split(plan: SplitPlan, results: list[dict], settings: ShardSettings, 
         # labels the ok samples carry (`datasets.check.label_coverage`, as `make check-data` counts them)
         coverage=label_coverage(rec for t in plan.tasks for rec in t.records if rec.key in ok),
         shards_written=sum(r["written"] for r in results), bytes=sum(r["bytes"] for r in results),
+        nodes=dict(sorted(Counter(r["node"] for r in results if "node" in r).items())),
         seconds=dict(read=round(plan.read_seconds, 3), tasks=round(sum(r["seconds"] for r in results), 3),
                      stage=round(stage_seconds, 3)),
         settings=settings.as_dict(),
@@ -523,37 +601,44 @@ def dataset_roots(raw: str) -> dict[str, str]:
 
 
 def _exists(location: str) -> bool:
+    """Whether `location` (a local path or a URI) is a folder."""
     fs, path = resolve(location)
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
 def build(raw: str, out: str, settings: ShardSettings = ShardSettings(), names: list[str] | None = None,
           progress: bool = False, num_cpus: int | None = None,
-          readers: dict | None = None) -> tuple[list[dict], dict[str, str]]:
+          readers: dict | None = None, raw_stage: str = DEFAULT_STAGE) -> tuple[list[dict], dict[str, str]]:
     """Build the shards of every dataset under `raw` (or of `names`) into `out`.
 
     `readers`: {dataset: reader class} (default `datasets.readers.READERS`); a class is
     constructed as `cls(root, split)` for each split of `cls.splits(root)`.
+    `raw` in an object store: the readers read a mirror of each dataset's root under
+    `raw_stage` (`pipelines.raw_stage`), the shard tasks read the images from `raw` itself.
     Returns (stats of each split built, {dataset: why it was skipped or failed}). A dataset
     whose raw root is missing is skipped; one whose annotations cannot be read stops with
     the error (the message names the file) while the others go on.
     """
     if readers is None:
         from datasets.readers import READERS as readers
-    roots = dataset_roots(raw)
     unknown = sorted(set(names or []) - set(readers))
     if unknown:
         raise ValueError(f"unknown datasets {unknown}; known: {sorted(readers)}")
+    roots = dataset_roots(raw)  # where the tasks read the images
     skipped: dict[str, str] = {}
     plans: list[SplitPlan] = []
     for name in sorted(names or readers):
         root = roots[name]
-        if not _exists(root):
+        try:  # where the readers read
+            local = str(stage(root, raw_stage, log=log.info)) if "://" in root else root
+        except FileNotFoundError:
+            local = None
+        if local is None or not os.path.isdir(local):
             skipped[name] = f"skipped: raw root {root} not found"
             continue
         try:
-            plans += [plan_split(readers[name](root, split), root, out, settings, progress)
-                      for split in readers[name].splits(Path(root))]
+            plans += [plan_split(readers[name](local, split), root, out, settings, progress)
+                      for split in readers[name].splits(Path(local))]
         except Exception as e:  # noqa: BLE001 - reported; the other datasets go on
             skipped[name] = f"FAILED: {type(e).__name__}: {e}"
             log.error("%s %s", name, skipped[name])
@@ -566,7 +651,7 @@ def build(raw: str, out: str, settings: ShardSettings = ShardSettings(), names: 
     stats = [finish_split(p, [], settings, 0.0) for k, p in by_split.items() if remaining[k] == 0]
     tasks = [t for p in plans for t in p.tasks]
     if tasks:
-        ensure_ray(num_cpus)
+        ensure_ray(num_cpus, shared=(raw, out))
     stage_t0 = time.perf_counter()
     for result in run_tasks(tasks, progress):
         k = (result["dataset"], result["split"])
@@ -597,6 +682,9 @@ def summary_table(stats: list[dict], skipped: dict[str, str]) -> str:
                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
     out = [fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, lines)]
     out += [f"{name}: {why}" for name, why in sorted(skipped.items())]
+    nodes = sum((Counter(s.get("nodes", {})) for s in stats), Counter())
+    if nodes:
+        out.append(f"shards by Ray node: {', '.join(f'{n} {c}' for n, c in sorted(nodes.items()))}")
     return "\n".join(out)
 
 
@@ -611,26 +699,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--expand", type=float, default=CropSettings.expand,
                     help="extra box expansion on top of the readers' (SPIN 1.2); 1.0 = HMR2.0/SPIN crops")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    ap.add_argument("--raw-stage", default=DEFAULT_STAGE,
+                    help=f"local mirror of a --raw URI for the readers (default: {DEFAULT_STAGE})")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
+    from datasets.readers import READERS
+
     raw = args.raw or os.environ.get("RAW") or str(Assets().raw_root)
-    settings = ShardSettings(CropSettings(expand=args.expand, jpeg_quality=args.jpeg_quality),
-                             max_samples=args.max_samples, max_bytes=args.max_bytes)
+    try:
+        if args.max_samples < 1:
+            raise ValueError(f"--max-samples must be >= 1, got {args.max_samples}")
+        settings = ShardSettings(CropSettings(expand=args.expand, jpeg_quality=args.jpeg_quality),
+                                 max_samples=args.max_samples, max_bytes=args.max_bytes)
+        if unknown := sorted(set(args.datasets or []) - set(READERS)):
+            raise ValueError(f"unknown datasets {unknown}; known: {sorted(READERS)}")
+        if not _exists(raw):
+            raise FileNotFoundError(f"{raw}: no such folder (the raw datasets root, RAW=; `make synthetic` writes "
+                                    f"data/synthetic/raw)")
+    except (ValueError, FileNotFoundError) as e:
+        return fail("shards", e)
     print(f"== shards: {raw} -> {args.out} ({settings.samples_per_shard()} samples per shard at most, "
           f"JPEG quality {settings.crop.jpeg_quality}, extra expand {settings.crop.expand})", flush=True)
     t0 = time.perf_counter()
-    stats, skipped = build(raw, args.out, settings, args.datasets, progress=not args.no_progress,
-                           num_cpus=args.num_cpus)
+    try:
+        stats, skipped = build(raw, args.out, settings, args.datasets, progress=not args.no_progress,
+                               num_cpus=args.num_cpus, raw_stage=args.raw_stage)
+    except (StageError, FileNotFoundError) as e:
+        return fail("shards", e)
+    except Exception as e:
+        return exit_on_lost_node(e, f"shard in {args.out}")
     print(summary_table(stats, skipped))
     total = sum(s["status"][OK] for s in stats)
     print(f"{total} samples in {sum(s['shards'] for s in stats)} shards, {time.perf_counter() - t0:.1f} s")
+    failed = sorted(name for name, why in skipped.items() if why.startswith("FAILED"))
+    if failed:
+        return fail("shards", InputError(f"{', '.join(failed)} failed (the lines above say why)"))
     if not stats:
-        print(f"no dataset found under {raw}", file=sys.stderr)
-        return 1
-    return 1 if any(why.startswith("FAILED") for why in skipped.values()) else 0
+        return fail("shards", FileNotFoundError(f"no dataset found under {raw} (expected folders: "
+                                                f"{', '.join(sorted(dataset_roots(raw).values()))})"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ import torch
 
 from datasets.joints import KEYPOINTS_2D, SMPL_24
 from model.geometry import axis_angle_to_matrix, matrix_to_axis_angle
-from pipelines.augment import MIRROR, AugmentSettings, ViewParams, augment, draw_view, view_affine, view_rng, views
+from datasets.record import CROP_HW
+from model.geometry import crop_affine
+from pipelines.augment import (EXTREME_CROP_CHOICES, EXTREME_CROP_PARTS, MIRROR, AugmentSettings, ViewParams, augment,
+                               draw_view, extreme_crop_part, part_box, view_affine, view_rng, views)
 from pipelines.crop import crop_frame
 from test_crop import IMAGE_HW, make_record
 
@@ -42,7 +45,8 @@ def _project(rec):
 
 
 PARAMS = [ViewParams(flip=True), ViewParams(rotation=0.5), ViewParams(box_scale=1.25),
-          ViewParams(0.8, -0.4, True, (1.1, 0.9, 1.0))]
+          ViewParams(0.8, -0.4, True, (1.1, 0.9, 1.0)), ViewParams(shift=(0.02, -0.015)),
+          ViewParams(1.1, 0.3, True, shift=(-0.01, 0.02), part="torso", part_box=(90.0, 110.0, 150.0))]
 
 
 @pytest.mark.parametrize("params", PARAMS + [draw_view(view_rng(0, "k", v)) for v in range(1, 5)])
@@ -136,9 +140,10 @@ def test_draws_reach_hmr2s_extremes():
 
 
 def test_views_draw_with_the_given_settings():
-    """No scale, turn, flip or colour: every drawn view is the plain crop."""
+    """No scale, turn, flip, colour, shift or extreme crop: every drawn view is the plain crop."""
     rec, crop, _, _ = crop_sample(6)
-    still = AugmentSettings(scale_factor=0.0, rot_factor=0.0, rot_rate=0.0, flip_rate=0.0, color_scale=0.0)
+    still = AugmentSettings(scale_factor=0.0, rot_factor=0.0, rot_rate=0.0, flip_rate=0.0, color_scale=0.0,
+                           trans_factor=0.0, extreme_crop_rate=0.0)
     for r, img in views(rec, crop, 3, seed=1, settings=still)[1:]:
         np.testing.assert_array_equal(img, crop)
         np.testing.assert_array_equal(r.keypoints_2d, rec.keypoints_2d)
@@ -194,3 +199,66 @@ def test_views_of_another_crop_size_keep_that_size():
     from pipelines.crop import warp
 
     np.testing.assert_array_equal(img, warp(small, A, (64, 48)))
+
+
+@pytest.mark.parametrize("params", PARAMS)
+def test_the_view_box_in_original_pixels_cuts_the_view(params):
+    """box_center / box_size of a view are the box that `crop_affine` (with the view's turn
+    and mirror) maps onto the view: the same affine as the record's crop_affine."""
+    rec, crop, _, _ = crop_sample(6)
+    out, _ = augment(rec, crop, params, view=1)
+    A = crop_affine(out.box_center.astype(np.float64), out.box_size.astype(np.float64), CROP_HW,
+                    rotation=params.rotation, flip=params.flip)
+    np.testing.assert_allclose(A, out.crop_affine, atol=2e-3)
+    ratio = out.box_size[1] / out.box_size[0]
+    assert ratio == pytest.approx(CROP_HW[0] / CROP_HW[1], rel=1e-5)
+
+
+def _full_body(rec):
+    """rec with every joint visible (confidence 1)."""
+    kp = rec.keypoints_2d.copy()
+    kp[:, 2] = 1
+    return rec.replace(keypoints_2d=kp)
+
+
+@pytest.mark.parametrize("part", sorted(EXTREME_CROP_PARTS))
+def test_an_extreme_crop_frames_the_part_as_hmr2_boxes_it(part):
+    """Unshifted, unscaled: the part's kept keypoints are centred in the view and their larger
+    extent is S / (1.2 x factor) of the view's S = 256 pixels (HMR2.0 get_bbox, crop_*)."""
+    rec, crop, _, _ = crop_sample(7)
+    rec = _full_body(rec)
+    box = part_box(rec, part)
+    out, _ = augment(rec, crop, ViewParams(part=part, part_box=box), view=1)
+    factor, names = EXTREME_CROP_PARTS[part]
+    kp = out.keypoints_2d[KEYPOINTS_2D.indices(names), :2].astype(np.float64)  # no mirror: same order
+    lo, hi = kp.min(0), kp.max(0)
+    np.testing.assert_allclose((lo + hi) / 2, [(CROP_HW[1] - 1) / 2, (CROP_HW[0] - 1) / 2], atol=1e-3)
+    assert (hi - lo).max() == pytest.approx(CROP_HW[0] / (1.2 * factor), rel=1e-4)
+
+
+def test_extreme_crop_parts_follow_visibility_and_the_draw():
+    rec, _, _, _ = crop_sample(8)
+    full = _full_body(rec).keypoints_2d
+    for level in (0, 1):
+        bounds = EXTREME_CROP_CHOICES[level, "full"]
+        assert [extreme_crop_part(full, b - 1e-9, level) for b, _ in bounds] == [p for _, p in bounds]
+    upper = full.copy()
+    upper[KEYPOINTS_2D.indices(["right_knee", "left_knee", "right_ankle", "left_ankle"]), 2] = 0
+    assert extreme_crop_part(upper, 0.1) == "shoulders" and extreme_crop_part(upper, 0.99) == "left_arm"
+    one_ankle = full.copy()
+    one_ankle[KEYPOINTS_2D.index["left_ankle"], 2] = 0  # neither full nor upper
+    assert extreme_crop_part(one_ankle, 0.1) is None
+    hidden_arm = full.copy()
+    hidden_arm[KEYPOINTS_2D.indices(["right_wrist", "right_elbow"]), 2] = 0  # one keypoint left: no box
+    assert part_box(rec.replace(keypoints_2d=hidden_arm), "right_arm") is None
+
+
+def test_drawn_views_have_hmr2s_rates_and_ranges():
+    rec, _, _, _ = crop_sample(9)
+    rec = _full_body(rec)
+    s = AugmentSettings()
+    drawn = [draw_view(view_rng(0, f"k{i}", 1), s, rec) for i in range(1000)]
+    assert all(abs(p.shift[0]) <= 0.02 and abs(p.shift[1]) <= 0.02 for p in drawn)
+    assert 0.06 < np.mean([p.part is not None for p in drawn]) < 0.14
+    assert {p.part for p in drawn if p.part} <= set(EXTREME_CROP_PARTS) and len({p.part for p in drawn}) > 5
+    assert all(p.part is None for p in (draw_view(view_rng(0, f"k{i}", 1), s) for i in range(200)))

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from model.vitpose import encode_crops, load_encoder
 from pipelines import shard_reader as sr
 from pipelines.augment import views
 from pipelines.crop import crop_frame, encode_jpeg
-from pipelines.features import (SPEC, FeatureSettings, cache_spec, decode_view, iter_feature_shard,
-                                prepare_cache, read_cache_spec, run, sample_views, summary_table)
+from pipelines.features import (SPEC, CacheError, FeatureSettings, ShardEncoder, _Work, assign, cache_spec,
+                                decode_view, iter_feature_shard, prepare_cache, read_cache_spec, read_shard, run,
+                                sample_views, storage_needed, summary_table)
 from pipelines.shard_index import verify_split, write_index
 from pipelines.shards import MANIFEST_SCHEMA, TMP_PREFIX, write_tar
 from test_crop import IMAGE_HW, make_record
@@ -187,7 +189,7 @@ def test_rerun_writes_nothing_and_other_settings_are_refused(image_shards, built
     assert run(str(image_shards), str(old), settings).crops == 0
     assert {k: v for k, v in _files(old / "tiny-views3").items() if k.endswith("index.json")} == \
         {k: v for k, v in before.items() if k.endswith("index.json")}
-    with pytest.raises(RuntimeError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
+    with pytest.raises(CacheError, match=r"encoder\.json: this cache was made with another encoder.*'encoder_id'"):
         run(str(image_shards), str(out), dataclasses.replace(settings, seed=1))
 
 
@@ -202,14 +204,14 @@ def test_a_cache_made_on_another_device_or_precision_is_not_extended(built, tmp_
     assert spec["compute"] == {"device": "cpu", "precision": "fp32"}
     gpu = cache_spec(settings, "cuda")
     assert gpu["compute"] == {"device": "cuda", "precision": "bf16-autocast"} and gpu["encoder_id"] == spec["encoder_id"]
-    with pytest.raises(RuntimeError, match=r"differs in \['compute'\]\); its features were computed with "
+    with pytest.raises(CacheError, match=r"differs in \['compute'\]\); its features were computed with "
                                            r"\{'device': 'cpu', 'precision': 'fp32'\}, this run computes "
                                            r"\{'device': 'cuda', 'precision': 'bf16-autocast'\}"):
         prepare_cache(str(out), settings, gpu)
     old = tmp_path / settings.cache_name
     old.mkdir()
     (old / SPEC).write_text(json.dumps({k: v for k, v in spec.items() if k != "compute"}))
-    with pytest.raises(RuntimeError, match=r"computed with unrecorded settings"):
+    with pytest.raises(CacheError, match=r"computed with unrecorded settings"):
         prepare_cache(str(tmp_path), settings, spec)
 
 
@@ -238,6 +240,13 @@ def test_killed_and_rerun_job_gives_identical_output(image_shards, built, tmp_pa
     done = _complete_shards(cache)
     assert 0 < len(done) < 5, "the kill came too late to leave work undone"
     print(f"killed after {time.monotonic() - deadline + 120:.1f} s with {len(done)} shard(s) done")
+    # Ray stops the dead driver's encoder actor and read tasks shortly after (until then the
+    # actor may still open a temporary file, which the rerun would find and remove, or not, as
+    # the race goes): rerun once they have given their CPUs back, as a user's rerun would
+    free_by = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"]:
+        assert time.monotonic() < free_by, "the killed run's workers still hold CPUs after 60 s"
+        time.sleep(0.1)
     stats = run(str(image_shards), str(out), settings)
     assert 0 < stats.crops < 13 * 3
     assert _files(cache) == _files(ref_out / "tiny-views3")
@@ -280,3 +289,106 @@ def test_an_image_shard_cut_after_the_check_stops_features(image_shards, built, 
     with pytest.raises(sr.ShardError, match=f"{paths[1]}: read 0 of the 3 samples its index lists, then the tar ends"):
         run(str(shards), str(tmp_path / "features"), settings)
     assert not (tmp_path / "features" / "tiny-views3" / "synth" / "train" / paths[1].name).exists()
+
+
+def _reference_tar(image_shard: Path, settings: FeatureSettings, encoder_id: str) -> bytes:
+    """The feature tar as the single writer on the driver wrote it before the actors did: the
+    shard's crops in key then view order, `encode_crops` in float16 on chunks of `batch_size`,
+    members <key>.enc (at view 0), <key>.v<v>.f16 (C-order), .npz, .tgt per crop."""
+    import io
+
+    import torch
+
+    from pipelines.tar import TarWriter
+
+    encoder = load_encoder(settings.encoder, settings.ckpt, settings.seed)
+    crops, members = [], []
+    for rec, jpg in sr.iter_shard(str(image_shard)):
+        try:
+            image = sr.decode_jpeg(jpg)
+        except sr.ShardError:
+            continue
+        for view, img in views(rec.replace(source=""), image, settings.views, settings.seed, settings.augment):
+            crops.append(img)
+            members.append((rec.key, view))
+    feats = [f for i in range(0, len(crops), settings.batch_size)
+             for f in encode_crops(encoder, np.stack(crops[i:i + settings.batch_size]), "cpu", torch.float16)]
+    out = io.BytesIO()
+    tar = TarWriter(out)
+    for (key, view), f in zip(members, feats):
+        if view.view == 0:
+            tar.add(f"{key}.enc", encoder_id.encode())
+        tar.add(f"{key}.v{view.view}.f16", f.tobytes())
+        tar.add(f"{key}.v{view.view}.npz", view.to_npz_bytes())
+        tar.add(f"{key}.v{view.view}.tgt", view.to_targets_bytes())
+    tar.close()
+    return out.getvalue()
+
+
+def test_actors_write_the_single_writers_bytes_whichever_writes_a_shard(image_shards, built, tmp_path):
+    """Every feature tar the actors wrote is, byte for byte, the tar of one sequential writer
+    (`_reference_tar`), its index entry that file's size, count and CRC-32; and two encoders
+    sharing the shards (`assign`) in this process, without Ray, write the same files."""
+    import zlib
+
+    out, _, settings = built
+    cache = out / "tiny-views3"
+    spec = read_cache_spec(str(cache))
+    for dataset, split in LAYOUT:
+        for shard in sr.list_shards(image_shards, dataset, split):
+            name = shard.rsplit("/", 1)[1]
+            want = _reference_tar(Path(shard), settings, spec["encoder_id"])
+            assert (cache / dataset / split / name).read_bytes() == want, name
+            entry = json.loads((cache / dataset / split / name.replace(".tar", ".json")).read_text())["index"]
+            assert entry == {"samples": len({m.split(".")[0] for m in _names(want)}), "bytes": len(want),
+                             "crc32": f"{zlib.crc32(want):08x}"}
+    other = tmp_path / "tiny-views3"
+    work = []
+    for dataset, split in LAYOUT:
+        (other / dataset / split).mkdir(parents=True)
+        for i, shard in enumerate(sr.list_shards(image_shards, dataset, split)):
+            work.append(_Work(shard, str(other / dataset / split), LAYOUT[dataset, split][i], index=len(work)))
+    plans = assign(work, 2)
+    assert sorted(w.index for p in plans for w in p) == list(range(len(work)))
+    assert [[w.samples for w in p] for p in plans] == [[3, 3, 2], [3, 3]]  # largest first, to the least loaded
+    for plan in plans:
+        encoder = ShardEncoder(settings, "cpu", spec["encoder_id"])
+        done = list(encoder.encode_shards((w, read_shard(w.shard, w.samples, settings)) for w in plan))
+        assert sorted(d["index"] for d in done) == sorted(w.index for w in plan)
+    for p in other.rglob("*.tar"):
+        assert p.read_bytes() == (cache / p.relative_to(other)).read_bytes()
+
+
+def _names(tar_bytes: bytes) -> list[str]:
+    import io
+
+    return tarfile.open(fileobj=io.BytesIO(tar_bytes)).getnames()
+
+
+def test_the_storage_printed_before_a_run_is_the_caches_size(image_shards, built):
+    out, _, settings = built
+    cache = out / "tiny-views3"
+    spec = read_cache_spec(str(cache))
+    sets = sorted(LAYOUT)
+    need = storage_needed(str(image_shards), str(cache), sets, [], settings, spec)
+    assert (need.samples, need.samples_todo, need.views, need.feature_bytes) == (14, 0, 3, 32 * 16 * 12 * 2)
+    tars = sorted(cache.glob("*/*/*.tar"))
+    ok = sum(1 for t in tars for _ in iter_feature_shard(str(t), spec))
+    written = sum(t.stat().st_size for t in tars)
+    # the estimate counts every image sample (the corrupt one too) and no end-of-archive blocks
+    assert 0 < (need.samples - 1) * need.sample_bytes <= written <= need.samples * need.sample_bytes + 10240 * len(tars)
+    assert ok == 13
+    with tarfile.open(tars[0]) as t:  # one view's members as written: header + data padded to 512 bytes
+        first = t.getmembers()[0].name.split(".")[0]
+        view0 = [m for m in t.getmembers() if m.name.startswith(f"{first}.v0.")]
+    assert need.view_bytes == sum(512 + -(-m.size // 512) * 512 for m in view0)
+    text = need.describe()
+    assert text.startswith("storage: 14 samples x 3 view(s) x ") and "(feature map 12288 B" in text
+    assert "this run writes 0 kB" in text and " free there" in text
+
+
+def test_device_defaults():
+    s = FeatureSettings()
+    assert (s.for_device("cpu").batch_size, s.for_device("cpu").pad_multiple) == (32, 0)
+    assert (s.for_device("cuda").batch_size, s.for_device("cuda").pad_multiple) == (256, 32)
+    assert FeatureSettings(batch_size=8, pad_multiple=0).for_device("cuda").batch_size == 8

@@ -135,3 +135,30 @@ def test_gradients_reach_the_camera_head(synthetic_assets, reprojection):
     terms["joints_2d"].backward()
     grad = model.head_cam.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("turn", [0.0, 0.5])
+@pytest.mark.parametrize("dataset,split", [("3dpw", "test"), ("mpi_inf_3dhp", "train")])
+def test_shifted_and_extreme_crop_views_keep_the_full_image_camera_consistent(read, dataset, split, turn):
+    """HMR2.0's translation and extreme crops (pipelines/augment.py) move the view's box away
+    from the crop's centre: the view's box centre and size follow it, so the 3D joints still
+    project onto its 2D labels in its full image; without a turn that full image is the original
+    (the dataset's camera, unchanged) and only the box moved."""
+    from pipelines.augment import part_box
+
+    crops = [transform_record(r) for r in read[dataset, split]]
+    full = [r.replace(keypoints_2d=np.c_[r.keypoints_2d[:, :2], np.ones(len(r.keypoints_2d))].astype(np.float32))
+            for r in crops]  # every joint visible, so every part has a box
+    views = [ViewParams(1.1, turn, shift=(0.02, -0.015)),
+             ViewParams(0.9, turn, part="torso", part_box=part_box(full[0], "torso"), shift=(-0.01, 0.02))]
+    for params in views:
+        records = [_view(r, params) for r in crops]
+        t = make_targets(_batch(records), None)
+        both = (t.keypoints_full[..., 2] > 0) & (t.joints_3d[..., 3] > 0)
+        assert both.sum() > 10 * len(records)
+        err = (project(t.joints_3d[..., :3], t.K_full) - t.keypoints_full[..., :2]).norm(dim=-1)[both]
+        assert float(err.max()) < 1.0, (params, float(err.max()))
+        plain = make_targets(_batch([_view(r, ViewParams()) for r in crops]), None)
+        assert (t.box_center - plain.box_center).abs().max() > 1.0  # the box moved
+        if turn == 0.0:
+            np.testing.assert_allclose(t.K_full, plain.K_full, rtol=1e-5, atol=1e-3)

@@ -15,6 +15,7 @@ from pipelines import shard_reader as sr
 from pipelines.crop import CropSettings, crop_frame, decode_image, encode_jpeg, transform_record
 from pipelines.shard_index import read_entry, write_index
 from pipelines.shards import ImageError, ImageSource, ShardSettings, build, summary_table
+from processes import kill_session
 from test_crop import make_record
 
 SETTINGS = ShardSettings(max_samples=3)
@@ -372,37 +373,6 @@ def test_synthetic_faults_are_rejects_with_their_reasons(faulty_raw, synthetic_b
                      "invalid_camera_pose", "invalid_frame"}
 
 
-def _session_processes(sid: int) -> list[int]:
-    """Live (not zombie) processes of session `sid`."""
-    pids = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(pid))
-    return pids
-
-
-def _kill_session(sid: int, timeout: float = 30.0) -> None:
-    """SIGKILL every process of session `sid` (a run this test started), until none is left."""
-    import signal
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (pids := _session_processes(sid)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    assert not _session_processes(sid), "the killed run left processes behind"
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp_path):
     import glob
@@ -421,7 +391,7 @@ def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp
         while not glob.glob(f"{out}/*/*/*.tar") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:  # kill -9 the run, once its first shard is complete: the driver and its local Ray
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.wait()
     planned = [s for s in stats if s["dataset"] in KILLED_DATASETS]
     survivors = {p: os.stat(p).st_mtime_ns for p in glob.glob(f"{out}/*/*/*.tar")}
@@ -451,3 +421,37 @@ def test_truncated_shard_is_named(tmp_path, built):
     for read in (lambda s: list(sr.iter_shard(s)), sr.list_samples):
         with pytest.raises(sr.ShardError, match="cut.tar"):
             read(str(cut))
+
+
+@pytest.mark.parametrize("lost", ["node", "worker in a task"])
+@pytest.mark.parametrize("command", ["shards", "features"])
+def test_a_node_lost_mid_run_is_a_clear_error(command, lost, monkeypatch, capsys, tmp_path):
+    """A Ray node or worker lost for good (Ray's retries spent) ends `make shards` / `make
+    features` with one line saying so and how to finish (tests/test_scaleout.py kills a node
+    for real); an error of this code is not taken for one."""
+    import ray.exceptions as rx
+
+    from pipelines import features, shards
+
+    error = {"node": rx.NodeDiedError("node 1a2b3c is dead"),
+             "worker in a task": rx.RayTaskError("_process_row", "", rx.WorkerCrashedError())}[lost]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Ray Data failed") from error
+
+    module, work, argv = {"shards": (shards, "build", ["--raw", str(tmp_path)]),
+                          "features": (features, "run", ["--shards", str(tmp_path), "--encoder", "tiny"])}[command]
+    monkeypatch.setattr(module, work, fail)
+    assert module.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the Ray cluster lost a node or worker mid-run (")
+    assert type(error if lost == "node" else error.cause).__name__ in err[0] and "rerun the same command" in err[0]
+    assert str(tmp_path / "out") in err[0]
+
+    # errors of this code, also inside Ray, are raised as they are
+    init_failed = rx.ActorDiedError(rx.RayTaskError("EncodeChunks.__init__", "", ValueError("bad checkpoint")))
+    for ours in (RuntimeError("a bug of ours"), rx.RayTaskError("_process_row", "", ValueError("a bug")), init_failed):
+        assert shards.lost_by_ray(ours) is None, ours
+        monkeypatch.setattr(module, work, lambda *a, error=ours, **k: (_ for _ in ()).throw(error))
+        with pytest.raises(type(ours)):
+            module.main([*argv, "--out", str(tmp_path / "out"), "--no-progress"])

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -177,16 +176,16 @@ def test_cli_refuses_to_overwrite_or_to_resume_nothing(features, synthetic_asset
     run = tmp_path / "run"
     run.mkdir()
     args = ["--features", str(features), "--run", str(run), "--assets", str(synthetic_assets.root)]
-    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--resume", *args]) == 1
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--resume", *args]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     load_config(CONFIG_DIR / "demo-cpu.yaml").save(run / "config.yaml")
-    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), *args]) == 1
+    assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), *args]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--set", "optim.lrate=1", *args[:2],
-                 "--run", str(tmp_path / "new")]) == 1
+                 "--run", str(tmp_path / "new")]) == 2
     assert "optim.lrate" in capsys.readouterr().err
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--run", str(tmp_path / "new2"),
-                 "--features", str(features), "--set", "data.val_dataset=''"]) == 1  # default mix: no coco here
+                 "--features", str(features), "--set", "data.val_dataset=''"]) == 2  # default mix: no coco here
     err = capsys.readouterr().err
     assert "mpii" in err and "h36m" in err and "data.mix" in err
 
@@ -212,7 +211,7 @@ def test_damaged_shards_stop_training_before_it_starts(features, synthetic_asset
     run = tmp_path / "run"
     sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.workers=0", "optim.epochs=1"]
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(run),
-                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert "train: error: shard check: 4 problem(s)\n" in err and "rerun `make features`" in err
     assert_lists(err, damaged)
@@ -232,7 +231,7 @@ def test_a_shard_cut_after_the_check_stops_the_epoch(features, synthetic_assets,
     sets = [SMALL_MAPS, only(fixed=1), "data.val_dataset=''", "data.shuffle_buffer=1", "data.workers=0",
             "optim.global_batch=4", "data.epoch_samples=8", "optim.epochs=1"]
     assert main(["--config", str(CONFIG_DIR / "demo-cpu.yaml"), "--features", str(root), "--run", str(tmp_path / "run"),
-                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 1
+                 "--assets", str(synthetic_assets.root), *[x for s in sets for x in ("--set", s)]]) == 2
     err = capsys.readouterr().err
     assert f"train: error: {shard}: read 2 of the 8 samples its index lists, then the tar ends" in err
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
@@ -288,35 +287,12 @@ def test_the_non_finite_check_runs_every_n_steps_and_names_the_bad_step(features
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
 
 
-DDP_SCRIPT = """
-import sys, torch
-from lightning.pytorch.callbacks import Callback
-from train.config import load_config
-from train.run import train
-
-config, features, run, assets, out = sys.argv[1:6]
-
-class Record(Callback):
-    keys = []
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.keys += batch["key"]
-    def on_train_end(self, trainer, pl_module):
-        state = {k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()}
-        torch.save({"keys": self.keys, "state": state, "step": trainer.global_step, "world": trainer.world_size},
-                   f"{out}/rank{trainer.global_rank}.pt")
-
-train(load_config(config, sys.argv[6:]), features, run, assets=assets, extra_callbacks=[Record()])
-"""
-
-
 def test_ddp_on_two_cpu_processes_keeps_weights_equal_on_different_samples(features, synthetic_assets, tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
     sets = [SMALL_MAPS, only(**{"3dpw": 1, "coco": 1}), "data.val_dataset=''", "trainer.devices=2", "trainer.accelerator=cpu",
             "optim.global_batch=8", "data.epoch_samples=24", "optim.epochs=1", "data.workers=1",
             "data.shuffle_buffer=2", "trainer.log_every_n_steps=1"]
-    cmd = [sys.executable, str(script), str(CONFIG_DIR / "demo-cpu.yaml"), str(features), str(tmp_path / "run"),
-           str(synthetic_assets.root), str(tmp_path), *sets]
+    cmd = [sys.executable, str(REPO / "tests" / "train_recorder.py"), str(tmp_path), str(CONFIG_DIR / "demo-cpu.yaml"),
+           str(features), str(tmp_path / "run"), str(synthetic_assets.root), *sets]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)

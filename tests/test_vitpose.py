@@ -152,7 +152,7 @@ def test_checkpoint_errors_name_the_keys(small, tmp_path):
     with pytest.raises(CheckpointError, match=r"29 wrong shape: .*blocks\.0\.attn\.proj\.weight \(48, 48\) != \(32, 32\)"):
         ViTPoseEncoder("tiny").load_checkpoint(_save(dict(sd), tmp_path / "other_size.pth"))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pth: not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="junk.pth: unreadable or truncated encoder checkpoint"):
         read_checkpoint(tmp_path / "junk.pth")
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         read_checkpoint(tmp_path / "nowhere.pth")
@@ -189,3 +189,34 @@ def test_spec_records_weights_and_preprocessing(small, tmp_path):
     assert not encoder_spec("tiny", _save(tiny.vitpose_state_dict(), tmp_path / "real.pth"))["synthetic"]
     with pytest.raises(CheckpointError, match="does not match encoder 'vitpose-s'"):
         encoder_spec("vitpose-s", path)
+
+
+def test_matmul_weights_stored_in_bf16_give_autocasts_bits(small):
+    """On CUDA `place` stores the Linear / Conv2d weights in bf16 once: under bf16 autocast that
+    is the cast autocast makes on every forward, so the features are the same bits (checked here
+    with CPU autocast, which casts the same ops). LayerNorms and the position embedding stay fp32."""
+    import copy
+
+    _, enc, x = small
+    stored = copy.deepcopy(enc)
+    stored.store_matmul_weights(torch.bfloat16)
+    dtypes = {n: p.dtype for n, p in stored.named_parameters()}
+    assert dtypes["backbone.embeddings.position_embeddings"] == torch.float32
+    assert dtypes["backbone.encoder.layer.0.layernorm_before.weight"] == torch.float32
+    assert dtypes["backbone.encoder.layer.0.mlp.fc1.weight"] == torch.bfloat16
+    assert dtypes["backbone.embeddings.patch_embeddings.projection.weight"] == torch.bfloat16
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = enc.backbone(x).feature_maps[-1]
+        got = stored.backbone(x).feature_maps[-1]
+    assert torch.equal(got, want)
+    assert enc.place("cpu") is enc and next(enc.parameters()).dtype == torch.float32  # fp32 on CPU
+
+
+def test_preprocess_uses_the_encoders_constants(small):
+    """`preprocess` (the encoder's mean / std buffers: no host data per call) is `normalize`;
+    the buffers are not weights (not in the state dict) and follow the encoder's device."""
+    _, enc, _ = small
+    crops = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 256, 192, 3), dtype=np.uint8))
+    assert torch.equal(enc.preprocess(crops), normalize(crops))
+    assert not any("pixel_" in k for k in enc.state_dict())
+    assert {n for n, _ in enc.named_buffers()} >= {"pixel_mean", "pixel_std"}

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from datasets.errors import InputError
 from model.config import ConfigError as ModelConfigError
 from model.config import ModelConfig
 from model.config import from_dict as model_from_dict
@@ -38,7 +39,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 BASE_KEY = "base"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A training configuration is malformed; the message names the source and the key."""
 
 

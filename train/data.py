@@ -61,8 +61,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datasets.errors import InputError
 from pipelines.features import (ENCODER_EXT, FEATURE_EXT, OK, RECORD_EXT, TARGETS_EXT, decode_features,
-                                has_targets, read_cache_spec, sample_views, view_ext)
+                                has_targets, list_caches, read_cache_spec, sample_views, view_ext)
 from pipelines.shard_index import ShardCheckError, ShardRead, TruncatedShard, check
 from pipelines.shard_reader import ShardError, join, list_shards, read_manifest, resolve
 from pipelines.tar import BLOCK as TAR_BLOCK
@@ -80,7 +81,7 @@ def lazy_members(spec: dict) -> tuple[str, ...]:
     return LAZY + ("." + RECORD_EXT,) if has_targets(spec) else LAZY
 
 
-class DataError(ValueError):
+class DataError(InputError, ValueError):
     """The feature tree lacks what the config asks for; the message names path and key."""
 
 
@@ -101,7 +102,8 @@ def open_cache(features: str, cache: str) -> tuple[str, dict]:
     try:
         return root, read_cache_spec(root)
     except FileNotFoundError as e:
-        raise DataError(f"{e} (config key data.cache = {cache!r})") from None
+        raise DataError(f"{e} (config key data.cache = {cache!r}; caches under {features}: "
+                        f"{list_caches(features) or 'none'})") from None
 
 
 def find_source(root: str, dataset: str, split: str) -> Source:

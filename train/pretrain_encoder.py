@@ -51,12 +51,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from datasets.errors import USER_ERRORS, fail
 from datasets.joints import KEYPOINTS_2D
+from datasets.progress import Progress
 from datasets.record import CROP_HW
 from model.geometry import normalise_crop_pixels
-from model.vitpose import ViTPoseEncoder, get_encoder_config, mae_sincos_pos_embed, normalize
+from model.vitpose import CONFIGS, ViTPoseEncoder, mae_sincos_pos_embed, normalize
 from pipelines.features import shard_sets
 from pipelines.shard_reader import decode_jpeg, iter_split
 
@@ -161,7 +162,7 @@ def pretrain(crops: np.ndarray, keypoints: np.ndarray, encoder_name: str, epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(seed)
     losses = []
-    bar = tqdm(total=steps, desc=f"pretrain {encoder_name}", disable=not progress, unit="step")
+    bar = Progress(steps, f"pretrain {encoder_name}", "steps", show=progress)
     for _ in range(epochs):
         order = rng.permutation(n)
         total = 0.0
@@ -217,7 +218,7 @@ def mean_skeleton_px(train_keypoints: np.ndarray, keypoints: np.ndarray) -> floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", required=True, help="image shard root (make shards OUT)")
-    ap.add_argument("--encoder", default="tiny", help="encoder config name (model.vitpose.CONFIGS)")
+    ap.add_argument("--encoder", default="tiny", choices=sorted(CONFIGS), help="encoder config name")
     ap.add_argument("--out", required=True, help="checkpoint to write (.pth)")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=32)
@@ -228,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="position embedding at the start: MAE's 2D sine-cosine table, or transformers' random init")
     args = ap.parse_args(argv)
     out = Path(args.out)
-    get_encoder_config(args.encoder)  # fail fast on an unknown name
     t0 = time.time()
-    crops, kps, sets = load_training_crops(args.shards)
+    try:
+        crops, kps, sets = load_training_crops(args.shards)
+    except USER_ERRORS as e:
+        return fail("pretrain", e)
     print(f"pretrain: {len(crops)} training crops from {', '.join(sets)}")
     enc, head, losses = pretrain(crops, kps, args.encoder, args.epochs, args.batch, args.lr, args.seed,
                                  objective=args.objective, pos_init=args.pos_init)

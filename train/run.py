@@ -4,8 +4,10 @@
     python -m train --run runs/def-m --features data/features --resume     # continue from last.ckpt
     make train CONFIG=train/configs/def-m.yaml FEATURES=data/features RUN=runs/def-m [RESUME=1]
 
-Options: `--assets DIR` (SMPL, H36M regressor, mean parameters; default: datasets/assets.yaml,
-or $ASSETS), `--set section.key=value` (repeatable, YAML value, on top of the config).
+Options: `--assets DIR` (SMPL, H36M regressor, mean parameters; default: for synthetic data the
+stand-ins it was made with, which its SYNTHETIC markers name (`datasets.assets.assets_for_data`;
+other assets are refused for it), else datasets/assets.yaml or $ASSETS), `--set
+section.key=value` (repeatable, YAML value, on top of the config).
 
 Several GPUs on one node: set `trainer.devices` (Lightning starts the other ranks). Several
 nodes: `trainer.num_nodes` and start one process per GPU with torchrun or SLURM `srun`
@@ -26,6 +28,7 @@ a `--config` given with `--resume` must resolve to the saved config.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -39,11 +42,15 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from datasets.assets import Assets, is_synthetic
+from datasets.assets import assets_for_data, is_synthetic
+from datasets.errors import USER_ERRORS, InputError, fail
+from datasets.progress import Progress, is_terminal
+from model.checkpoint import CheckpointError
+from model.checkpoint import load as load_checkpoint
 from model.deforhmr import DeforHMR
-from pipelines.shard_reader import ShardError
+from pipelines.shard_reader import join, read_split_marker
 from train.config import ConfigError, TrainConfig, load_config, load_resolved, with_sets
-from train.data import DataError, FeatureDataModule
+from train.data import FeatureDataModule
 from train.module import DeforHMRModule, NonFiniteLossError, ValProtocol
 from train.plots import plot_run
 
@@ -52,6 +59,7 @@ CKPT_DIR = "checkpoints"
 LAST = "last"
 BEST = "best"
 MONITOR = "val/pa_mpjpe"
+RESUME_KEYS = ("state_dict", "optimizer_states", "loops")  # what Lightning restores a run from
 
 
 # DDP: every parameter gets a gradient each step and the graph never changes (static_graph:
@@ -61,7 +69,7 @@ MONITOR = "val/pa_mpjpe"
 DDP_ARGS = dict(find_unused_parameters=False, static_graph=True, broadcast_buffers=False)
 
 
-class RunError(RuntimeError):
+class RunError(InputError, RuntimeError):
     """The run folder and the command disagree (exists / nothing to resume / config differs)."""
 
 
@@ -142,6 +150,38 @@ class ProgressBar(TQDMProgressBar):
         return items
 
 
+class ProgressLines(Callback):
+    """Where stderr is not a terminal (a log file): instead of the bar, a plain line every
+    `datasets.progress.PROGRESS_SECONDS`, at the next logging step (`trainer.log_every_n_steps`):
+    step of all, steps/s, epoch, loss. The loss is read only there, where Lightning reads it
+    from the device anyway (no sync of its own)."""
+
+    def __init__(self, every: float | None = None):
+        self.every = every  # None: datasets.progress.PROGRESS_SECONDS
+        self.bar: Progress | None = None
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a resumed run counts on from its step
+        total = trainer.estimated_stepping_batches
+        self.bar = Progress(int(total) if math.isfinite(total) else None, "train", "steps", bar=False, every=self.every,
+                            initial=trainer.global_step)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # lines on logging steps only: there Lightning has read the loss from the device already
+        if not trainer.log_every_n_steps or trainer.global_step % trainer.log_every_n_steps:
+            return
+        if self.bar.due():
+            loss = trainer.callback_metrics.get("train/loss")
+            self.bar.set_postfix(epoch=trainer.current_epoch, **({} if loss is None else {"loss": f"{float(loss):.4g}"}))
+        self.bar.update(trainer.global_step - self.bar.n)
+
+    @rank_zero_only
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.bar.close()
+
+
 def build_trainer(cfg: TrainConfig, run: Path, runtime: dict, has_val: bool, extra_callbacks=()) -> L.Trainer:
     ckpt_dir = run / CKPT_DIR
     last = dict(dirpath=ckpt_dir, filename=LAST, monitor=None, save_top_k=1, enable_version_counter=False)
@@ -153,9 +193,8 @@ def build_trainer(cfg: TrainConfig, run: Path, runtime: dict, has_val: bool, ext
         LearningRateMonitor(logging_interval="step"),  # at logging steps only (no per-step tensor from a float)
         *extra_callbacks,
     ]
-    progress = sys.stderr.isatty()
-    if progress:
-        callbacks.append(ProgressBar(refresh_rate=cfg.trainer.log_every_n_steps))
+    progress = is_terminal()
+    callbacks.append(ProgressBar(refresh_rate=cfg.trainer.log_every_n_steps) if progress else ProgressLines())
     if has_val:  # best.ckpt: lowest validation PA-MPJPE, saved after validation
         callbacks.insert(1, ModelCheckpoint(dirpath=ckpt_dir, filename=BEST, monitor=MONITOR, mode="min",
                                             save_top_k=1, auto_insert_metric_name=False,
@@ -181,14 +220,28 @@ def best_score(trainer: L.Trainer) -> float | None:
     return None
 
 
+def check_resumable(last: Path) -> None:
+    """RunError unless `last` is a whole checkpoint of a training run: read here first
+    (`model.checkpoint.load`: one line for a truncated or unreadable file), then by Lightning."""
+    try:
+        ckpt = load_checkpoint(last, "training checkpoint")
+    except FileNotFoundError:
+        raise RunError(f"--resume: {last} not found; nothing to resume") from None
+    except CheckpointError as e:
+        raise RunError(f"--resume: {e}") from None
+    missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise RunError(f"--resume: {last} is not a checkpoint of a training run (lacks {missing})")
+
+
 def train(cfg: TrainConfig, features: str | Path, run: str | Path, resume: bool = False,
           assets: str | Path | None = None, extra_callbacks=()) -> L.Trainer:
     """Fit `cfg` on the feature tree `features` into the run folder `run`; returns the Trainer."""
     run = Path(run)
     runtime = resolve_runtime(cfg)
     last = run / CKPT_DIR / f"{LAST}.ckpt"
-    if resume and not last.exists():
-        raise RunError(f"--resume: {last} not found; nothing to resume")
+    if resume:
+        check_resumable(last)
     dm = FeatureDataModule(cfg.data, str(features), cfg.optim.global_batch, cfg.trainer.seed,
                            pin_memory=runtime["on_gpu"])
     mc = cfg.model_config()
@@ -197,7 +250,10 @@ def train(cfg: TrainConfig, features: str | Path, run: str | Path, resume: bool 
                           f"expects (model.context_dim, *model.feature_hw) = {(mc.context_dim, *mc.feature_hw)}; "
                           f"pick the matching data.cache or model keys")
     L.seed_everything(cfg.trainer.seed, workers=False, verbose=False)
-    asset_paths = Assets(root=assets)
+    splits = [join(dm.root, s.dataset, s.split) for s in (*dm.sources, *([dm.val_source] if dm.val_source else []))]
+    asset_paths, where = assets_for_data(assets, {d: read_split_marker(d) for d in splits})
+    if where and _first_process():
+        print(f"== train: {where}", flush=True)
     model = DeforHMR.from_assets(mc, asset_paths)
     synthetic_assets = model.body_model.is_synthetic or any(
         is_synthetic(asset_paths.path(n)) for n in ("mean_params", "h36m_regressor"))
@@ -219,7 +275,7 @@ def train(cfg: TrainConfig, features: str | Path, run: str | Path, resume: bool 
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         # each worker serves its own share of the epoch (FeatureStream.plan), so len() is exact
         warnings.filterwarnings("ignore", message=".*IterableDataset.* has `__len__` defined.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
     return trainer
 
 
@@ -229,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", required=True, help="feature tree FEATURES/<encoder>/<dataset>/<split>")
     ap.add_argument("--run", required=True, help="run folder (runs/<name>)")
     ap.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
-    ap.add_argument("--assets", help="assets root (default: datasets/assets.yaml or $ASSETS)")
+    ap.add_argument("--assets", help="assets root (default: synthetic data's own stand-ins, named by its SYNTHETIC "
+                    "markers; else datasets/assets.yaml or $ASSETS)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config key (repeatable)")
     args = ap.parse_args(argv)
@@ -240,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_config(run, args.config, args.sets, args.resume)
         trainer = train(cfg, args.features, run, args.resume, args.assets)
-    except (ConfigError, DataError, ShardError, RunError, NonFiniteLossError, FileNotFoundError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 1
+    except (*USER_ERRORS, NonFiniteLossError) as e:
+        return fail("train", e)
     if trainer.is_global_zero:
         best = best_score(trainer)
         print(f"== train: done in {time.time() - t0:.0f} s: {trainer.global_step} steps, "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from datasets.assets import is_synthetic
+from datasets.errors import fail
 from datasets.synthetic import raw
 
 
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.scale < 1:
         ap.error("--scale must be >= 1")
+    if args.out.exists() and not args.out.is_dir():
+        return fail("synthetic", NotADirectoryError(f"--out {args.out}: exists and is not a folder"))
     summary = []
     for name, step in STEPS:
         print(f"== synthetic {name} (seed {args.seed}) -> {args.out}")
