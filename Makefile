@@ -29,6 +29,14 @@ test: setup ## run the whole test suite (what .ci/run calls); "no tests collecte
 	@$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected: failing" >&2; exit 1; fi; exit $$rc
 
+# mutation testing (tests/mutate.py, docs/testing.md): slow, not part of `make test` nor CI
+MODULES ?=
+JOBS ?=
+.PHONY: mutate
+mutate: setup ## mutmut over the core modules, each against its own tests: score per module, surviving mutants -> build/mutate/report.md (MODULES=joints,crop JOBS=2)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -e '.[mutate]'
+	$(BIN)/python tests/mutate.py $(if $(MODULES),--modules $(MODULES)) $(if $(JOBS),--jobs $(JOBS))
+
 assets-check: setup ## which external assets are present / missing / synthetic (ASSETS=, RAW= override)
 	$(BIN)/python -m datasets.assets $(if $(ASSETS),--assets $(ASSETS)) $(if $(RAW),--raw $(RAW))
 
@@ -119,7 +127,11 @@ EVAL_ARGS ?=
 PRED ?=
 PROTOCOL ?=
 EVAL_OUT = $(if $(filter command line environment,$(origin OUT)),--out $(OUT))
-.PHONY: eval eval-export
+.PHONY: eval eval-export bench-render
+
+bench: bench-render
+bench-render: setup ## seconds per 512 px frame of the numpy mesh renderer (figures, eval.predict overlays)
+	$(BIN)/python -m model.bench_render
 
 # PRED=FILE scores a predictions file (docs/evaluation.md) instead of a run
 eval: setup ## score RUN on 3DPW/RICH/EMDB/3DHP -> RUN/eval/results.{md,json}, per_sequence.csv, figures/ (RUN=, FEATURES=, CKPT=, ASSETS= as for train, RAW=, EVAL_ARGS=); or PRED=FILE PROTOCOL=3dpw|rich|emdb|3dhp [OUT=DIR]: score any method's predictions

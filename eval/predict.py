@@ -4,9 +4,11 @@
         [--ckpt PATH] [--features DIR/<cache>] [--encoder-ckpt PATH] [--assets DIR] [--device auto]
 
 - The box is the tight person box in original pixels (x, y = top-left corner, w, h). It
-  is expanded as the readers expand theirs (SPIN's 1.2, `model.geometry.SPIN_BOX_EXPAND`,
-  times the crop stage's `pipelines.crop.DEFAULT_EXPAND`), widened to 4:3, and warped to
-  the 256x192 crop with `model.geometry.crop_affine`, exactly as the shards are made.
+  becomes the readers' person box (`model.geometry.square_box`, as `box_from_keypoints`
+  makes it from the keypoints' tight box: square, SPIN's 1.2 x the larger side), then the
+  crop stage's box (`pipelines.crop.crop_box`: its `DEFAULT_EXPAND`, widened to 4:3), and
+  is warped to the 256x192 crop with `model.geometry.crop_affine`: the affine the shards
+  hold for the same person.
 - The encoder is the one the run's features were made with: `encoder.json` of the run's
   feature cache (the checkpoint's `meta.features`, or `--features`) names it and its
   weights — random weights by seed (the synthetic demo), or a checkpoint file whose
@@ -42,13 +44,11 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 def crop_for_box(image: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """(crop (256, 192, 3) uint8 RGB, affine (2, 3) original -> crop) for a tight box."""
-    from model.geometry import SPIN_BOX_EXPAND, crop_affine, expand_to_aspect
-    from pipelines.crop import DEFAULT_EXPAND, warp
+    from model.geometry import crop_affine, square_box
+    from pipelines.crop import crop_box, warp
 
     x, y, w, h = box
-    center = np.array([x + w / 2, y + h / 2])
-    size = expand_to_aspect(np.array([w, h]) * SPIN_BOX_EXPAND * DEFAULT_EXPAND)
-    A = crop_affine(center, size)
+    A = crop_affine(*crop_box(*square_box((x, y), (x + w, y + h))))
     return warp(image, A), A
 
 

@@ -256,7 +256,13 @@ def box_from_keypoints(keypoints: np.ndarray, expand: float = SPIN_BOX_EXPAND,
     box = tight_box(keypoints, min_conf)
     if box is None:
         return None
-    lo, hi = box[:2], box[2:]
+    return square_box(box[:2], box[2:], expand)
+
+
+def square_box(lo: np.ndarray, hi: np.ndarray, expand: float = SPIN_BOX_EXPAND) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's person box around the tight box [lo, hi] (x, y corners, px): (center (2,),
+    size (2,) = (side, side)), side = expand x the larger side (SPIN `datasets/preprocess/pw3d.py`)."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     side = expand * float((hi - lo).max())
     return (lo + hi) / 2, np.array([side, side], np.float64)
 

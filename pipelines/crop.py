@@ -60,11 +60,13 @@ class CropSettings:
             raise ValueError(f"JPEG quality must be in 1..100, got {self.jpeg_quality}")
 
 
-def crop_box(record: PersonFrame, expand: float = DEFAULT_EXPAND,
+def crop_box(box_center: np.ndarray, box_size: np.ndarray, expand: float = DEFAULT_EXPAND,
              crop_hw: tuple[int, int] = CROP_HW) -> tuple[np.ndarray, np.ndarray]:
-    """(center (2,), size (2,) = (w, h)) of the box the crop covers, original pixels."""
-    size = expand_to_aspect(np.asarray(record.box_size, np.float64) * expand, crop_hw[1] / crop_hw[0])
-    return np.asarray(record.box_center, np.float64), size
+    """(center (2,), size (2,) = (w, h)) of the box the crop covers, original pixels, for a
+    reader's person box (`box_center`, `box_size`): the box expanded, widened to the crop's
+    aspect. The one rule for the shards' crops and `eval.predict`'s."""
+    size = expand_to_aspect(np.asarray(box_size, np.float64) * expand, crop_hw[1] / crop_hw[0])
+    return np.asarray(box_center, np.float64), size
 
 
 def label_reject(record: PersonFrame, settings: CropSettings = CropSettings()) -> str | None:
@@ -80,7 +82,7 @@ def label_reject(record: PersonFrame, settings: CropSettings = CropSettings()) -
         if value is not None and not np.all(np.isfinite(np.asarray(value, np.float64))):
             return reject_reason("non_finite_label", name)
     record.validate()
-    center, size = crop_box(record, settings.expand, settings.crop_hw)
+    center, size = crop_box(record.box_center, record.box_size, settings.expand, settings.crop_hw)
     img_h, img_w = (int(v) for v in record.image_hw)
     lo, hi = center - size / 2, center + size / 2
     # pixel centres are integers, so the image spans [-0.5, W - 0.5] x [-0.5, H - 0.5]
@@ -103,7 +105,7 @@ def transform_record(record: PersonFrame, settings: CropSettings = CropSettings(
     """The record in crop space (see the module doc); the image is not needed."""
     if record.is_cropped:
         raise ValueError(f"{record.source or record.key}: record is already cropped")
-    center, size = crop_box(record, settings.expand, settings.crop_hw)
+    center, size = crop_box(record.box_center, record.box_size, settings.expand, settings.crop_hw)
     A = crop_affine(center, size, settings.crop_hw)
     K = None if record.intrinsics is None else affine_intrinsics(np.asarray(record.intrinsics, np.float64), A)
     return record.replace(

@@ -125,6 +125,82 @@ def test_views_are_a_function_of_seed_key_and_view():
     assert 0.3 < np.mean([p.flip for p in drawn]) < 0.7 and 0.3 < np.mean([p.rotation == 0 for p in drawn]) < 0.5
 
 
+def test_draws_reach_hmr2s_extremes():
+    """box_scale reaches both 1 -/+ 0.3 (clipped N(0, 1)), rotations both -/+ 60 degrees
+    (clipped at 2 sigma x 30), colour gains spread over U(0.8, 1.2) per channel."""
+    drawn = [draw_view(view_rng(0, f"k{i}", 1)) for i in range(2000)]
+    scales = [p.box_scale for p in drawn]
+    turns = np.degrees([p.rotation for p in drawn if p.rotation])
+    colors = np.array([p.color for p in drawn])  # (n, 3)
+    assert min(scales) == pytest.approx(0.7) and max(scales) == pytest.approx(1.3)
+    assert min(turns) == pytest.approx(-60) and max(turns) == pytest.approx(60)
+    assert 0.8 <= colors.min() < 0.81 and 1.19 < colors.max() <= 1.2
+    assert abs(colors.mean() - 1) < 0.01 and colors.std(0).min() > 0.1
+    assert len({p.color for p in drawn}) == len(drawn)
+
+
+def test_views_draw_with_the_given_settings():
+    """No scale, turn, flip, colour, shift or extreme crop: every drawn view is the plain crop."""
+    rec, crop, _, _ = crop_sample(6)
+    still = AugmentSettings(scale_factor=0.0, rot_factor=0.0, rot_rate=0.0, flip_rate=0.0, color_scale=0.0,
+                           trans_factor=0.0, extreme_crop_rate=0.0)
+    for r, img in views(rec, crop, 3, seed=1, settings=still)[1:]:
+        np.testing.assert_array_equal(img, crop)
+        np.testing.assert_array_equal(r.keypoints_2d, rec.keypoints_2d)
+
+
+def test_a_view_of_a_view_carries_the_original_pixels_and_box():
+    """crop_affine of a view maps original pixels to view pixels (the view's affine after the
+    crop's); box_size scales with box_scale; a turned view drops the translation, a scaled
+    one keeps it; every array stays float32."""
+    rec, crop, t, _ = crop_sample(7)
+    original = np.array([[300.0, 200.0], [350.0, 310.0], [280.0, 260.0]])
+    from model.geometry import apply_affine
+
+    for params in (ViewParams(box_scale=1.25), ViewParams(0.8, -0.4, True, (1.1, 0.9, 1.0))):
+        out, _ = augment(rec, crop, params, view=1)
+        A = view_affine(params)
+        want = apply_affine(apply_affine(original, rec.crop_affine.astype(np.float64)), A)
+        np.testing.assert_allclose(apply_affine(original, out.crop_affine.astype(np.float64)), want, atol=1e-3)
+        np.testing.assert_allclose(out.box_size, rec.box_size * params.box_scale, rtol=1e-6)
+        for name in ("keypoints_2d", "joints_3d", "smpl_pose", "intrinsics", "crop_affine", "box_size", "smpl_transl"):
+            assert getattr(out, name).dtype == np.float32, name
+    scaled, _ = augment(rec, crop, ViewParams(box_scale=1.25), view=1)
+    assert scaled.has_transl and np.array_equal(scaled.smpl_transl, t.astype(np.float32))
+    turned, _ = augment(rec, crop, ViewParams(rotation=0.3), view=1)
+    assert not turned.has_transl and not turned.smpl_transl.any()
+    # a view of 1.25 x the box: a point 40 px from the crop centre lands 32 px from it
+    np.testing.assert_allclose(apply_affine(np.array([[95.5 + 40, 127.5]]), view_affine(ViewParams(box_scale=1.25))),
+                               [[95.5 + 32, 127.5]], atol=1e-9)
+    bare = rec.replace(intrinsics=None)
+    assert augment(bare, crop, ViewParams(rotation=0.3), view=1)[0].intrinsics is None
+
+
+def test_colour_gain_scales_and_saturates_the_pixels():
+    rec, _, _, _ = crop_sample(8)
+    crop = np.full((256, 192, 3), 100, np.uint8)
+    crop[:, :96] = 250
+    _, img = augment(rec, crop, ViewParams(color=(1.2, 0.5, 1.0)), view=1)
+    assert img[100, 20].tolist() == [255, 125, 250]  # 250 x 1.2 saturates at 255
+    assert img[100, 150].tolist() == [120, 50, 100]
+
+
+def test_views_of_another_crop_size_keep_that_size():
+    rec, _, _, _ = crop_sample(9)
+    small = np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8)
+    params = ViewParams(box_scale=1.25)
+    _, img = augment(rec, small, params, view=1)
+    assert img.shape == (64, 48, 3)
+    from model.geometry import apply_affine
+
+    A = view_affine(params, (64, 48))
+    np.testing.assert_allclose(apply_affine(np.array([[23.5, 31.5]]), A), [[23.5, 31.5]])  # the centre stays
+    np.testing.assert_allclose(A[:, :2], np.eye(2) / 1.25)
+    from pipelines.crop import warp
+
+    np.testing.assert_array_equal(img, warp(small, A, (64, 48)))
+
+
 @pytest.mark.parametrize("params", PARAMS)
 def test_the_view_box_in_original_pixels_cuts_the_view(params):
     """box_center / box_size of a view are the box that `crop_affine` (with the view's turn

@@ -110,3 +110,138 @@ def test_settings_are_checked():
         CropSettings(expand=0)
     with pytest.raises(ValueError):
         CropSettings(jpeg_quality=101)
+
+
+def test_predict_crops_a_tight_box_as_the_shards_crop_the_same_person():
+    """`eval.predict`'s crop of a tight person box is the shards' crop of the same person:
+    the readers' SPIN box around the keypoints (`box_from_keypoints`), then the crop stage
+    (`transform_record`). The issue's box (150, 40, 100, 240) gives a 288 x 384 px crop
+    (SPIN: 1.2 x the larger side, square, widened to 4:3); predict used to widen 1.2 x
+    (w, h) to 4:3, a 216 x 288 px crop."""
+    from eval.predict import crop_for_box
+    from model.geometry import box_from_keypoints
+
+    x, y, w, h = 150.0, 40.0, 100.0, 240.0
+    kp = np.c_[np.random.default_rng(0).uniform([x, y], [x + w, y + h], (24, 2)), np.ones(24)]
+    kp[0, :2], kp[1, :2] = (x, y), (x + w, y + h)  # the tight box's corners
+    center, size = box_from_keypoints(kp)
+    shard = transform_record(make_record(center=tuple(center), box_size=size, keypoints_2d=kp))
+    image = np.random.default_rng(1).integers(0, 256, (*IMAGE_HW, 3), np.uint8)
+    crop, A = crop_for_box(image, (x, y, w, h))
+    np.testing.assert_allclose(A, shard.crop_affine, rtol=1e-6, atol=1e-4)
+    shard_crop = crop_frame(image, make_record(center=tuple(center), box_size=size, keypoints_2d=kp))[0]
+    assert np.abs(crop.astype(int) - shard_crop).max() <= 1  # the shards warp with their float32 affine
+    # the crop spans 288 x 384 px about the box centre (200, 160)
+    corners = apply_affine(np.array([[-0.5, -0.5], [191.5, 255.5]]), invert_affine(A))
+    np.testing.assert_allclose(corners, [[200 - 144, 160 - 192], [200 + 144, 160 + 192]], atol=1e-9)
+
+
+def _unlabelled(center, box_size, **over):
+    """A record with no 2D label (the box alone decides) and the 4:3 box `box_size`."""
+    rec = make_record(center=center, box_size=np.array(box_size, float), **over)
+    rec.keypoints_2d = rec.keypoints_2d.copy()
+    rec.keypoints_2d[:, 2] = 0
+    return rec
+
+
+# The image spans [-0.5, W - 0.5] x [-0.5, H - 0.5] (pixel centres at integers): a crop box
+# touching it from outside is rejected, one overlapping it by 0.25 px is kept.
+BOX = (30.0, 40.0)  # (w, h), already 4:3: the crop box itself
+W_IMG, H_IMG = IMAGE_HW[1], IMAGE_HW[0]
+
+
+@pytest.mark.parametrize("center, kept", [
+    ((-15.5, 240.0), False), ((-15.25, 240.0), True),  # left: hi x = -0.5 / -0.25
+    ((320.0, -20.5), False), ((320.0, -20.25), True),  # top: hi y = -0.5 / -0.25
+    ((W_IMG - 0.5 + 15, 240.0), False), ((W_IMG - 0.75 + 15, 240.0), True),  # right: lo x = W - 0.5 / W - 0.75
+    ((320.0, H_IMG - 0.5 + 20), False), ((320.0, H_IMG - 0.75 + 20), True),  # bottom: lo y = H - 0.5 / H - 0.75
+])
+def test_a_box_touching_the_image_from_outside_is_rejected(center, kept):
+    reason = label_reject(_unlabelled(center, BOX))
+    assert (reason is None) == kept, reason
+    if not kept:
+        assert reason.startswith("box_outside_image: box [")
+
+
+def test_the_box_outside_reason_names_box_and_image():
+    reason = label_reject(_unlabelled((-15.57, 240.0), BOX))
+    assert reason == "box_outside_image: box [-30.6, 220.0]..[-0.6, 260.0] vs image 640x480"
+
+
+@pytest.mark.parametrize("edge, kept", [
+    ((-0.5, 127.5), True), ((-0.6, 127.5), False), ((191.5, 127.5), True), ((191.6, 127.5), False),
+    ((95.5, -0.5), True), ((95.5, -0.6), False), ((95.5, 255.5), True), ((95.5, 255.6), False)])
+def test_one_labelled_keypoint_on_the_crop_edge_keeps_the_frame(edge, kept):
+    """Crop pixels span [-0.5, 191.5] x [-0.5, 255.5]: a frame whose one labelled keypoint
+    lies on that edge is kept, 0.1 px beyond it rejected; unlabelled keypoints inside the
+    crop do not count."""
+    x0, y0 = 100, 50  # a unit-scale crop: crop pixels = original pixels - (x0, y0)
+    h, w = CROP_HW
+    rec = make_record(center=(x0 + (w - 1) / 2, y0 + (h - 1) / 2), box_size=np.array([w, h], float))
+    kp = np.zeros((24, 3))
+    kp[:, :2] = (x0 + 90, y0 + 120)  # unlabelled, inside
+    kp[5] = (x0 + edge[0], y0 + edge[1], 1.0)
+    rec.keypoints_2d = kp
+    assert (label_reject(rec) is None) == kept
+
+
+def test_another_crop_size_is_made_with_its_own_aspect_and_scale():
+    """A 64 x 64 crop: the box widened to 1:1 (not 4:3), warped onto 64 x 64 pixels; a
+    keypoint on the box's right part is inside that crop."""
+    settings = CropSettings(crop_hw=(64, 64))
+    rec = make_record(center=(320.0, 240.0), side=200.0)
+    rec.keypoints_2d = rec.keypoints_2d.copy()
+    rec.keypoints_2d[:, 2] = 0
+    rec.keypoints_2d[0] = (410.0, 240.0, 1.0)  # 90 px right of the centre: crop x = 31.5 + 90 * 64 / 200
+    assert label_reject(rec, settings) is None
+    # 110 px above the image: a square 200 px box ends 10 px above it (a 4:3 one would reach in)
+    assert label_reject(_unlabelled((320.0, -110.0), (200.0, 200.0)), settings).startswith("box_outside_image")
+    img = np.random.default_rng(1).integers(0, 256, (*IMAGE_HW, 3), np.uint8)
+    crop, out = crop_frame(img, rec, settings)
+    assert crop.shape == (64, 64, 3)
+    np.testing.assert_allclose(out.box_size, [200, 200])
+    np.testing.assert_allclose(out.keypoints_2d[0, :2], [31.5 + 90 * 64 / 200, 31.5], atol=1e-4)
+    corners = apply_affine(np.array([[-0.5, -0.5], [63.5, 63.5]]), invert_affine(out.crop_affine.astype(np.float64)))
+    np.testing.assert_allclose(corners, [[220, 140], [420, 340]], atol=1e-3)
+
+
+def test_cropped_records_hold_float32_and_may_lack_intrinsics():
+    out = transform_record(make_record())
+    for name in ("crop_affine", "keypoints_2d", "intrinsics", "box_center", "box_size"):
+        assert getattr(out, name).dtype == np.float32, name
+    bare = transform_record(make_record(intrinsics=None))
+    assert bare.intrinsics is None and bare.crop_affine.dtype == np.float32
+    with pytest.raises(ValueError, match="already cropped"):
+        transform_record(out)
+
+
+def test_jpeg_is_baseline_with_the_standard_huffman_tables():
+    """What `jpeg_bytes_bound` assumes: a baseline frame (SOF0, not progressive) and the
+    standard tables of JPEG Annex K (12 + 162 DC/AC symbols for luma and for chroma), not
+    optimised ones."""
+    data = encode_jpeg(np.random.default_rng(3).integers(0, 256, (*CROP_HW, 3), np.uint8))
+    markers, symbols, i = [], 0, 2
+    while data[i] == 0xFF and data[i + 1] != 0xDA:  # up to the start of scan
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        markers.append(marker)
+        if marker == 0xC4:  # DHT: (class/id, 16 code counts, symbols) per table
+            j = i + 4
+            while j < i + 2 + length:
+                n = sum(data[j + 1:j + 17])
+                symbols += n
+                j += 17 + n
+        i += 2 + length
+    assert 0xC0 in markers and 0xC2 not in markers
+    assert symbols == 2 * (12 + 162)
+
+
+def test_jpeg_bound_follows_its_rule():
+    """ceil(h/16) x ceil(w/16) MCUs x 6 blocks x 2 x 216 bytes + 2048 (the docstring's rule)."""
+    assert jpeg_bytes_bound((256, 192)) == 16 * 12 * 6 * 2 * 216 + 2048 == 499712
+    assert jpeg_bytes_bound((17, 33)) == 2 * 3 * 6 * 2 * 216 + 2048
+
+
+def test_jpeg_quality_bounds():
+    assert CropSettings(jpeg_quality=1).jpeg_quality == 1 and CropSettings(jpeg_quality=100).jpeg_quality == 100
+    with pytest.raises(ValueError, match="JPEG quality"):
+        CropSettings(jpeg_quality=0)

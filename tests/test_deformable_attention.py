@@ -131,16 +131,22 @@ def test_relative_bias_enters_the_logits():
     torch.testing.assert_close(info.weights.sum(-1), torch.ones(2, HEADS, N))
 
 
-def test_rpe_bias_head_reads_its_groups_positions():
-    """Head h's bias is its own query grid sampled at the positions of group h // (heads/G)."""
-    attn = _attn()
+@pytest.mark.parametrize("heads, groups", [(8, 2), (8, 4), (HEADS, G)])
+def test_rpe_bias_head_reads_its_groups_positions(heads, groups):
+    """Every head h's bias, for every query, is its own query grid sampled at the positions
+    of group h // (heads/G) (the mapping `AttentionInfo` documents and `eval.figures`
+    reads): with 8 heads in 2 groups, h % G would differ at heads 1-6."""
+    torch.manual_seed(0)
+    attn = CrossAttention(D, C, heads, N, (H, W), "relative", groups=groups, offset_kernel=3)
     _, x = _inputs()
-    pos = attn.positions(x)
+    pos = attn.positions(x)  # (B, G, H, W, 2)
+    assert not torch.allclose(pos[:, 0], pos[:, 1])  # the groups look at different places
     bias = attn.rpe_bias(pos)  # (B, heads, N, HW)
-    h, n = 3, 2  # head 3 belongs to group 1 (2 heads per group)
-    want = F.grid_sample(attn.rpe_table[h, n][None, None].expand(2, 1, H, W), pos[:, 1],
-                         mode="bilinear", padding_mode="border", align_corners=False)
-    torch.testing.assert_close(bias[:, h, n], want.reshape(2, H * W))
+    for h in range(heads):
+        for n in range(N):
+            want = F.grid_sample(attn.rpe_table[h, n][None, None].expand(2, 1, H, W), pos[:, h // (heads // groups)],
+                                 mode="bilinear", padding_mode="border", align_corners=False)
+            torch.testing.assert_close(bias[:, h, n], want.reshape(2, H * W), msg=f"head {h} query {n}")
 
 
 @pytest.mark.parametrize("pos_encoding", ["none", "absolute", "relative"])
@@ -162,6 +168,49 @@ def test_wrong_context_size_is_an_error():
     tokens, _ = _inputs()
     with pytest.raises(ValueError, match="built for"):
         attn(tokens, torch.randn(2, C, H + 1, W))
+
+
+def test_parameters_defaults_and_initial_scales():
+    """The defaults (relative PE, one group, λ_o = 1, 5x5 offset kernel), DAT's depthwise
+    offset conv, the PE shapes and their small initial values (DAT's RPE table
+    trunc-normal 0.01, ours for the absolute PE: ViT's 0.02)."""
+    torch.manual_seed(0)
+    attn = CrossAttention(D, C, HEADS, N, (H, W))
+    assert attn.groups == 1 and attn.offset_range == 1.0 and attn.rpe_table.shape == (HEADS, N, H, W)
+    conv = attn.offset_net.net[0]
+    assert conv.weight.shape == (C, 1, 5, 5) and conv.groups == C  # depthwise, on one group's C channels
+    assert attn.offset_net.net[-1].bias is None
+    big = CrossAttention(D, C, HEADS, N, (16, 12), groups=G)
+    assert big.offset_net.net[0].weight.shape == (C // G, 1, 5, 5)
+    assert 0.005 < big.rpe_table.std() < 0.015
+    absolute = CrossAttention(D, C, HEADS, N, (16, 12), "absolute", groups=G)
+    assert absolute.abs_pos.shape == (1, C, 16, 12) and 0.01 < absolute.abs_pos.std() < 0.03
+    tokens, _ = _inputs()
+    pos = absolute.positions(torch.randn(2, C, 16, 12))
+    _, k, _ = absolute.project(tokens, torch.zeros(2, C, 16, 12), pos)
+    s = absolute.sample(absolute.abs_pos.expand(2, -1, -1, -1), pos)  # the PE alone, sampled at P
+    torch.testing.assert_close(k.transpose(1, 2).reshape(2, 16 * 12, D), absolute.to_k(s.flatten(2).transpose(1, 2)))
+
+
+def test_positions_are_the_grid_plus_the_offsets():
+    """Eq. 3: P = R + ΔP, per group."""
+    attn = _attn()
+    _, x = _inputs()
+    delta = attn.offsets(x).reshape(2, G, H, W, 2)
+    torch.testing.assert_close(attn.positions(x), reference_grid(H, W) + delta)
+
+
+@pytest.mark.parametrize("dim, heads, groups, context", [(30, 4, 2, 16), (32, 4, 8, 16), (32, 4, 2, 15)])
+def test_sizes_that_do_not_divide_are_refused(dim, heads, groups, context):
+    with pytest.raises(ValueError, match="do not divide"):
+        CrossAttention(dim, context, heads, N, (H, W), groups=groups)
+
+
+def test_a_query_count_the_table_lacks_is_an_error():
+    attn = _attn()
+    tokens, x = _inputs()
+    with pytest.raises(ValueError, match="relative-position table has 5"):
+        attn(tokens[:, :3], x)
 
 
 @pytest.mark.parametrize("deformable", [True, False])

@@ -231,6 +231,54 @@ def test_scores_match_a_direct_protocol_computation(tree, synthetic_assets):
     assert len(res.values(T.MEAN_POSE_METHOD, "pve")) == 4
 
 
+@pytest.mark.parametrize("name", ["3dpw", "rich"])
+def test_mean_pose_baseline_is_the_mean_parameter_body(tree, synthetic_assets, name):
+    """The baseline rows score the neutral SMPL at the mean parameters of the assets'
+    `smpl_mean_params.npz`: with the decoder's heads zeroed the model outputs exactly that
+    body (IEF from the mean, zero residuals), so its rows and the baseline's agree sample by
+    sample; and the baseline equals `Protocol.score` of the mean body built here."""
+    from eval.protocols import load_ground_truth, load_regressor
+    from model.body_model import BodyModel, load_mean_params
+    from model.geometry import rot6d_to_matrix
+
+    loaded = E.load_run(tree["run"], None, synthetic_assets, torch.device("cpu"))
+    with torch.no_grad():
+        for head in (loaded.model.head_pose, loaded.model.head_betas, loaded.model.head_cam):
+            head.weight.zero_()
+            head.bias.zero_()
+    cache = E.open_cache(str(tree["root"] / "features"), loaded)
+    proto = PROTOCOLS[name]
+    res = E.evaluate_protocol(proto, loaded, cache, synthetic_assets, "zeroed", batch_size=3)
+    assert res.n == sum(LAYOUT[name][3])
+    for m in proto.metrics:
+        np.testing.assert_allclose(res.values("zeroed", m), res.values(T.MEAN_POSE_METHOD, m), rtol=1e-5, atol=1e-3)
+
+    mean = load_mean_params(synthetic_assets.require("mean_params"))
+    rot = rot6d_to_matrix(torch.from_numpy(mean["pose"]).reshape(1, 24, 6))  # (1, 24, 3, 3)
+    body = BodyModel(synthetic_assets.body_model_dir, "neutral")
+    with torch.no_grad():
+        vertices = body(betas=torch.from_numpy(mean["shape"])[None], body_pose=rot[:, 1:],
+                        global_orient=rot[:, :1]).vertices.numpy()  # (1, 6890, 3)
+    shards, _, _ = E.split_counts(cache, proto)
+    records = [r for _, r in E.iter_samples(shards, cache.spec)]
+    genders = [r.gender for r in records]
+    gt = load_ground_truth(proto, synthetic_assets).vertices(
+        np.stack([r.smpl_pose for r in records]), np.stack([r.betas for r in records]), genders)
+    want = proto.score(np.repeat(vertices, len(records), 0), gt, load_regressor(proto, synthetic_assets), genders)
+    for m in proto.metrics:
+        np.testing.assert_allclose(res.values(T.MEAN_POSE_METHOD, m), want[m], rtol=1e-5, atol=1e-3)
+        assert np.all(want[m] > 1), m  # the ground truth is not the mean body
+
+
+def test_results_gather_chunks_per_method_and_metric():
+    res = E.ProtocolResult(PROTOCOLS["3dpw"])
+    res.add("m", {"pa_mpjpe": [1.0, 2.0], "mpjpe": [3.0, 4.0], "pve": [5.0, 6.0]})
+    res.add("m", {"pa_mpjpe": [7.0], "mpjpe": [8.0], "pve": [9.0]})
+    assert res.values("m", "pve").tolist() == [5.0, 6.0, 9.0] and res.values("m", "pve").dtype == np.float64
+    empty = E.ProtocolResult(PROTOCOLS["3dpw"], errors={"m": {"pve": []}})
+    assert empty.values("m", "pve").shape == (0,)
+
+
 def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, synthetic_assets, monkeypatch):
     """`rich-gendered`: the evaluator hands every sample's gender to the protocol, so its
     ground-truth joints come from that gender's matrix. The synthetic SMPL files share one

@@ -60,3 +60,12 @@ def test_flip_permutation_is_an_involution(js):
 def test_unknown_joint_names_error():
     with pytest.raises(KeyError, match="not in joint set"):
         J.SMPL_24.indices(["nose"])
+
+
+def test_a_joint_set_indexes_its_names_and_refuses_duplicates():
+    js = J.JointSet("t", ("nose", "left_eye", "right_eye", "left_ear"))
+    assert js.index == {"nose": 0, "left_eye": 1, "right_eye": 2, "left_ear": 3}
+    # a side without its mirror joint (left_ear here) stays in place when flipped
+    assert js.flip_permutation().tolist() == [0, 2, 1, 3]
+    with pytest.raises(ValueError, match="joint set d: duplicate"):
+        J.JointSet("d", ("nose", "left_eye", "nose"))

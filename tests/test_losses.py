@@ -204,3 +204,53 @@ def test_smplx_parameters_never_supervise_smpl():
     t = make_targets(batch, None)
     assert t.has_smpl.tolist() == [True, False, False] and t.vertices is None
     assert torch.allclose(t.rotmats, torch.eye(3).expand(3, 24, 3, 3))
+
+
+def test_masked_mean_divides_by_the_valid_entries():
+    err = torch.tensor([[[3.0, 5.0], [100.0, 100.0]]])  # (1, 2, 2): one valid joint of 2 values
+    assert masked_mean(err, torch.tensor([[1.0, 0.0]])) == 4.0
+
+
+def test_make_targets_carries_the_batch_and_poses_the_target_mesh():
+    """The target mesh is the body model at the batch's betas, body pose (joints 1-23) and
+    global orientation (joint 0); the other targets are the batch's, as float32."""
+    from train.losses import make_targets
+
+    g = torch.Generator().manual_seed(0)
+    pose = 0.3 * torch.randn(2, 24, 3, generator=g)
+    batch = {"smpl_pose": pose.double(), "betas": torch.randn(2, 10, generator=g).double(),
+             "has_smpl": torch.tensor([True, False]), "is_smpl": torch.tensor([True, True]),
+             "joints_3d": torch.randn(2, 24, 4, generator=g).double(),
+             "keypoints_2d": torch.randn(2, 24, 3, generator=g).double(),
+             "image_hw": torch.full((2, 2), 100.0), "box_center": torch.full((2, 2), 50.0),
+             "box_size": torch.full((2, 2), 40.0), "crop_affine": torch.zeros(2, 2, 3),
+             "intrinsics": torch.zeros(2, 3, 3), "has_intrinsics": torch.zeros(2, dtype=torch.bool)}
+    seen = {}
+
+    def body_model(**kw):
+        seen.update(kw)
+        return SimpleNamespace(vertices=torch.full((2, V, 3), 7.0, dtype=torch.float64),
+                               keypoints=torch.full((2, 24, 3), 8.0, dtype=torch.float64))
+
+    t = make_targets(batch, body_model)
+    rot = axis_angle_to_matrix(pose)
+    torch.testing.assert_close(t.rotmats, rot)
+    torch.testing.assert_close(seen["global_orient"], rot[:, :1])
+    torch.testing.assert_close(seen["body_pose"], rot[:, 1:])
+    assert seen["betas"] is t.betas
+    for name in ("betas", "joints_3d", "keypoints_2d"):
+        assert getattr(t, name).dtype == torch.float32 and torch.equal(getattr(t, name), batch[name].float()), name
+    assert t.has_smpl.tolist() == [True, False]
+    assert t.vertices.dtype == t.mesh_keypoints.dtype == torch.float32
+    assert (t.vertices == 7).all() and (t.mesh_keypoints == 8).all()
+
+
+def test_the_vertex_loss_needs_both_meshes():
+    pred, t = _case()
+    t.vertices = t.mesh_keypoints = None
+    with pytest.raises(ValueError, match="losses need the predicted and the target mesh"):
+        compute_losses(pred, t, LossConfig())
+    pred, t = _case()
+    pred.vertices = None
+    with pytest.raises(ValueError, match="losses need the predicted and the target mesh"):
+        compute_losses(pred, t, LossConfig())

@@ -1,7 +1,5 @@
 """The numpy rasteriser: coverage, depth order, culling, perspective-correct depth, shading,
 and pictures of the synthetic body (rest and posed, front and side)."""
-import time
-
 import cv2
 import numpy as np
 import pytest
@@ -128,16 +126,12 @@ def test_pictures_of_the_synthetic_body(body, tmp_path):
     assert lit.std() > 5  # shaded, not a flat silhouette
 
 
-def test_rendering_is_fast_enough_for_video_frames(body):
+def test_a_video_sized_frame_of_the_body_is_drawn(body):
+    """A 512 px frame filled by the body (what `make bench-render` times)."""
     v = posed_vertices(body, DEMO_POSE)
     size = 512
     K = np.array([[size * 1.2, 0, size / 2], [0, size * 1.2, size / 2], [0, 0, 1]])
     cam = v * [1, -1, -1] + [0, 0, 2.8]  # upright, facing the camera, filling the frame
     background = np.zeros((size, size, 3), dtype=np.uint8)
-    assert render_mesh(background, cam, body.faces, K)[1].mean() > 0.05
-    t0 = time.perf_counter()
-    n = 10
-    for _ in range(n):
-        render_mesh(background, cam, body.faces, K)
-    per_frame = (time.perf_counter() - t0) / n
-    assert per_frame < 0.5, f"{per_frame:.3f} s per {size}px frame"
+    image, mask = render_mesh(background, cam, body.faces, K)
+    assert mask.mean() > 0.05 and (image[mask] != 0).any(1).all() and not image[~mask].any()

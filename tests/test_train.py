@@ -50,7 +50,10 @@ def cfg_of(*sets):
 @pytest.fixture(scope="module")
 def features(tmp_path_factory, synthetic_assets):
     """FEATURES with the cache `tiny`: 'fixed' (one shard of 8), '3dpw' (4 shards x 6, two
-    views) and 'coco' (4 x 6, half without SMPL) for training, '3dpw' val (2 x 4)."""
+    views) and 'coco' (4 x 6, half without SMPL) for training, '3dpw' val (2 x 4) and
+    test (2 x 6, half without SMPL, female and male, validated on by one test); and the
+    cache `tiny-smpl`: the '3dpw' test samples with SMPL (the same keys, records and maps),
+    for `make eval`."""
     a = synthetic_assets
     body = BodyModel(a.body_model_dir, "neutral", h36m_regressor=a.path("h36m_regressor"))
     root = tmp_path_factory.mktemp("features")
@@ -60,6 +63,10 @@ def features(tmp_path_factory, synthetic_assets):
     write_split(cache, "3dpw", "train", 4, 6, SHAPE, views=2, body_model=body)
     write_split(cache, "coco", "train", 4, 6, SHAPE, body_model=body, has_smpl_rate=0.5)
     write_split(cache, "3dpw", "val", 2, 4, SHAPE, body_model=body)
+    mixed = dict(body_model=body, has_smpl_rate=0.5, genders=("female", "male"))
+    write_split(cache, "3dpw", "test", 2, 6, SHAPE, **mixed)
+    write_cache_spec(root / "tiny-smpl", SHAPE)
+    write_split(root / "tiny-smpl", "3dpw", "test", 2, 6, SHAPE, **mixed, keep=lambda fr: fr.has_smpl)
     return root
 
 
@@ -139,6 +146,30 @@ def test_a_stopped_run_resumes_exactly(features, synthetic_assets, tmp_path):
     assert c["train_config"] == load_resolved(tmp_path / "whole" / "config.yaml").to_dict()
     assert c["meta"]["synthetic"] and is_synthetic(ckpt)
     assert any(k.startswith("model.") for k in c["state_dict"])
+
+
+def test_validation_scores_the_checkpoint_as_make_eval_does(features, synthetic_assets, tmp_path):
+    """The logged val/* errors, which pick best.ckpt, equal `eval.evaluate.evaluate_protocol`
+    on that checkpoint and split: validation leaves out the split's rows without SMPL (in
+    mixed batches of both genders), which `make eval` refuses, so eval scores the same split
+    written without them (cache `tiny-smpl`)."""
+    from eval import evaluate as E
+    from eval.protocols import PROTOCOLS
+
+    run = tmp_path / "run"
+    cfg = cfg_of(only(fixed=1), "optim.global_batch=4", "data.epoch_samples=8", "optim.epochs=1",
+                 "data.val_split=test")
+    train(cfg, features, run, assets=synthetic_assets.root)
+    rows = [r for f in sorted((run / "logs").glob("version_*/metrics.csv")) for r in csv.DictReader(open(f))
+            if r.get("val/pa_mpjpe")]
+    assert len(rows) == 1
+    loaded = E.load_run(run, run / "checkpoints" / "best.ckpt", synthetic_assets, torch.device("cpu"))
+    cache = E.open_cache(str(features), loaded, "tiny-smpl")
+    res = E.evaluate_protocol(PROTOCOLS["3dpw"], loaded, cache, synthetic_assets, "m")
+    assert 0 < res.n < 12  # the split has rows without SMPL
+    for m in ("pa_mpjpe", "mpjpe", "pve"):
+        want = float(res.values("m", m).mean())
+        assert want > 1 and float(rows[0][f"val/{m}"]) == pytest.approx(want, rel=1e-4), m
 
 
 def test_cli_refuses_to_overwrite_or_to_resume_nothing(features, synthetic_assets, tmp_path, capsys):

@@ -188,18 +188,14 @@ OLD_TARGETS = {"member": "tgt", "layout": [
     ["gender", "|u1", []], ["body_model", "|u1", []], ["dataset", "|S32", []]]}
 
 
-@pytest.mark.parametrize("old", ["none", "older layout"])
-def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path, old):
-    """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
-    lacks `targets`, or names a layout other than this code's: read through the npz
-    records) make the same batches, the camera fields included."""
+def _npz_copy(cache, slow, old: str = "none"):
+    """A copy of `cache` at `slow` whose encoder.json lacks `targets` (old "none") or names
+    the older rows' layout: the loader reads the batch fields from the npz records."""
     import json
     import shutil
 
     from pipelines.features import has_targets
-    from train.batch import materialize
 
-    slow = tmp_path / "slow"
     shutil.copytree(cache, slow)
     spec_path = slow / "rand" / "encoder.json"
     spec = json.loads(spec_path.read_text())
@@ -209,6 +205,22 @@ def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path, old
         spec["targets"] = OLD_TARGETS
     assert not has_targets(spec)
     spec_path.write_text(json.dumps(spec))
+    return slow
+
+
+@pytest.fixture(scope="module")
+def npz_cache(cache, tmp_path_factory):
+    return _npz_copy(cache, tmp_path_factory.mktemp("npz") / "features")
+
+
+@pytest.mark.parametrize("old", ["none", "older layout"])
+def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path, old):
+    """The loader's fast path (`.tgt` rows) and its fallback (a cache whose encoder.json
+    lacks `targets`, or names a layout other than this code's: read through the npz
+    records) make the same batches, the camera fields included."""
+    from train.batch import materialize
+
+    slow = _npz_copy(cache, tmp_path / "slow", old)
     batches = []
     for root in (cache, slow):
         dm = FeatureDataModule(_cfg(), str(root), global_batch=8, seed=0)
@@ -217,6 +229,30 @@ def test_targets_rows_give_the_batches_the_npz_records_give(cache, tmp_path, old
         assert fast.keys() == plain.keys() and {"intrinsics", "has_intrinsics", "box_size", "image_hw"} <= fast.keys()
         for k in fast:
             assert torch.equal(fast[k], plain[k]) if torch.is_tensor(fast[k]) else fast[k] == plain[k], k
+
+
+@pytest.mark.parametrize("path", ["targets rows", "npz records", "remote"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_map_belongs_to_its_targets(cache, npz_cache, path, workers):
+    """Each map of every training and validation batch is the map of its own targets' key
+    and view: `train.random_cache` seeds a sample's map by (key, view), so a map of another
+    view (or sample) paired with these targets differs from `feature_map(key, view)`. The
+    remote path (a URI: maps read in memory, stacked in the worker) too."""
+    from train.batch import materialize
+    from train.random_cache import feature_map
+
+    root = {"targets rows": str(cache), "npz records": str(npz_cache), "remote": "file://" + str(cache)}[path]
+    dm = FeatureDataModule(_cfg(workers=workers), root, global_batch=8, seed=0)
+    train_batches = [materialize(b) for b, _ in zip(dm.train_dataloader(), range(5))]
+    val_batches = [materialize(b) for b in dm.val_dataloader()]
+    seen = Counter()
+    for batch in train_batches + val_batches:
+        assert len(batch["key"]) == len(batch["view"]) == len(batch["features"]) > 0
+        for key, view, fmap in zip(batch["key"], batch["view"].tolist(), batch["features"]):
+            assert np.array_equal(fmap.numpy(), feature_map(key, view, SHAPE)), f"{key} view {view}: another map"
+            seen[view] += 1
+    assert set(seen) == {0, 1, 2}  # views 1 and 2 drawn: a view-0 map on their targets would show
+    assert sum(len(b["key"]) for b in val_batches) == 9
 
 
 def test_a_bad_targets_row_is_named(cache):
@@ -286,3 +322,82 @@ def test_uri_shards_stream_through_pyarrow_and_match_local_reads(cache):
     a = materialize(next(iter(dm_local.train_dataloader())))
     b = materialize(next(iter(dm_uri.train_dataloader())))
     assert a["key"] == b["key"] and torch.equal(a["features"], b["features"])
+
+
+def _first_sample(cache, lazy=()):
+    from train.data import read_samples
+
+    shard = str(sorted((cache / "rand" / "aaa" / "train").glob("*.tar"))[0])
+    return shard, next(read_samples(shard, lazy))
+
+
+def test_bad_samples_are_named_by_shard_and_key(cache):
+    """one_view / decode_sample errors name `<shard>:<key>` (or `?` for what is unknown)."""
+    from train.data import decode_sample, lazy_members, one_view
+
+    root, spec = open_cache(str(cache), "rand")
+    with pytest.raises(ShardError, match=r"^u\.tar:k: no view in the sample \(members \['enc'\]\)"):
+        one_view({"__url__": "u.tar", "__key__": "k", "enc": b"x"}, "plain", None)
+    with pytest.raises(ShardError, match=r"^\?:\?: no view 0 \(views \[1\]\)"):
+        one_view({"v1.f16": b"", "v1.npz": b""}, "plain", None)
+    shard, sample = _first_sample(cache, lazy_members(spec))
+    key = sample["__key__"]
+    del sample["enc"]
+    with pytest.raises(ShardError, match=rf"^{shard}:{key}: made by encoder '', the cache's is 'random-features'"):
+        decode_sample(one_view(sample, "plain", None), spec)
+    shard, sample = _first_sample(cache, lazy_members(spec))
+    del sample["v0.tgt"]  # a cache that promises rows, a sample without one (its npz left on disk)
+    with pytest.raises(ShardError, match=rf"^{shard}:{key}: the cache's spec promises targets rows"):
+        decode_sample(one_view(sample, "plain", None), spec)
+    shard, sample = _first_sample(cache, lazy_members(spec))
+    from datasets.record import TARGETS_DTYPE, RecordError
+
+    row = np.frombuffer(sample["v0.tgt"], TARGETS_DTYPE).copy()
+    row["betas"][0, 0] = np.nan
+    sample["v0.tgt"] = row.tobytes()
+    with pytest.raises(RecordError, match=rf"^{shard}:{key}\.v0\.tgt: field 'betas' has non-finite"):
+        collate([decode_sample(one_view(sample, "plain", None), spec)])
+    row = np.frombuffer(sample["v0.tgt"], TARGETS_DTYPE).copy()
+    row["betas"][0, 0], row["gender"][0] = 0.0, 3  # GENDERS has 3 codes
+    sample["v0.tgt"] = row.tobytes()
+    with pytest.raises(RecordError, match=r"field 'gender' has code 3, expected < 3"):
+        collate([decode_sample(one_view(sample, "plain", None), spec)])
+
+
+def test_npz_records_are_checked_field_by_field():
+    import io
+
+    from datasets.record import RecordError
+    from train.batch import batch_fields
+    from train.random_cache import random_records
+
+    fr = random_records("aaa", "train", 1, np.random.default_rng(0))[0]
+
+    def npz_without(drop=(), **replace):
+        z = dict(np.load(io.BytesIO(fr.to_npz_bytes()), allow_pickle=False))
+        for k in drop:
+            del z[k]
+        z.update(replace)
+        buf = io.BytesIO()
+        np.savez(buf, **z)
+        return buf.getvalue()
+
+    with pytest.raises(RecordError, match=r"x\.npz: field 'betas' has shape \(9,\) float32, expected \(10,\)"):
+        batch_fields(npz_without(betas=np.zeros(9, np.float32)), source="x.npz")
+    with pytest.raises(RecordError, match=r"x\.npz: target file lacks field\(s\) \['gender'\]"):
+        batch_fields(npz_without(["gender"]), source="x.npz")
+    assert batch_fields(npz_without(["body_model"]), source="x.npz")["body_model"] == "smpl"  # written before it
+
+
+def test_collate_keeps_targets_as_numpy_in_workers_and_makes_tensors_after():
+    from train.batch import materialize
+    from train.random_cache import random_records
+
+    frames = random_records("aaa", "train", 2, np.random.default_rng(0))
+    feats = np.zeros(SHAPE, np.float16)
+    lazy = collate([(feats, fr) for fr in frames], lazy=True)
+    assert isinstance(lazy["betas"], np.ndarray) and lazy["betas"].dtype == np.float32
+    eager = collate([(feats, fr) for fr in frames])
+    assert eager["betas"].dtype == torch.float32 and eager["view"].dtype == torch.int64
+    assert eager["has_smpl"].dtype == torch.bool
+    assert torch.equal(materialize(lazy)["betas"], eager["betas"])

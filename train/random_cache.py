@@ -11,11 +11,19 @@ joints_3d the mesh's KEYPOINTS_2D joints moved by it, and keypoints_2d their pro
 the original image carried into the crop: what the model's full-image reprojection predicts
 for the same parameters (train/losses.py), so a decoder can fit them. Without one, joints and
 keypoints are random. Every record is marked synthetic.
+
+Feature maps are random too, but each is drawn from a generator seeded by its sample's key
+and view (`feature_map`), so a test can tell from a map alone which sample and view it
+belongs to: a loader that pairs one view's map with another view's targets (or one
+sample's map with another's) makes batches whose maps differ from `feature_map(key, view)`
+of their own targets.
 """
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +43,12 @@ ENCODER_ID = "random-features"
 IMAGE_HW = (480, 640)  # (height, width) of the original images
 
 
+def feature_map(key: str, view: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """(C, H, W) float16 map of view `view` of sample `key`: N(0, 1) values from a generator
+    seeded by (key, view), the same every time it is asked for."""
+    return np.random.default_rng([zlib.crc32(key.encode()), view]).standard_normal(shape).astype(FEATURE_DTYPE)
+
+
 def write_cache_spec(cache: Path, shape: tuple[int, int, int]) -> dict:
     spec = {"encoder_id": ENCODER_ID, "encoder": {"encoder": "random", "feature_shape": list(shape)},
             "storage": {"member": FEATURE_EXT, "dtype": FEATURE_DTYPE, "shape": list(shape), "order": "C"},
@@ -45,8 +59,10 @@ def write_cache_spec(cache: Path, shape: tuple[int, int, int]) -> dict:
 
 
 def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, body_model=None,
-                   has_smpl_rate: float = 1.0, first: int = 0) -> list[PersonFrame]:
-    """`n` records of one dataset split (see the module doc for the targets)."""
+                   has_smpl_rate: float = 1.0, first: int = 0,
+                   genders: tuple[str, ...] = ("neutral",)) -> list[PersonFrame]:
+    """`n` records of one dataset split (see the module doc for the targets); frame k has
+    gender `genders[k % len(genders)]`."""
     pose = (0.2 * rng.standard_normal((n, 24, 3))).astype(np.float32)
     pose[:, 0] += np.array([np.pi, 0, 0], np.float32)  # upright in the OpenCV camera (y down)
     betas = (0.5 * rng.standard_normal((n, 10))).astype(np.float32)
@@ -81,7 +97,7 @@ def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, b
             key=make_key(dataset, split, "seq", k, 0), dataset=dataset, split=split, sequence="seq", frame=k,
             person=0, image_path=f"seq/{k:06d}.jpg", image_hw=np.array(IMAGE_HW, np.int64),
             box_center=centers[i].astype(np.float32), box_size=sizes[i].astype(np.float32), box_expand=1.2,
-            smpl_pose=pose[i], betas=betas[i], gender="neutral",
+            smpl_pose=pose[i], betas=betas[i], gender=genders[k % len(genders)],
             smpl_transl=np.zeros(3, np.float32) if transl is None else transl[i].astype(np.float32),
             joints_3d=np.concatenate([kp3d[i], conf[i, :, None] * has[i]], 1),
             keypoints_2d=np.concatenate([kp2d[i], conf[i, :, None]], 1),
@@ -92,23 +108,27 @@ def random_records(dataset: str, split: str, n: int, rng: np.random.Generator, b
 
 
 def write_split(cache: Path, dataset: str, split: str, shards: int, per_shard: int, shape: tuple[int, int, int],
-                views: int = 1, seed: int = 0, body_model=None, has_smpl_rate: float = 1.0) -> int:
+                views: int = 1, seed: int = 0, body_model=None, has_smpl_rate: float = 1.0,
+                genders: tuple[str, ...] = ("neutral",), keep: Callable[[PersonFrame], bool] | None = None) -> int:
     """Write `shards` tars of `per_shard` samples (each with `views` views), the index and the
-    manifest of `cache/<dataset>/<split>`; returns the number of samples."""
+    manifest of `cache/<dataset>/<split>`; returns the number of samples. With `keep`, only
+    the records it keeps are written (the others are drawn all the same, so a split written
+    with and without `keep` holds the same records and maps where both hold a key)."""
     rng = np.random.default_rng([seed, len(dataset), shards])
     out = cache / dataset / split
     out.mkdir(parents=True, exist_ok=True)
     rows, entries = [], {}
     for s in range(shards):
         name = shard_name(dataset, split, s)
-        frames = random_records(dataset, split, per_shard, rng, body_model, has_smpl_rate, first=s * per_shard)
+        frames = random_records(dataset, split, per_shard, rng, body_model, has_smpl_rate, first=s * per_shard,
+                                genders=genders)
+        frames = [fr for fr in frames if keep is None or keep(fr)]
         with open(out / name, "wb") as f:
             tar = ShardWriter(f)
             for fr in frames:
                 members = [(f"{fr.key}.{ENCODER_EXT}", ENCODER_ID.encode())]
                 for v in range(views):
-                    feats = rng.standard_normal(shape).astype(FEATURE_DTYPE)
-                    members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feats.tobytes()))
+                    members.append((f"{fr.key}.{view_ext(v, FEATURE_EXT)}", feature_map(fr.key, v, shape).tobytes()))
                     view = fr.replace(view=v)
                     members.append((f"{fr.key}.{view_ext(v, RECORD_EXT)}", view.to_npz_bytes()))
                     members.append((f"{fr.key}.{view_ext(v, TARGETS_EXT)}", view.to_targets_bytes()))
