@@ -203,6 +203,36 @@ def show(work: Path, path: str, mutant: str) -> str:
     return "\n".join(line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
+SCORE = "score.json"  # OUT/<group>/score.json: the group's last verdicts (report.md gathers every group's)
+
+
+def write_report(out: Path) -> tuple[list[str], int]:
+    """OUT/report.md from the last run of every group that has run (a group run alone
+    updates its rows and keeps the others'): the score table and every surviving mutant's diff."""
+    lines = ["| group | module | mutants | killed | score | not killed | run |", "|---|---|---|---|---|---|---|"]
+    body, survivors = [], 0
+    for name in GROUPS:
+        if not (out / name / SCORE).exists():
+            lines.append(f"| {name} | {', '.join(GROUPS[name].files)} | not run | | | | |")
+            continue
+        score = json.loads((out / name / SCORE).read_text())
+        for f in score["files"]:
+            left = f["not_killed"]
+            kinds = {}
+            for m in left:
+                kinds[m["status"]] = kinds.get(m["status"], 0) + 1
+            rest = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items())) or "-"
+            pct = 100 * f["killed"] / max(f["mutants"], 1)
+            lines.append(f"| {name} | {f['file']} | {f['mutants']} | {f['killed']} | {pct:.1f}% | {rest} "
+                         f"| {score['when']}, {score['seconds']} s |")
+            for m in left:
+                body += [f"### {m['mutant']} ({m['status']})", "", "```diff", m["diff"], "```", ""]
+            survivors += len(left)
+    report = ["# Mutation testing (`make mutate`)", "", *lines, "", "## Mutants not killed", "", *body]
+    (out / "report.md").write_text("\n".join(report) + "\n")
+    return lines, survivors
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Mutation testing of the core modules (mutmut).")
     ap.add_argument("--modules", default=",".join(GROUPS), help=f"comma-separated subset of {list(GROUPS)}")
@@ -221,30 +251,24 @@ def main(argv: list[str] | None = None) -> int:
                        stdout=subprocess.DEVNULL)
         (synthetic / ".done").touch()
 
-    rows, survivors = [], []
     for name in names:
         print(f"== mutate {name}: {', '.join(GROUPS[name].files)} against {len(GROUPS[name].tests)} test file(s)",
               flush=True)
         result, seconds = run_group(name, GROUPS[name], args.out, args.jobs, synthetic, args.fresh)
+        score = {"when": time.strftime("%Y-%m-%d %H:%M"), "seconds": round(seconds), "files": []}
         for f, by_status in result.items():
             total = sum(len(v) for v in by_status.values())
             killed = sum(len(v) for s, v in by_status.items() if s in KILLED)
-            left = [m for s, v in by_status.items() if s not in KILLED for m in v]
-            rows.append((name, f, total, killed, {s: len(v) for s, v in by_status.items() if s not in KILLED}))
-            survivors += [(name, f, m, next(s for s, v in by_status.items() if m in v)) for m in left]
+            left = [(m, s) for s, v in by_status.items() if s not in KILLED for m in v]
+            score["files"].append({"file": f, "mutants": total, "killed": killed,
+                                   "not_killed": [{"mutant": m, "status": s, "diff": show(args.out / name, f, m)}
+                                                  for m, s in left]})
             print(f"   {f}: {killed}/{total} killed ({100 * killed / max(total, 1):.1f}%)", flush=True)
         print(f"   {seconds:.0f} s", flush=True)
-
-    lines = ["| group | module | mutants | killed | score | not killed |", "|---|---|---|---|---|---|"]
-    for name, f, total, killed, other in rows:
-        rest = ", ".join(f"{n} {s}" for s, n in sorted(other.items())) or "-"
-        lines.append(f"| {name} | {f} | {total} | {killed} | {100 * killed / max(total, 1):.1f}% | {rest} |")
-    report = ["# Mutation testing (`make mutate`)", "", *lines, "", "## Mutants not killed", ""]
-    for name, f, m, status in survivors:
-        report += [f"### {m} ({status})", "", "```diff", show(args.out / name, f, m), "```", ""]
-    (args.out / "report.md").write_text("\n".join(report) + "\n")
+        (args.out / name / SCORE).write_text(json.dumps(score, indent=1) + "\n")
+    lines, survivors = write_report(args.out)
     print("\n" + "\n".join(lines))
-    print(f"\n{len(survivors)} mutant(s) not killed: diffs in {args.out / 'report.md'}")
+    print(f"\n{survivors} mutant(s) not killed: diffs in {args.out / 'report.md'}")
     return 0
 
 
