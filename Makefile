@@ -156,7 +156,7 @@ DEMO_PRETRAIN_EPOCHS ?= 12
 DEMO_EPOCHS ?= 8
 # the decoders' optimiser at demo scale (train/configs/demo-cpu.yaml otherwise): the tiny
 # decoders underfit here (training error close to val), so a higher rate, a cosine schedule
-# and gradient clipping (val curves that no longer jump back up): README, "How the demo got here"
+# and gradient clipping (val curves that no longer jump back up): docs/demo.md, "How the settings were reached"
 DEMO_OPTIM ?= optim.lr=3e-3 optim.schedule=cosine optim.warmup_steps=100 optim.grad_clip=1.0
 DEMO_RUNS ?= runs/demo
 DEMO_TRAIN = $(BIN)/python -m train --features $(DEMO)/features --assets $(DEMO)/synthetic/assets

@@ -11,7 +11,7 @@ section.key=value` (repeatable, YAML value, on top of the config).
 
 Several GPUs on one node: set `trainer.devices` (Lightning starts the other ranks). Several
 nodes: `trainer.num_nodes` and start one process per GPU with torchrun or SLURM `srun`
-(README, "Training"); Lightning reads their environment.
+(docs/training.md, docs/scale-out.md); Lightning reads their environment.
 
 The run folder:
     RUN/config.yaml              resolved config (every key; the model's preset and keys)
