@@ -5,7 +5,8 @@ Launch:
         --ckpt data/assets/vitpose_h.pth [--views 4]
     RAY_ADDRESS=head:6379 python -m pipelines.features --shards s3://b/shards --out s3://b/features ...
 (a cluster and a bucket: docs/scale-out.md; the read tasks and the encoder actors run on any
-node, so SHARDS and the checkpoint must be readable from every node; the driver writes OUT).
+node, so SHARDS and the checkpoint must be readable, and OUT writable, from every node: the
+encoder actors write the feature shards).
 
 Layout (`CACHE` = OUT/<encoder>, or OUT/<encoder>-views<K> with K > 1 views):
 - `CACHE/encoder.json`: the encoder (config, preprocessing, weights sha256 or random seed,

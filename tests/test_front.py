@@ -93,11 +93,6 @@ def assert_make_line_passes_its_variables(line: str) -> None:
 
 
 # ---- links between the pages ------------------------------------------------------------------
-# Pages another branch adds, linked already (docs/testing.md: branch h-mutate, issue 19): a link
-# to one is accepted while it is missing. Drop an entry once its page is on main.
-ARRIVING = {"docs/testing.md"}
-
-
 def relative_links(page: str) -> list[str]:
     """The targets of a page's markdown links and images that are paths in the repository
     (no scheme, not a bare anchor), outside fenced code; an anchor is dropped."""
@@ -113,14 +108,14 @@ def test_every_relative_link_of_the_readme_and_docs_points_to_a_file(page):
     missing = []
     for target in links:
         path = (REPO / page).parent / target
-        if not path.exists() and os.path.relpath(path, REPO) not in ARRIVING:
+        if not path.exists():
             missing.append(target)
     assert not missing, f"{page}: links to missing files {missing}"
 
 
 def test_the_readme_links_every_docs_page():
     linked = {os.path.normpath(t) for t in relative_links("README.md")}
-    pages = {p for p in DOC_PAGES if p.startswith("docs/")} | ARRIVING
+    pages = {p for p in DOC_PAGES if p.startswith("docs/")}
     assert pages <= linked, f"README does not link {sorted(pages - linked)}"
 
 
