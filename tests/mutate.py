@@ -58,11 +58,14 @@ READER_TESTS = ("tests/conformance/test_3dpw.py", "tests/conformance/test_label_
 GROUPS: dict[str, Group] = {
     "geometry": Group(("model/geometry.py",),
                       ("tests/test_geometry.py", "tests/test_crop.py", "tests/test_augment.py", "tests/test_body_model.py",
-                       "tests/conformance/test_3dpw.py", "tests/conformance/test_images.py")),
+                       "tests/conformance/test_3dpw.py", "tests/conformance/test_images.py",
+                       # the full-image reprojection (issue 15): CLIFF's camera, the 2D loss's uncrop
+                       "tests/test_reprojection.py", "tests/conformance/test_cliff_camera.py", "tests/test_losses.py")),
     "crop": Group(("pipelines/crop.py",), ("tests/test_crop.py", "tests/test_augment.py", "tests/conformance/test_images.py")),
     "augment": Group(("pipelines/augment.py",), ("tests/test_augment.py", "tests/test_crop.py")),
     "record": Group(("datasets/record.py", "datasets/npz.py"),
-                    ("tests/test_record.py", "tests/test_npz.py", "tests/conformance/test_label_npz.py")),
+                    ("tests/test_record.py", "tests/test_npz.py", "tests/conformance/test_label_npz.py",
+                     "tests/test_train_data.py")),  # the targets row (to_targets_bytes) the loader reads
     "joints": Group(("datasets/joints.py",), ("tests/test_joints.py", "tests/conformance/test_joints.py")),
     "readers": Group(("datasets/reader.py", "datasets/pw3d.py", "datasets/label_npz.py", "datasets/mpi_inf_3dhp.py",
                       "datasets/rich.py"), READER_TESTS),
@@ -184,7 +187,10 @@ def run_group(name: str, group: Group, out: Path, jobs: int, synthetic: Path, fr
     seconds = time.monotonic() - t0
     if rc != 0:
         tail = (work / "mutmut.log").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"mutate: mutmut failed for '{name}' (exit {rc}); {work / 'mutmut.log'} ends:\n{tail}")
+        raise SystemExit(f"mutate: mutmut failed for '{name}' (exit {rc}); {work / 'mutmut.log'} ends:\n{tail}\n"
+                         f"('failed to collect stats': the group's tests fail unmutated; see which with\n"
+                         f"  cd {work / 'mutants'} && DEFORHMR_TEST_SYNTHETIC={synthetic} "
+                         f"{sys.executable} -m pytest -x -q {' '.join(group.tests)})")
     return counts(work, group), seconds
 
 
@@ -233,6 +239,17 @@ def write_report(out: Path) -> tuple[list[str], int]:
     return lines, survivors
 
 
+def generator_digest() -> str:
+    """sha256 of the sources the synthetic datasets are made from (datasets/, the readers'
+    formats included): the shared synthetic tree is made again when they change."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for src in sorted((REPO / "datasets").rglob("*.py")):
+        h.update(str(src.relative_to(REPO)).encode() + b"\0" + src.read_bytes())
+    return h.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Mutation testing of the core modules (mutmut).")
     ap.add_argument("--modules", default=",".join(GROUPS), help=f"comma-separated subset of {list(GROUPS)}")
@@ -246,10 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown module group(s) {unknown}; known: {list(GROUPS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     synthetic = args.out / "synthetic"
-    if not (synthetic / ".done").exists():
+    made_by = generator_digest()
+    done = synthetic / ".done"
+    if not done.exists() or done.read_text().strip() != made_by:  # made by another generator: again
+        shutil.rmtree(synthetic, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(synthetic)], cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL)
-        (synthetic / ".done").touch()
+        done.write_text(made_by + "\n")
 
     for name in names:
         print(f"== mutate {name}: {', '.join(GROUPS[name].files)} against {len(GROUPS[name].tests)} test file(s)",

@@ -53,3 +53,17 @@ def test_reject_reasons_are_a_closed_set():
     with pytest.raises(ValueError):
         reject_reason("bad vibes")
     Reject("k", "3dpw", "test", reject_reason("invalid_camera_pose"))
+
+
+def test_empty_targets_are_every_target_off_in_the_record_layout():
+    """The filler a reader takes for targets its dataset lacks: every validity off, zeros in
+    the record's shapes and float32 (what `validate` would otherwise have to coerce), and the
+    neutral body (the protocols' regressor for a sample without a gender)."""
+    t = PersonFrame.empty_targets()
+    want = {"smpl_pose": (24, 3), "betas": (10,), "smpl_transl": (3,), "joints_3d": (24, 4), "keypoints_2d": (24, 3)}  # KEYPOINTS_2D: 24 joints
+    assert sorted(t) == sorted([*want, "gender", "has_smpl", "has_transl"])
+    for name, shape in want.items():
+        assert isinstance(t[name], np.ndarray) and t[name].shape == shape and t[name].dtype == np.float32, name
+        assert not t[name].any(), name
+    assert t["gender"] == "neutral" and t["has_smpl"] is False and t["has_transl"] is False
+    assert PersonFrame.empty_targets()["betas"] is not t["betas"]  # a fresh dict of fresh arrays each call
