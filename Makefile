@@ -150,7 +150,7 @@ eval-export: setup ## a protocol's exact test set (keys, images, boxes, crop aff
 # (train/pretrain_encoder.py: a random-weight encoder carries too little pose information).
 DEMO ?= data/demo
 DEMO_SCALE ?= 3
-DEMO_SCALE_FOR ?= coco=300,mpii=300,h36m=150,3dpw=40
+DEMO_SCALE_FOR ?= coco=300,mpii=300,h36m=150,3dpw=80
 DEMO_ENCODER ?= tiny
 DEMO_PRETRAIN_EPOCHS ?= 12
 DEMO_EPOCHS ?= 8

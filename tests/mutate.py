@@ -105,7 +105,8 @@ def sync_tree(dst: Path) -> None:
             if out.exists() and out.read_bytes() == src.read_bytes():
                 continue
             out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out)
+            shutil.copyfile(src, out)  # mtime now: newer than mutmut's mutants of the old code (copy2 kept the
+            # checkout's older mtime, and mutmut went on testing mutants of the code before the change)
 
 
 def refresh_unmutated(work: Path, group: Group) -> None:
