@@ -153,7 +153,7 @@ DEMO_SCALE ?= 3
 DEMO_SCALE_FOR ?= coco=300,mpii=300,h36m=150,3dpw=80
 DEMO_ENCODER ?= tiny
 DEMO_PRETRAIN_EPOCHS ?= 12
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 10
 # the decoders' optimiser at demo scale (train/configs/demo-cpu.yaml otherwise): the tiny
 # decoders underfit here (training error close to val), so a higher rate, a cosine schedule
 # and gradient clipping (val curves that no longer jump back up): docs/demo.md, "How the settings were reached"
