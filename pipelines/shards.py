@@ -439,14 +439,14 @@ def plan_split(reader, root: str, out: str, settings: ShardSettings, progress: b
              for i in range(0, len(records), per)]
     prepare_out_dir(out_dir, len(tasks), settings)
     return SplitPlan(reader.name, reader.split, out_dir, len(rows) + len(records), rows, tasks,
-                     time.perf_counter() - t0, raw_marker(str(reader.root)))
+                     time.perf_counter() - t0, raw_marker(reader.root))
 
 
-def raw_marker(root: str) -> SyntheticMarker | None:
-    """The `SYNTHETIC` marker of a local raw root (for a raw tree in an object store: its staged
-    mirror, whose markers' assets `pipelines.raw_stage` staged beside it), with the assets'
-    digest (computed now for a marker written before digests, when the assets are there)."""
-    if "://" in root or (marker := read_synthetic_marker(Path(root))) is None:
+def raw_marker(root: Path) -> SyntheticMarker | None:
+    """The `SYNTHETIC` marker of the local raw root a reader reads (for a raw tree in an object
+    store: its staged mirror, whose markers' assets `pipelines.raw_stage` staged beside it), with
+    the assets' digest (computed now for a marker written before digests, when the assets are there)."""
+    if (marker := read_synthetic_marker(Path(root))) is None:
         return None
     if marker.sha256 is None and marker.assets.is_dir():
         marker = dataclasses.replace(marker, sha256=assets_digest(marker.assets))

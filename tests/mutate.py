@@ -16,17 +16,18 @@ that bad input raises the named error, and the wording of the message is not beh
 Each group runs in its own work folder OUT/<group> (a copy of the packages and tests, and
 pyproject.toml with the group's [tool.mutmut] section), kept between runs: a rerun tests
 again the mutants of functions whose code changed and every mutant not killed before, and
-keeps the other verdicts (`--fresh`: test every mutant again). The synthetic datasets the tests read are generated
-once into OUT/synthetic and handed to every pytest run (DEFORHMR_TEST_SYNTHETIC,
-tests/conftest.py) instead of being generated again for each mutant.
+keeps the other verdicts (`--fresh`: test every mutant again). The synthetic datasets the
+tests read are generated once into OUT/synthetic (again when datasets/ changes) and handed to
+every pytest run (DEFORHMR_TEST_SYNTHETIC, tests/conftest.py) instead of being generated
+again for each mutant.
 
 Prints the score per module (killed / mutants; a mutant no selected test reaches counts as
-surviving) and the diff of every surviving mutant; writes both to OUT/report.md.
+surviving) and the diff of every surviving mutant; keeps each group's last verdicts in
+OUT/<group>/score.json and writes every group's into OUT/report.md.
 """
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import shutil
