@@ -24,6 +24,13 @@ again for each mutant.
 Prints the score per module (killed / mutants; a mutant no selected test reaches counts as
 surviving) and the diff of every surviving mutant; keeps each group's last verdicts in
 OUT/<group>/score.json and writes every group's into OUT/report.md.
+
+A mutant no test can kill (it behaves as the original code) is explained once, in
+tests/mutate_equivalent/<group>.toml: its function, its diff and why (`EQUIVALENT_KINDS`,
+the kinds of docs/testing.md). The report counts those apart and lists the survivors left
+unexplained: each of them is a missing test or a missing explanation. An explanation is
+found by the function and the changed lines, not by mutmut's number, which moves when the
+function changes; one that matches no survivor any more is reported as stale.
 """
 from __future__ import annotations
 
@@ -42,6 +49,17 @@ PACKAGES = ("datasets", "model", "pipelines", "train", "eval")
 # regexes of source lines left unmutated: the message of a raised error
 MESSAGE_LINES = (r"^\s*raise \w+\(f?[\"']", r"^\s*raise \w+\($")
 KILLED = {"killed", "timeout", "segfault"}  # a mutant that makes the tests fail, hang or crash
+EQUIVALENT = Path(__file__).resolve().parent / "mutate_equivalent"  # <group>.toml: mutants no test can kill
+# why a mutant behaves as the original code (docs/testing.md, "Mutants not killed, and why")
+EQUIVALENT_KINDS = {
+    "default": "a keyword argument dropped, or set to None, where the callee's default is the same value",
+    "device": "a device or precision argument: the same tensor on one CPU device in float32",
+    "draw": "a symmetric draw, or a tie of a continuous draw (probability 0)",
+    "broadcast": "a shape or axis that broadcasts or indexes to the same result",
+    "seed": "another equally valid seed derivation (the contract is: a function of seed, key and view)",
+    "unreached": "a branch this platform does not reach (named in the reason)",
+    "redundant": "a guard, cast or copy whose work another line does anyway (named in the reason)",
+}
 
 
 @dataclass(frozen=True)
@@ -211,32 +229,91 @@ def show(work: Path, path: str, mutant: str) -> str:
     return "\n".join(line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
+def diff_key(diff: str) -> str:
+    """The changed lines of a mutant, trailing spaces and blank lines dropped: with its
+    function, what names a mutant across renumbering."""
+    return "\n".join(line.rstrip() for line in diff.strip().splitlines() if line.strip())
+
+
+def function_of(mutant: str) -> str:
+    """`model.geometry.x_crop__mutmut_12` -> `model.geometry.x_crop`."""
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def load_equivalent(group: str, root: Path = EQUIVALENT) -> dict[tuple[str, str], dict]:
+    """(function, diff) -> {kind, why} from root/<group>.toml (none: {}). Each entry needs
+    `function`, `diff`, a known `kind` and a `why`."""
+    import tomllib
+
+    path = root / f"{group}.toml"
+    if not path.exists():
+        return {}
+    try:
+        entries = tomllib.loads(path.read_text()).get("mutant", [])
+    except tomllib.TOMLDecodeError as e:
+        raise SystemExit(f"mutate: {path} is not valid TOML: {e}") from None
+    out = {}
+    for i, e in enumerate(entries):
+        missing = [k for k in ("function", "diff", "kind", "why") if not str(e.get(k, "")).strip()]
+        if missing:
+            raise SystemExit(f"mutate: {path} mutant #{i + 1} ({e.get('function', '?')}) lacks {missing}")
+        if e["kind"] not in EQUIVALENT_KINDS:
+            raise SystemExit(f"mutate: {path} mutant #{i + 1} ({e['function']}): kind {e['kind']!r} "
+                             f"is not one of {sorted(EQUIVALENT_KINDS)}")
+        key = (e["function"], diff_key(e["diff"]))
+        if key in out:
+            raise SystemExit(f"mutate: {path} mutant #{i + 1} ({e['function']}) is explained twice")
+        out[key] = {"kind": e["kind"], "why": e["why"].strip()}
+    return out
+
+
+def explain(group: str, not_killed: list[dict], root: Path = EQUIVALENT) -> list[tuple[str, str]]:
+    """Mark each mutant of `not_killed` that root/<group>.toml explains (`equivalent`: its
+    kind); return the explanations that match no mutant (stale: the code or the tests moved)."""
+    known = load_equivalent(group, root)
+    used = set()
+    for m in not_killed:
+        key = (function_of(m["mutant"]), diff_key(m["diff"]))
+        if key in known:
+            m["equivalent"] = known[key]["kind"]
+            used.add(key)
+    return [k for k in known if k not in used]
+
+
 SCORE = "score.json"  # OUT/<group>/score.json: the group's last verdicts (report.md gathers every group's)
 
 
 def write_report(out: Path) -> tuple[list[str], int]:
     """OUT/report.md from the last run of every group that has run (a group run alone
     updates its rows and keeps the others'): the score table and every surviving mutant's diff."""
-    lines = ["| group | module | mutants | killed | score | not killed | run |", "|---|---|---|---|---|---|---|"]
-    body, survivors = [], 0
+    lines = ["| group | module | mutants | killed | score | equivalent | unexplained | run |",
+             "|---|---|---|---|---|---|---|---|"]
+    body, equivalent, survivors = [], [], 0
     for name in GROUPS:
         if not (out / name / SCORE).exists():
-            lines.append(f"| {name} | {', '.join(GROUPS[name].files)} | not run | | | | |")
+            lines.append(f"| {name} | {', '.join(GROUPS[name].files)} | not run | | | | | |")
             continue
         score = json.loads((out / name / SCORE).read_text())
+        stale = explain(name, [m for f in score["files"] for m in f["not_killed"]])
         for f in score["files"]:
-            left = f["not_killed"]
+            left = [m for m in f["not_killed"] if "equivalent" not in m]
+            same = [m for m in f["not_killed"] if "equivalent" in m]
             kinds = {}
             for m in left:
                 kinds[m["status"]] = kinds.get(m["status"], 0) + 1
-            rest = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items())) or "-"
+            rest = ", ".join(f"{n} {s}" for s, n in sorted(kinds.items())) or "0"
             pct = 100 * f["killed"] / max(f["mutants"], 1)
-            lines.append(f"| {name} | {f['file']} | {f['mutants']} | {f['killed']} | {pct:.1f}% | {rest} "
+            lines.append(f"| {name} | {f['file']} | {f['mutants']} | {f['killed']} | {pct:.1f}% | {len(same)} | {rest} "
                          f"| {score['when']}, {score['seconds']} s |")
             for m in left:
                 body += [f"### {m['mutant']} ({m['status']})", "", "```diff", m["diff"], "```", ""]
+            equivalent += [f"- `{m['mutant']}` ({m['equivalent']})" for m in same]
             survivors += len(left)
-    report = ["# Mutation testing (`make mutate`)", "", *lines, "", "## Mutants not killed", "", *body]
+        for fn, d in stale:
+            body += [f"### stale explanation in tests/mutate_equivalent/{name}.toml: `{fn}`", "", "```diff", d, "```", ""]
+    report = ["# Mutation testing (`make mutate`)", "", *lines, "",
+              "## Mutants not killed and not explained", "", *body,
+              "## Mutants explained as equivalent (tests/mutate_equivalent/)", "", *equivalent]
     (out / "report.md").write_text("\n".join(report) + "\n")
     return lines, survivors
 
@@ -290,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / name / SCORE).write_text(json.dumps(score, indent=1) + "\n")
     lines, survivors = write_report(args.out)
     print("\n" + "\n".join(lines))
-    print(f"\n{survivors} mutant(s) not killed: diffs in {args.out / 'report.md'}")
+    print(f"\n{survivors} mutant(s) neither killed nor explained as equivalent: diffs in {args.out / 'report.md'}")
     return 0
 
 
