@@ -133,16 +133,19 @@ def _loads_stored(data: bytes, names: frozenset[str] | None) -> dict[str, np.nda
     """The fast path; None where the archive needs zipfile (compression, ZIP64, a comment)."""
     if len(data) < _END.size:
         return None
-    sig, _, _, _, n, cd_size, cd_offset, comment = _END.unpack_from(data, len(data) - _END.size)
-    if sig != _END_SIG or comment or cd_offset == 0xFFFFFFFF or cd_offset + cd_size > len(data):
+    sig, _, _, _, n, cd_size, cd_offset, _ = _END.unpack_from(data, len(data) - _END.size)
+    # the layout dumps and zipfile write: the central directory right before the END record, which
+    # ends the file (an archive comment, a ZIP64 archive's end records or offset 0xFFFFFFFF fail it)
+    if sig != _END_SIG or cd_offset + cd_size + _END.size != len(data):
         return None
     buf = memoryview(bytearray(data))  # writable arrays that share one copy of the file
     out: dict[str, np.ndarray] = {}
     pos = cd_offset
     for _ in range(n):
-        (sig, _, _, flags, method, _, _, crc, csize, usize, nlen, xlen, clen, _, _, _,
+        (sig, _, _, _, method, _, _, crc, csize, usize, nlen, xlen, clen, _, _, _,
          offset) = _CENTRAL.unpack_from(buf, pos)
-        if sig != _CENTRAL_SIG or method != 0 or flags & 0x1 or csize != usize or csize == 0xFFFFFFFF:
+        # stored only (an encrypted member's 12-byte encryption header makes csize != usize)
+        if sig != _CENTRAL_SIG or method != 0 or csize != usize:
             return None
         fname = bytes(buf[pos + _CENTRAL.size:pos + _CENTRAL.size + nlen]).decode("utf-8", "replace")
         pos += _CENTRAL.size + nlen + xlen + clen
@@ -151,8 +154,8 @@ def _loads_stored(data: bytes, names: frozenset[str] | None) -> dict[str, np.nda
             raise NpzError(f"member {fname!r}: bad local header")
         start = offset + _LOCAL.size + lnlen + lxlen
         end = start + usize
-        if end > cd_offset:
-            raise NpzError(f"member {fname!r} runs past the archive's data")
+        if end > cd_offset:  # a ZIP64 member's size 0xFFFFFFFF, or a corrupt one: zipfile decides
+            return None
         key = fname[:-4] if fname.endswith(".npy") else fname
         if names is not None and key not in names:
             continue

@@ -239,18 +239,7 @@ class PersonFrame:
                     continue
                 raise RecordError(f"{source}: target file lacks field '{f.name}'")
             v = stored[f.name]
-            if f.name in _ARRAY_FIELDS:
-                kwargs[f.name] = v
-            elif f.type in ("str",):
-                kwargs[f.name] = str(v)
-            elif f.type in ("int",):
-                kwargs[f.name] = int(v)
-            elif f.type in ("float",):
-                kwargs[f.name] = float(v)
-            elif f.type in ("bool",):
-                kwargs[f.name] = bool(v)
-            else:
-                kwargs[f.name] = v
+            kwargs[f.name] = v if f.name in _ARRAY_FIELDS else _SCALAR_TYPES[f.type](v)
         return cls(**kwargs, source=source).validate()
 
 
@@ -279,6 +268,9 @@ _ARRAY_FIELDS: dict[str, tuple[tuple[int, ...], Any]] = {
     "keypoints_2d": ((NUM_KEYPOINTS, 3), np.float32),
 }
 _OPTIONAL = {"crop_affine", "intrinsics", "box_tight"}
+# the other fields' annotations (strings: `from __future__ import annotations`) -> the Python
+# type a 0-d array read back from the npz becomes
+_SCALAR_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 _NUMERIC_KINDS = frozenset("biufc")  # bool, signed, unsigned, float, complex: what `astype` may coerce
 
 # ---- the training targets of a record as one fixed-layout row ------------------------------

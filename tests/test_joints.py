@@ -69,3 +69,13 @@ def test_a_joint_set_indexes_its_names_and_refuses_duplicates():
     assert js.flip_permutation().tolist() == [0, 2, 1, 3]
     with pytest.raises(ValueError, match="joint set d: duplicate"):
         J.JointSet("d", ("nose", "left_eye", "nose"))
+
+
+def test_no_names_select_no_joints():
+    """An empty name list (two sets that share no joint), or a set without joints, indexes
+    an array to nothing, as an empty selection does, rather than failing on a float index."""
+    pts = np.zeros((len(J.SMPL_24), 3))
+    assert pts[J.SMPL_24.indices([])].shape == (0, 3)
+    assert pts[J.SMPL_24.indices(())].shape == (0, 3)
+    none = J.JointSet("none", ())
+    assert np.zeros((0, 3))[none.flip_permutation()].shape == (0, 3)

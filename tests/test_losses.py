@@ -254,3 +254,63 @@ def test_the_vertex_loss_needs_both_meshes():
     pred.vertices = None
     with pytest.raises(ValueError, match="losses need the predicted and the target mesh"):
         compute_losses(pred, t, LossConfig())
+
+
+def test_make_targets_puts_the_labels_and_the_camera_in_the_full_image():
+    """keypoints_full: the crop-pixel labels taken back through the box (x = c + k (u - u0),
+    k = box height / 256, u0 = ((192 - 1) / 2, (256 - 1) / 2)), confidence kept; K_full: the
+    dataset's crop K taken the same way, or, without one, CLIFF's K of the original image
+    (focal = image diagonal, principal point at its centre); image_wh = (width, height)."""
+    from train.losses import make_targets
+
+    kp = torch.tensor([[[95.5, 127.5, 1.0], [0.0, 0.0, 0.5]] + [[10.0, 20.0, 0.0]] * 22,
+                       [[95.5, 127.5, 0.25], [191.0, 255.0, 1.0]] + [[10.0, 20.0, 0.0]] * 22])
+    center = torch.tensor([[400.0, 300.0], [1000.0, 500.0]])
+    size = torch.tensor([[192.0, 256.0], [384.0, 512.0]])  # k = 1 and 2
+    K_crop = torch.tensor([[500.0, 0, 95.5], [0, 500, 127.5], [0, 0, 1]])
+    # row 1's crop affine (original -> crop pixels) of its box: u = (x - c) / k + u0
+    A1 = torch.tensor([[0.5, 0, 95.5 - 500], [0, 0.5, 127.5 - 250]])
+    batch = {"smpl_pose": torch.zeros(2, 24, 3), "betas": torch.zeros(2, 10),
+             "has_smpl": torch.tensor([True, True]), "is_smpl": torch.tensor([True, True]),
+             "joints_3d": torch.zeros(2, 24, 4), "keypoints_2d": kp,
+             "image_hw": torch.tensor([[600.0, 800.0], [1080.0, 1920.0]]), "box_center": center, "box_size": size,
+             "crop_affine": torch.stack([torch.zeros(2, 3), A1]), "intrinsics": torch.stack([K_crop, torch.zeros(3, 3)]),
+             "has_intrinsics": torch.tensor([True, False])}
+    t = make_targets(batch, None)
+    expect_full = torch.tensor([[[400.0, 300.0, 1.0], [304.5, 172.5, 0.5]],
+                                [[1000.0, 500.0, 0.25], [1191.0, 755.0, 1.0]]])
+    torch.testing.assert_close(t.keypoints_full[:, :2], expect_full)
+    torch.testing.assert_close(t.keypoints_full[:, 2:, 2], kp[:, 2:, 2])
+    torch.testing.assert_close(t.image_wh, torch.tensor([[800.0, 600.0], [1920.0, 1080.0]]))
+    assert torch.equal(t.box_center, center) and torch.equal(t.box_size, size)
+    # row 0: [[k, 0, cx - k u0x], [0, k, cy - k u0y], [0, 0, 1]] @ K_crop with k = 1
+    K0 = torch.tensor([[500.0, 0, 400], [0, 500, 300], [0, 0, 1]])
+    K1 = torch.tensor([[2202.9071, 0, 959.5], [0, 2202.9071, 539.5], [0, 0, 1]])  # sqrt(1920^2 + 1080^2)
+    torch.testing.assert_close(t.K_full, torch.stack([K0, K1]))
+
+
+def test_masked_mean_of_one_valid_value_is_that_value_in_the_error_precision():
+    err = torch.tensor([[[2.5], [7.0]]])  # (1, 2, 1)
+    assert masked_mean(err, torch.tensor([[1.0, 0.0]])) == 2.5
+    # the weight (a bool mask, a float64 confidence) does not change the loss's precision
+    for weight in (torch.tensor([[True, False]]), torch.tensor([[1.0, 0.0]], dtype=torch.float64)):
+        out = masked_mean(err, weight)
+        assert out.dtype == torch.float32 and out == 2.5
+    assert masked_mean(err.half(), torch.tensor([[1.0, 0.0]])).dtype == torch.float16
+
+
+def test_a_row_of_one_pixel_is_scored_as_any_other():
+    """The floors that keep a padded row's zero box and image finite (1 px) leave a real row
+    of 1 px as it is: BEDLAM's 2D normalisation with its own sizes, and the camera term."""
+    pred, t = _case()
+    t.image_wh = t.image_wh.clone()
+    t.image_wh[0] = torch.tensor([1.0, 1.5])
+    t.box_size = t.box_size.clone()
+    t.box_size[0] = torch.tensor([1.5, 1.0])
+    _, terms = compute_losses(pred, t, LossConfig())
+    d = pred.keypoints_valid
+    size, box = t.image_wh[:, None], t.box_size[:, None]  # (B, 1, 2)
+    err = ((2 * (_full_2d(pred, t) - t.keypoints_full[..., :2]) / size) ** 2 * size / box)[:, d]  # (B, 23, 2)
+    w = t.keypoints_full[:, d, 2]
+    np.testing.assert_allclose(terms["joints_2d"], (w[..., None] * err).sum() / (w.numel() * 2), rtol=1e-4)
+    np.testing.assert_allclose(terms["cam"], (torch.exp(-10 * pred.cam[:, 0]) ** 2).mean(), rtol=1e-5)
