@@ -392,10 +392,23 @@ def test_mesh_ground_truth_of_records_is_each_records_gendered_body(synthetic_as
         gt_body.of_records([_smpl_record("d", "male", pose[0], betas[0], body_model="smplx"), *recs])
 
 
-def test_mesh_ground_truth_takes_torch_inputs_of_any_precision(loaded):
+@pytest.mark.parametrize("name", ["3dpw", "rich"])  # SMPL, SMPL-X
+def test_mesh_ground_truth_takes_torch_inputs_of_any_precision(name, loaded):
     """pose / betas as float64 torch tensors give the mesh of the same values as numpy."""
-    _, gt_body = loaded["3dpw"]
-    pose, betas, genders = _gt_batch("3dpw", n=2)
+    _, gt_body = loaded[name]
+    pose, betas, genders = _gt_batch(name, n=2)
     want = gt_body.vertices(pose, betas, genders)
     got = gt_body.vertices(torch.from_numpy(pose), torch.from_numpy(betas), genders)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["3dpw", "rich"])  # SMPL, SMPL-X x smplx2smpl
+def test_a_ground_truth_body_built_here_is_gendered_and_knows_it_is_synthetic(name, synthetic_assets):
+    """Built in the test (the module's `loaded` is built once, before most tests): one model
+    per gender (the same pose and shape give other meshes for male and female), the
+    SMPL-topology mesh, and whether the assets are the synthetic stand-ins (they are)."""
+    gt_body = P.load_ground_truth(P.PROTOCOLS[name], synthetic_assets)
+    assert gt_body.is_synthetic is True
+    pose, betas, _ = _gt_batch(name, n=2)
+    male, female = (gt_body.vertices(pose, betas, [g, g]) for g in ("male", "female"))
+    assert male.shape == female.shape == (2, V, 3) and np.abs(male - female).max() > 1e-3
