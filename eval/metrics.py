@@ -85,8 +85,7 @@ def similarity_align(pred, gt):
     u, s, vt = torch.linalg.svd(k)  # K = U diag(S) V^T
     v = vt.transpose(1, 2)
     d = torch.ones_like(s)  # (N, 3)
-    d[:, 2] = torch.sign(torch.linalg.det(v @ u.transpose(1, 2)))
-    d[:, 2] = torch.where(d[:, 2] == 0, torch.ones_like(d[:, 2]), d[:, 2])
+    d[:, 2] = torch.sign(torch.linalg.det(v @ u.transpose(1, 2)))  # U, V orthogonal: det ±1, never 0
     rot = v @ torch.diag_embed(d) @ u.transpose(1, 2)  # (N, 3, 3), maps x -> y
     var = (x**2).sum(dim=(1, 2))  # (N,)
     scale = torch.where(var > _MIN_VARIANCE, (d * s).sum(dim=1) / var.clamp_min(_MIN_VARIANCE),

@@ -1,6 +1,8 @@
 """Deformable / regular cross-attention (paper §3.2.2, eq. 1-4)."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -60,8 +62,9 @@ def test_zero_offsets_sample_the_feature_map_exactly(hw):
     # the same in float32 to float32 rounding
     attn.float()
     torch.testing.assert_close(attn.sample(x.float(), pos.float()), x.float(), rtol=0, atol=1e-5)
-    # and the RPE bias at the cell centres is the table itself
-    bias = attn.rpe_bias(pos.float())
+    # and the RPE bias at the cell centres is the table itself (float64 positions read by
+    # the float32 table: positions of any precision)
+    bias = attn.rpe_bias(pos)
     table = attn.rpe_table.reshape(1, HEADS, N, hw[0] * hw[1]).expand_as(bias)
     torch.testing.assert_close(bias, table, rtol=0, atol=1e-6)
 
@@ -231,3 +234,70 @@ def test_bf16_autocast_keeps_logits_and_bias_in_fp32(deformable):
     torch.testing.assert_close(info.weights, explicit, rtol=0, atol=1e-6)
     rounded = (q @ k.transpose(-1, -2) / (D // HEADS) ** 0.5).float() + bias  # bf16 logits, as before
     assert (rounded.softmax(-1) - explicit).abs().max() > 1e-4  # what the fp32 form avoids
+
+
+def test_the_constants_follow_the_layer_to_its_device_and_dtype():
+    """`.to(device)` / `.double()` remake the reference grid and the offset bound where the
+    parameters go ("meta" stands in for an accelerator here), exact in float64: the cell
+    centres (2i+1)/H - 1 and λ_o cells of 2/W x 2/H, by hand; `to_empty(recurse=False)`
+    leaves the sub-layers where they were, as torch's own `_apply` does."""
+    attn = _attn(offset_range=1.3).to("meta")
+    assert {t.device.type for t in [*attn.parameters(), *attn.buffers()]} == {"meta"}
+    attn = _attn(offset_range=1.3).double()
+    want = [[[(2 * j + 1) / W - 1, (2 * i + 1) / H - 1] for j in range(W)] for i in range(H)]
+    assert attn.ref_grid.dtype == torch.float64 and attn.ref_grid.tolist() == want
+    torch.testing.assert_close(attn.offset_scale, torch.tensor([1.3 * 2 / W, 1.3 * 2 / H], dtype=torch.float64),
+                               rtol=1e-15, atol=0)  # float64 to its rounding (float32's 2/3 is 1e-8 off)
+    shallow = _attn().to_empty(device="meta", recurse=False)
+    assert shallow.rpe_table.device.type == "meta" and shallow.ref_grid.device.type == "meta"
+    assert shallow.to_q.weight.device.type == "cpu"
+
+
+def test_a_checkpoint_holds_the_learned_weights_only():
+    """The state dict (what a checkpoint stores) names W_q, W_k, W_v with their biases
+    (qkv_bias defaults to True; False drops them, as 4D-Humans' CrossAttention), the output
+    projection, DAT's offset net (its last conv without bias) and the RPE table; never the
+    reference grid nor the offset bound, which the configuration gives."""
+    torch.manual_seed(0)
+    offset = {"offset_net.net.0.weight", "offset_net.net.0.bias", "offset_net.net.1.weight",
+              "offset_net.net.1.bias", "offset_net.net.3.weight"}
+    qkv = {f"to_{p}.{w}" for p in "qkv" for w in ("weight", "bias")}
+    out = {"to_out.weight", "to_out.bias"}
+    assert set(CrossAttention(D, C, HEADS, N, (H, W)).state_dict()) == qkv | out | offset | {"rpe_table"}
+    unbiased = CrossAttention(D, C, HEADS, N, (H, W), qkv_bias=False)
+    assert set(unbiased.state_dict()) == {f"to_{p}.weight" for p in "qkv"} | out | offset | {"rpe_table"}
+
+
+def test_weights_only_when_asked_and_no_warning():
+    """`need_weights` defaults to False (no AttentionInfo), and a step warns nothing (every
+    grid_sample names its align_corners: left unset, torch warns on each call)."""
+    attn = _attn()
+    tokens, x = _inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, info = attn(tokens, x)
+        assert info is None and out.shape == (2, N, D)
+
+
+def test_a_float16_context_is_read_in_the_layers_precision():
+    """Feature shards are float16 (pipelines/chunk_encoder.py): a float32 layer reads them as
+    float32, so the result is that of the same values given in float32."""
+    attn = _attn()
+    tokens, x = _inputs()
+    x16 = x.half()
+    out16, info16 = attn(tokens, x16, need_weights=True)
+    out32, info32 = attn(tokens, x16.float(), need_weights=True)
+    torch.testing.assert_close(out16, out32, rtol=0, atol=0)
+    torch.testing.assert_close(info16.positions, info32.positions, rtol=0, atol=0)
+
+
+def test_a_bfloat16_layer_runs_in_bfloat16():
+    """A layer cast to bfloat16 (inference without autocast) keeps A in float32 and gives the
+    float32 layer's result to bfloat16 precision."""
+    attn = _attn(deformable=False)  # no offsets: both read the same keys
+    tokens, x = _inputs()
+    out32, info32 = attn(tokens, x, need_weights=True)
+    out, info = attn.to(torch.bfloat16)(tokens.bfloat16(), x.bfloat16(), need_weights=True)
+    assert out.dtype == torch.bfloat16 and info.weights.dtype == torch.float32
+    torch.testing.assert_close(info.weights, info32.weights, rtol=0, atol=0.05)
+    torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)

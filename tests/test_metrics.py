@@ -135,3 +135,69 @@ def test_shape_errors_are_clear(shapes):
     a, b = (np.zeros(s) for s in shapes)
     with pytest.raises(ValueError, match="shape"):
         metrics.pa_mpjpe(a, b)
+
+
+def test_pck_and_auc_count_joints_strictly_under_each_threshold():
+    """MPI-INF-3DHP `mpii_compute_3d_pck.m`: a joint is correct when `error < t`; PCK is the
+    share of correct joints, AUC the mean of the PCK curve over the thresholds. Errors are
+    placed exactly (ground truth at the origin, each joint off along x by its error)."""
+    errors = np.array([[0.0, 0.05, 0.1, 0.2], [0.15, 0.15, 0.15, 0.15]])  # (N=2, J=4)
+    gt = np.zeros((2, 4, 3))
+    pred = gt.copy()
+    pred[..., 0] = errors
+    # by hand: t = 0.1 -> sample 0 has 0 and 0.05 under it (0.1 is not), sample 1 none
+    pck_01, pck_015 = [0.5, 0.0], [0.75, 0.0]
+    # thresholds 0, 0.1, 0.2: sample 0 -> 0, 1/2, 3/4; sample 1 -> 0, 0, 1
+    auc = [(0 + 0.5 + 0.75) / 3, (0 + 0 + 1) / 3]
+    for cast in (np.asarray, torch.from_numpy):
+        p, g = cast(pred), cast(gt)
+        for out, want in ((metrics.pck(p, g, 0.1), pck_01), (metrics.pck(p, g, 0.15), pck_015),
+                          (metrics.auc(p, g, [0.0, 0.1, 0.2]), auc)):
+            assert type(out) is type(p) and tuple(out.shape) == (2,)  # per sample, the inputs' type
+            np.testing.assert_allclose(np.asarray(out), want, rtol=1e-12)
+
+
+def test_numpy_inputs_of_any_type_are_computed_in_float64():
+    """Integer and float32 arrays are read as float64 (the docstring's contract): a 3-4-5
+    triangle is 5 exactly, and float32 points give the float64 distance of their values."""
+    out = metrics.mpjpe(np.array([[[0, 0, 0]]]), np.array([[[3, 4, 0]]]))
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, [5.0])
+    p32 = np.array([[[0.1, 0.2, 0.3]]], np.float32)
+    want = np.sqrt((p32.astype(np.float64) ** 2).sum())  # float64 arithmetic on the float32 values
+    out = metrics.pve(p32, np.zeros((1, 1, 3), np.float32))
+    assert out.dtype == np.float64 and out[0] == want
+
+
+def test_a_sample_needs_at_least_one_point():
+    with pytest.raises(ValueError, match="at least one point"):
+        metrics.mpjpe(np.zeros((2, 0, 3)), np.zeros((2, 0, 3)))
+    np.testing.assert_allclose(metrics.mpjpe(np.zeros((2, 1, 3)), np.ones((2, 1, 3))), np.sqrt(3.0))  # one joint
+
+
+def _official_3dpw_similarity(s1, s2):
+    """aymenmir1/3dpw-eval evaluate.py `compute_similarity_transform` (one sample, S1 the
+    prediction (P, 3)), restated: centre both, K = X1 X2^T, U s V^T = svd(K),
+    Z = diag(1, 1, sign det(U V^T)), R = V Z U^T, scale = trace(R K) / |X1|^2,
+    t = mu2 - scale R mu1; an all-zero prediction becomes the ground truth's mean."""
+    if np.abs(s1).sum() == 0:
+        return np.tile(s2.mean(0), (len(s1), 1))
+    x1, x2 = s1.T, s2.T
+    mu1, mu2 = x1.mean(1, keepdims=True), x2.mean(1, keepdims=True)
+    k = (x1 - mu1) @ (x2 - mu2).T
+    u, _, vh = np.linalg.svd(k)
+    z = np.eye(3)
+    z[-1, -1] = np.sign(np.linalg.det(u @ vh))
+    r = vh.T @ z @ u.T
+    scale = np.trace(r @ k) / ((x1 - mu1) ** 2).sum()
+    return (scale * r @ x1 + mu2 - scale * r @ mu1).T
+
+
+def test_similarity_align_is_the_official_3dpw_procrustes():
+    rng = _rng()
+    pred, gt = rng.normal(size=(2, 6, 14, 3))
+    pred[1] *= [-1.0, 1.0, 1.0]  # a mirrored sample: the rotation must not reflect
+    pred[2] = 0.0  # the official code's degenerate case
+    want = np.stack([_official_3dpw_similarity(p, g) for p, g in zip(pred, gt)])
+    np.testing.assert_allclose(metrics.similarity_align(pred, gt), want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(metrics.pa_mpjpe(pred, gt), np.linalg.norm(want - gt, axis=-1).mean(-1), rtol=1e-9)

@@ -141,8 +141,15 @@ def test_shape_errors_name_the_protocol(body):
     rng, verts = body
     with pytest.raises(ValueError, match="3dpw.*regressor"):
         P.PROTOCOLS["3dpw"].score(verts, verts, np.zeros((24, V)))
+    with pytest.raises(ValueError, match=r"3dpw: regressor 'h36m' has shape \(24, 6890\), expected \(17, 6890\)"):
+        P.PROTOCOLS["3dpw"].score(verts, verts, np.zeros((24, V)))
+    bad = P.JointRegressors(np.zeros((24, V)), {"male": np.zeros((24, V)), "female": np.zeros((17, V))})
+    with pytest.raises(ValueError, match=r"rich-gendered: female ground-truth regressor 'smpl' has shape \(17, 6890\)"):
+        P.PROTOCOLS["rich-gendered"].score(verts, verts, bad, ["male"] * 5)
     with pytest.raises(ValueError, match="rich.*vertices"):
         P.PROTOCOLS["rich"].score(verts[:, :100], verts[:, :100], np.zeros((24, V)))
+    with pytest.raises(ValueError, match=r"rich: expected pred and gt vertices .* got 5 predictions and gt \(4, 6890, 3\)"):
+        P.PROTOCOLS["rich"].score(verts, verts[:4], np.zeros((24, V)))
 
 
 # ---- the protocols on synthetic stand-in assets (the same code reads the real ones) ----
@@ -286,7 +293,122 @@ def test_record_joints_ground_truth_needs_every_scored_joint():
                       box_size=np.array([4.0, 4.0]), box_expand=1.2, synthetic=True,
                       **{**PersonFrame.empty_targets(), "joints_3d": joints})
     gt = P.RecordJointsGroundTruth().of_records([rec], hp)
-    assert gt.joints.shape == (1, 24, 3)
+    assert gt.joints.shape == (1, 24, 3) and gt.genders == ("neutral",)  # the record's gender, carried
     joints[J.KEYPOINTS_2D.index["jaw"], 3] = 0  # the 3DHP 'head' is scored
     with pytest.raises(P.GroundTruthError, match="sample a: ground-truth joints \\['jaw'\\] are absent"):
         P.RecordJointsGroundTruth().of_records([rec], hp)
+
+
+# nkolot/SPIN constants.py (H36M rows / SPIN-24 rows of the scored joints) and eval.py (pelvis = H36M
+# row 0; SPIN-24 row 14 is 'Pelvis (MPII)'); WHAM lib/eval/evaluate_rich.py: pelvis_idxs = [1, 2]
+H36M_TO_J17 = [6, 5, 4, 1, 2, 3, 16, 15, 14, 11, 12, 13, 8, 10, 0, 7, 9]
+J24_TO_J17 = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 18, 14, 16, 17]
+SOURCE_INDICES = {  # name: (eval_index, root_index, gt_eval_index, gt_root_index)
+    "3dpw": (H36M_TO_J17[:14], [0], H36M_TO_J17[:14], [0]),
+    "rich": (list(range(24)), [1, 2], list(range(24)), [1, 2]),
+    "rich-gendered": (list(range(24)), [1, 2], list(range(24)), [1, 2]),
+    "emdb": (list(range(24)), [1, 2], list(range(24)), [1, 2]),
+    "3dhp": (H36M_TO_J17, [0], J24_TO_J17, [14]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_INDICES))
+def test_a_protocol_built_now_has_its_sources_rows(name):
+    """Every protocol, built again here (not at import), gets the rows its sources index:
+    the prediction's (regressor rows) and the ground truth's (the same for a mesh, SPIN-24
+    rows of `joints_3d` for MPI-INF-3DHP)."""
+    proto = dataclasses.replace(P.PROTOCOLS[name])
+    got = (proto.eval_index, proto.root_index, proto.gt_eval_index, proto.gt_root_index)
+    assert [list(map(int, g)) for g in got] == [list(x) for x in SOURCE_INDICES[name]]
+
+
+def test_protocol_declarations_that_are_allowed_and_refused():
+    rich, hp = P.PROTOCOLS["rich"], P.PROTOCOLS["3dhp"]
+    # BEDLAM's gendered ground-truth joints go with the SMPL regressor
+    gendered = dataclasses.replace(rich, gt_regressor="gendered")
+    assert gendered.gt_regressor == "gendered" and gendered.regressor == "smpl"
+    with pytest.raises(ValueError, match=r"unknown metrics / inputs \['pckh'\]"):
+        dataclasses.replace(hp, metrics=("mpjpe", "pckh"))
+    with pytest.raises(ValueError, match=r"unknown metrics / inputs \['mesh'\]"):
+        dataclasses.replace(hp, inputs=("joints", "mesh"))
+    # joints as input: the root among the scored joints, possibly all of them
+    only_root = dataclasses.replace(hp, eval_joints=("pelvis_mpii",))
+    assert only_root.eval_index.tolist() == [0] and only_root.root_index.tolist() == [0]
+
+
+def test_an_unknown_gender_for_the_gendered_regressors_is_named(body):
+    """BEDLAM has male and female SMPL J_regressors only (RICH has no neutral subject)."""
+    rng, verts = body
+    reg = _disjoint_regressor(24, 50, rng)
+    regs = P.JointRegressors(reg, {"male": reg, "female": reg})
+    with pytest.raises(ValueError, match=r"protocol rich-gendered: no gendered SMPL J_regressor for gender\(s\) "
+                                         r"\['neutral'\] \(have \['female', 'male'\]\)"):
+        P.PROTOCOLS["rich-gendered"].score(verts, verts, regs, ["male", "neutral", "female", "male", "male"])
+
+
+def test_smpl_regressors_are_the_body_models_own(synthetic_assets):
+    """WHAM / CameraHMR regress with `smpl.J_regressor`, BEDLAM with `smpl_female.J_regressor`:
+    smplx's float32 buffers of the neutral / gendered models, value for value."""
+    from model.body_model import BodyModel
+
+    def smplx_regressor(gender):
+        return BodyModel(synthetic_assets.body_model_dir, gender).smpl.J_regressor.numpy()
+
+    regs = P.load_regressor(P.PROTOCOLS["rich-gendered"], synthetic_assets)
+    np.testing.assert_array_equal(regs.pred, smplx_regressor("neutral"))
+    for g in ("male", "female"):
+        np.testing.assert_array_equal(regs.gt[g], smplx_regressor(g))
+
+
+def _smpl_record(key, gender, pose, betas, **kw):
+    from datasets.record import PersonFrame
+
+    targets = {**PersonFrame.empty_targets(), "smpl_pose": pose.astype(np.float32),
+               "betas": betas.astype(np.float32), "gender": gender, "has_smpl": True, **kw}
+    return PersonFrame(key=key, dataset="3dpw", split="test", sequence="s", frame=0, person=0, image_path="x.jpg",
+                       image_hw=np.array([10, 10]), box_center=np.array([5.0, 5.0]), box_size=np.array([4.0, 4.0]),
+                       box_expand=1.2, synthetic=True, **targets)
+
+
+def test_mesh_ground_truth_of_records_is_each_records_gendered_body(synthetic_assets, loaded):
+    """The records' SMPL targets through the SMPL model of each record's gender (checked
+    against `BodyModel` directly), their genders carried; a record without SMPL, or with
+    SMPL-X targets, is a GroundTruthError naming it."""
+    from model.body_model import BodyModel
+
+    _, gt_body = loaded["3dpw"]
+    pose, betas, _ = _gt_batch("3dpw", n=2)
+    recs = [_smpl_record("a", "female", pose[0], betas[0]), _smpl_record("b", "male", pose[1], betas[1])]
+    gt = gt_body.of_records(recs)
+    assert gt.genders == ("female", "male")
+    for i, g in enumerate(("female", "male")):
+        t = torch.from_numpy(pose[i:i + 1].astype(np.float32))
+        want = BodyModel(synthetic_assets.body_model_dir, g)(betas=torch.from_numpy(betas[i:i + 1].astype(np.float32)),
+                                                             body_pose=t[:, 1:], global_orient=t[:, 0]).vertices
+        np.testing.assert_allclose(gt.vertices[i], want[0].detach().numpy(), atol=1e-6)
+    with pytest.raises(P.GroundTruthError, match=r"without SMPL ground truth .*\['c'\]"):
+        gt_body.of_records([*recs, _smpl_record("c", "male", pose[0], betas[0], has_smpl=False)])
+    with pytest.raises(P.GroundTruthError, match=r"not smpl \(e.g. \['d'\]\)"):
+        gt_body.of_records([_smpl_record("d", "male", pose[0], betas[0], body_model="smplx"), *recs])
+
+
+@pytest.mark.parametrize("name", ["3dpw", "rich"])  # SMPL, SMPL-X
+def test_mesh_ground_truth_takes_torch_inputs_of_any_precision(name, loaded):
+    """pose / betas as float64 torch tensors give the mesh of the same values as numpy."""
+    _, gt_body = loaded[name]
+    pose, betas, genders = _gt_batch(name, n=2)
+    want = gt_body.vertices(pose, betas, genders)
+    got = gt_body.vertices(torch.from_numpy(pose), torch.from_numpy(betas), genders)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["3dpw", "rich"])  # SMPL, SMPL-X x smplx2smpl
+def test_a_ground_truth_body_built_here_is_gendered_and_knows_it_is_synthetic(name, synthetic_assets):
+    """Built in the test (the module's `loaded` is built once, before most tests): one model
+    per gender (the same pose and shape give other meshes for male and female), the
+    SMPL-topology mesh, and whether the assets are the synthetic stand-ins (they are)."""
+    gt_body = P.load_ground_truth(P.PROTOCOLS[name], synthetic_assets)
+    assert gt_body.is_synthetic is True
+    pose, betas, _ = _gt_batch(name, n=2)
+    male, female = (gt_body.vertices(pose, betas, [g, g]) for g in ("male", "female"))
+    assert male.shape == female.shape == (2, V, 3) and np.abs(male - female).max() > 1e-3
