@@ -180,6 +180,55 @@ def test_batch_fields_read_the_npz_as_the_record_does(cache):
     assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
 
 
+def test_batch_fields_of_a_record_without_the_optional_arrays():
+    """A record without intrinsics and crop affine (3DHP's, or one written before them) gives
+    zeros of those fields' shapes and has_intrinsics False; every array comes out float32, as
+    a targets row holds it (image_hw is int64 in the record); a member a batch does not carry
+    is not read (here one that only unpickling could read)."""
+    import io
+
+    from train.batch import ARRAYS, batch_fields
+    from train.random_cache import random_records
+
+    fr = random_records("aaa", "train", 1, np.random.default_rng(0))[0].replace(intrinsics=None, crop_affine=None)
+    z = dict(np.load(io.BytesIO(fr.to_npz_bytes()), allow_pickle=False))
+    assert "intrinsics" not in z and "crop_affine" not in z and z["image_hw"].dtype == np.int64
+    buf = io.BytesIO()
+    np.savez(buf, **z, notes=np.array([{"made by": "a newer writer"}], dtype=object))
+    fields = batch_fields(buf.getvalue(), source="x.npz")
+    assert fields["has_intrinsics"] is False
+    assert np.array_equal(fields["intrinsics"], np.zeros((3, 3))) and np.array_equal(fields["crop_affine"],
+                                                                                       np.zeros((2, 3)))
+    assert np.array_equal(fields["image_hw"], fr.image_hw)
+    for name in ARRAYS:
+        assert fields[name].dtype == np.float32, name
+        if name not in ("intrinsics", "crop_affine"):
+            assert np.array_equal(fields[name], getattr(fr, name)), name
+
+
+def _stack_f16(samples):
+    from train.batch import stack
+
+    out = stack(samples, torch.float16)
+    return out, out.is_shared()
+
+
+def test_stack_writes_a_workers_batch_into_shared_memory():
+    """`stack` in a DataLoader worker writes the maps once, straight into shared memory (the
+    batch then goes to the training process without another copy); in the training process
+    into ordinary memory. Read-only views (maps decoded from bytes) stack as arrays do."""
+    from train.batch import stack
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=SHAPE).astype(np.float16) for _ in range(3)]
+    arrays[1] = np.frombuffer(arrays[1].tobytes(), np.float16).reshape(SHAPE)  # read-only
+    want = torch.from_numpy(np.stack(arrays))
+    local = stack(arrays, torch.float16)
+    assert torch.equal(local, want) and not local.is_shared()
+    got, shared = next(iter(DataLoader(arrays, batch_size=3, num_workers=1, collate_fn=_stack_f16)))
+    assert torch.equal(got, want) and shared
+
+
 # `encoder.json` `targets` of caches written before the rows carried the camera (image size,
 # box, crop affine, intrinsics, SMPL translation): datasets.record.targets_layout() then
 OLD_TARGETS = {"member": "tgt", "layout": [
