@@ -206,6 +206,24 @@ def test_batch_fields_of_a_record_without_the_optional_arrays():
             assert np.array_equal(fields[name], getattr(fr, name)), name
 
 
+def test_is_smpl_marks_the_rows_whose_parameters_are_smpl():
+    """is_smpl (B,) bool is body_model == 'smpl' row by row (SMPL-X parameters, e.g. RICH's,
+    never supervise the SMPL heads, `train.losses`): the same from records, from npz fields
+    and from targets rows."""
+    from train.batch import TargetRow, batch_fields
+    from train.random_cache import random_records
+
+    frames = random_records("aaa", "train", 3, np.random.default_rng(0))
+    frames = [frames[0].replace(body_model="smplx"), frames[1].replace(body_model="smpl"),
+              frames[2].replace(body_model="smplx")]
+    feats = np.zeros(SHAPE, np.float16)
+    for records in (frames, [batch_fields(f.to_npz_bytes(), source="x.npz") for f in frames],
+                    [TargetRow(f.key, f.to_targets_bytes(), "x.tgt") for f in frames]):
+        batch = collate([(feats, r) for r in records])
+        assert batch["body_model"] == ["smplx", "smpl", "smplx"]
+        assert batch["is_smpl"].dtype == torch.bool and batch["is_smpl"].tolist() == [False, True, False]
+
+
 def _stack_f16(samples):
     from train.batch import stack
 
