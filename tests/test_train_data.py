@@ -224,6 +224,23 @@ def test_is_smpl_marks_the_rows_whose_parameters_are_smpl():
         assert batch["is_smpl"].dtype == torch.bool and batch["is_smpl"].tolist() == [False, True, False]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_materialize_pins_every_tensor_of_a_batch_for_the_gpu(cache):
+    """With `pin_memory` (training on a GPU) every tensor of the batch is in pinned memory,
+    the maps read from disk included, with the values of an unpinned batch; lists stay lists."""
+    from train.batch import materialize
+
+    lazy, frame = next(iter(_stream(cache)))
+    plain = materialize(collate([(lazy, frame)] * 2, lazy=True))
+    pinned = materialize(collate([(lazy, frame)] * 2, lazy=True), pin_memory=True)
+    assert pinned.keys() == plain.keys()
+    for k, v in pinned.items():
+        if torch.is_tensor(v):
+            assert v.is_pinned() and torch.equal(v, plain[k]), k
+        else:
+            assert v == plain[k], k
+
+
 def _stack_f16(samples):
     from train.batch import stack
 

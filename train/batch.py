@@ -121,7 +121,7 @@ def _rows_batch(records: Sequence[TargetRow]) -> dict:
         out[name] = np.array(arr)  # a copy: contiguous and writable (a one-row batch would be a view)
     for name, names in (("gender", GENDERS), ("body_model", BODY_MODELS)):
         codes = rows[name]
-        if codes.max(initial=0) >= len(names):
+        if codes.max() >= len(names):  # a batch has rows: collate refuses an empty one
             raise RecordError(f"{records[int(np.argmax(codes))].source}: field '{name}' has code "
                               f"{int(codes.max())}, expected < {len(names)} ({names})")
         out[name] = [names[c] for c in codes.tolist()]
