@@ -448,6 +448,23 @@ def test_bad_samples_are_named_by_shard_and_key(cache):
         collate([decode_sample(one_view(sample, "plain", None), spec)])
 
 
+def test_a_bad_npz_record_is_named_by_shard_key_and_view(npz_cache):
+    """A cache without targets rows: the view's record is read from its npz member, and a bad
+    one is a RecordError naming `<shard>:<key>.v<view>.npz` (here view 2, drawn)."""
+    from datasets.record import PersonFrame, RecordError
+    from train.data import decode_sample, lazy_members, one_view
+
+    _, spec = open_cache(str(npz_cache), "rand")
+    shard, sample = _first_sample(npz_cache, lazy_members(spec))
+    key = sample["__key__"]
+    view = one_view(sample, "random", np.random.default_rng(2))
+    assert view["__view__"] == 2 and view["npz"] is sample["v2.npz"]
+    fr = PersonFrame.from_npz_bytes(view["npz"])
+    view["npz"] = view["npz"].replace(np.float32(fr.betas[0]).tobytes(), np.float32(np.nan).tobytes(), 1)
+    with pytest.raises(RecordError, match=rf"^{shard}:{key}\.v2\.npz: .*betas"):
+        decode_sample(view, spec)
+
+
 def test_npz_records_are_checked_field_by_field():
     import io
 
