@@ -275,10 +275,11 @@ def test_results_gather_chunks_per_method_and_metric():
     res.add("m", {"pa_mpjpe": [1.0, 2.0], "mpjpe": [3.0, 4.0], "pve": [5.0, 6.0]})
     res.add("m", {"pa_mpjpe": [7.0], "mpjpe": [8.0], "pve": [9.0]})
     assert res.values("m", "pve").tolist() == [5.0, 6.0, 9.0] and res.values("m", "pve").dtype == np.float64
-    # float32 chunks (a metric computed in float32) are kept as float64: the mean of many samples sums in float64
-    res.add("m", {"pa_mpjpe": np.float32([0.1]), "mpjpe": np.float32([0.2]), "pve": np.float32([0.3])})
-    assert res.values("m", "pve").dtype == np.float64
-    assert res.values("m", "pve")[-1] == float(np.float32(0.3)) != 0.3
+    # float32 chunks (a metric computed in float32) come back float64: the split's means sum in float64
+    f32 = E.ProtocolResult(PROTOCOLS["3dpw"])
+    f32.add("m", {"pa_mpjpe": np.float32([0.1]), "mpjpe": np.float32([0.2]), "pve": np.float32([0.3, 0.4])})
+    assert f32.values("m", "pve").dtype == np.float64
+    assert f32.values("m", "pve").tolist() == [float(np.float32(0.3)), float(np.float32(0.4))]
     empty = E.ProtocolResult(PROTOCOLS["3dpw"], errors={"m": {"pve": []}})
     assert empty.values("m", "pve").shape == (0,)
 
