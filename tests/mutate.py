@@ -103,7 +103,8 @@ GROUPS: dict[str, Group] = {
     "baseline": Group(("eval/evaluate.py",),
                       ("tests/test_evaluate.py::test_mean_pose_baseline_is_the_mean_parameter_body",
                        "tests/test_evaluate.py::test_scores_match_a_direct_protocol_computation",
-                       "tests/test_evaluate.py::test_results_gather_chunks_per_method_and_metric"),
+                       "tests/test_evaluate.py::test_results_gather_chunks_per_method_and_metric",
+                       "tests/test_evaluate.py::test_batches_score_into_one_result_in_the_samples_order"),
                       {"eval/evaluate.py": ("x_mean_pose_vertices", "x__score_batch", "xǁProtocolResultǁadd",
                                             "xǁProtocolResultǁvalues")}),
 }

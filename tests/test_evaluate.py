@@ -275,8 +275,43 @@ def test_results_gather_chunks_per_method_and_metric():
     res.add("m", {"pa_mpjpe": [1.0, 2.0], "mpjpe": [3.0, 4.0], "pve": [5.0, 6.0]})
     res.add("m", {"pa_mpjpe": [7.0], "mpjpe": [8.0], "pve": [9.0]})
     assert res.values("m", "pve").tolist() == [5.0, 6.0, 9.0] and res.values("m", "pve").dtype == np.float64
+    # float32 chunks (a metric computed in float32) come back float64: the split's means sum in float64
+    f32 = E.ProtocolResult(PROTOCOLS["3dpw"])
+    f32.add("m", {"pa_mpjpe": np.float32([0.1]), "mpjpe": np.float32([0.2]), "pve": np.float32([0.3, 0.4])})
+    assert f32.values("m", "pve").dtype == np.float64
+    assert f32.values("m", "pve").tolist() == [float(np.float32(0.3)), float(np.float32(0.4))]
     empty = E.ProtocolResult(PROTOCOLS["3dpw"], errors={"m": {"pve": []}})
     assert empty.values("m", "pve").shape == (0,)
+
+
+def test_batches_score_into_one_result_in_the_samples_order(synthetic_assets):
+    """`_score_batch` over two batches of a joints protocol (3DHP: its ground truth is read
+    from the records by the protocol's joints): the keys and sequences of both batches in
+    order, the model's and the mean pose's errors equal to Protocol.score of all the samples
+    at once, and the result marked synthetic when any batch holds a synthetic sample (the
+    first here; the second, and the assets, are not)."""
+    from eval.protocols import Prediction, load_ground_truth, load_regressor
+
+    proto = PROTOCOLS["3dhp"]
+    rng = np.random.default_rng(3)
+    records = [_record("mpi_inf_3dhp", seq, frame, rng) for seq, frame in (("TS1", 0), ("TS1", 1), ("TS5", 2))]
+    records[2] = records[2].replace(synthetic=False)
+    pred = rng.normal(scale=0.3, size=(3, 6890, 3))
+    baseline = rng.normal(scale=0.3, size=(6890, 3))
+    reg = load_regressor(proto, synthetic_assets)
+    res = E.ProtocolResult(proto, gt_body=load_ground_truth(proto, synthetic_assets), regressor=reg, synthetic=False)
+    E._score_batch(res, "m", Prediction(vertices=pred[:2]), records[:2], baseline)
+    E._score_batch(res, "m", Prediction(vertices=pred[2:]), records[2:], baseline)
+    assert res.keys == [r.key for r in records] and res.n == 3
+    assert res.sequences == ["TS1", "TS1", "TS5"]
+    assert res.synthetic is True
+    gt = load_ground_truth(proto, synthetic_assets).of_records(records, proto)
+    want = proto.score(Prediction(vertices=pred), gt, reg)
+    want_mean = proto.score(Prediction(vertices=np.repeat(baseline[None], 3, 0)), gt, reg)
+    for m in proto.metrics:
+        np.testing.assert_allclose(res.values("m", m), want[m], rtol=1e-6)
+        np.testing.assert_allclose(res.values(T.MEAN_POSE_METHOD, m), want_mean[m], rtol=1e-6)
+    assert not np.allclose(want["mpjpe"], want_mean["mpjpe"])  # the two methods are told apart
 
 
 def test_gendered_option_scores_the_ground_truth_by_each_samples_gender(tree, synthetic_assets, monkeypatch):

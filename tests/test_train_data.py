@@ -180,6 +180,90 @@ def test_batch_fields_read_the_npz_as_the_record_does(cache):
     assert PersonFrame.from_npz_bytes(fr.to_npz_bytes()).key == fields["key"]
 
 
+def test_batch_fields_of_a_record_without_the_optional_arrays():
+    """A record without intrinsics and crop affine (3DHP's, or one written before them) gives
+    zeros of those fields' shapes and has_intrinsics False; every array comes out float32, as
+    a targets row holds it (image_hw is int64 in the record); a member a batch does not carry
+    is not read (here one that only unpickling could read)."""
+    import io
+
+    from train.batch import ARRAYS, batch_fields
+    from train.random_cache import random_records
+
+    fr = random_records("aaa", "train", 1, np.random.default_rng(0))[0].replace(intrinsics=None, crop_affine=None)
+    z = dict(np.load(io.BytesIO(fr.to_npz_bytes()), allow_pickle=False))
+    assert "intrinsics" not in z and "crop_affine" not in z and z["image_hw"].dtype == np.int64
+    buf = io.BytesIO()
+    np.savez(buf, **z, notes=np.array([{"made by": "a newer writer"}], dtype=object))
+    fields = batch_fields(buf.getvalue(), source="x.npz")
+    assert fields["has_intrinsics"] is False
+    assert np.array_equal(fields["intrinsics"], np.zeros((3, 3))) and np.array_equal(fields["crop_affine"],
+                                                                                       np.zeros((2, 3)))
+    assert np.array_equal(fields["image_hw"], fr.image_hw)
+    for name in ARRAYS:
+        assert fields[name].dtype == np.float32, name
+        if name not in ("intrinsics", "crop_affine"):
+            assert np.array_equal(fields[name], getattr(fr, name)), name
+
+
+def test_is_smpl_marks_the_rows_whose_parameters_are_smpl():
+    """is_smpl (B,) bool is body_model == 'smpl' row by row (SMPL-X parameters, e.g. RICH's,
+    never supervise the SMPL heads, `train.losses`): the same from records, from npz fields
+    and from targets rows."""
+    from train.batch import TargetRow, batch_fields
+    from train.random_cache import random_records
+
+    frames = random_records("aaa", "train", 3, np.random.default_rng(0))
+    frames = [frames[0].replace(body_model="smplx"), frames[1].replace(body_model="smpl"),
+              frames[2].replace(body_model="smplx")]
+    feats = np.zeros(SHAPE, np.float16)
+    for records in (frames, [batch_fields(f.to_npz_bytes(), source="x.npz") for f in frames],
+                    [TargetRow(f.key, f.to_targets_bytes(), "x.tgt") for f in frames]):
+        batch = collate([(feats, r) for r in records])
+        assert batch["body_model"] == ["smplx", "smpl", "smplx"]
+        assert batch["is_smpl"].dtype == torch.bool and batch["is_smpl"].tolist() == [False, True, False]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs a CUDA device")
+def test_materialize_pins_every_tensor_of_a_batch_for_the_gpu(cache):
+    """With `pin_memory` (training on a GPU) every tensor of the batch is in pinned memory,
+    the maps read from disk included, with the values of an unpinned batch; lists stay lists."""
+    from train.batch import materialize
+
+    lazy, frame = next(iter(_stream(cache)))
+    plain = materialize(collate([(lazy, frame)] * 2, lazy=True))
+    pinned = materialize(collate([(lazy, frame)] * 2, lazy=True), pin_memory=True)
+    assert pinned.keys() == plain.keys()
+    for k, v in pinned.items():
+        if torch.is_tensor(v):
+            assert v.is_pinned() and torch.equal(v, plain[k]), k
+        else:
+            assert v == plain[k], k
+
+
+def _stack_f16(samples):
+    from train.batch import stack
+
+    out = stack(samples, torch.float16)
+    return out, out.is_shared()
+
+
+def test_stack_writes_a_workers_batch_into_shared_memory():
+    """`stack` in a DataLoader worker writes the maps once, straight into shared memory (the
+    batch then goes to the training process without another copy); in the training process
+    into ordinary memory. Read-only views (maps decoded from bytes) stack as arrays do."""
+    from train.batch import stack
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=SHAPE).astype(np.float16) for _ in range(3)]
+    arrays[1] = np.frombuffer(arrays[1].tobytes(), np.float16).reshape(SHAPE)  # read-only
+    want = torch.from_numpy(np.stack(arrays))
+    local = stack(arrays, torch.float16)
+    assert torch.equal(local, want) and not local.is_shared()
+    got, shared = next(iter(DataLoader(arrays, batch_size=3, num_workers=1, collate_fn=_stack_f16)))
+    assert torch.equal(got, want) and shared
+
+
 # `encoder.json` `targets` of caches written before the rows carried the camera (image size,
 # box, crop affine, intrinsics, SMPL translation): datasets.record.targets_layout() then
 OLD_TARGETS = {"member": "tgt", "layout": [
@@ -362,6 +446,23 @@ def test_bad_samples_are_named_by_shard_and_key(cache):
     sample["v0.tgt"] = row.tobytes()
     with pytest.raises(RecordError, match=r"field 'gender' has code 3, expected < 3"):
         collate([decode_sample(one_view(sample, "plain", None), spec)])
+
+
+def test_a_bad_npz_record_is_named_by_shard_key_and_view(npz_cache):
+    """A cache without targets rows: the view's record is read from its npz member, and a bad
+    one is a RecordError naming `<shard>:<key>.v<view>.npz` (here view 2, drawn)."""
+    from datasets.record import PersonFrame, RecordError
+    from train.data import decode_sample, lazy_members, one_view
+
+    _, spec = open_cache(str(npz_cache), "rand")
+    shard, sample = _first_sample(npz_cache, lazy_members(spec))
+    key = sample["__key__"]
+    view = one_view(sample, "random", np.random.default_rng(2))
+    assert view["__view__"] == 2 and view["npz"] is sample["v2.npz"]
+    fr = PersonFrame.from_npz_bytes(view["npz"])
+    view["npz"] = view["npz"].replace(np.float32(fr.betas[0]).tobytes(), np.float32(np.nan).tobytes(), 1)
+    with pytest.raises(RecordError, match=rf"^{shard}:{key}\.v2\.npz: .*betas"):
+        decode_sample(view, spec)
 
 
 def test_npz_records_are_checked_field_by_field():

@@ -58,7 +58,7 @@ OPTIONAL = ("intrinsics", "crop_affine")  # record fields an npz may lack (None)
 DERIVED = {"has_intrinsics": "intrinsics"}  # flag -> the field whose presence it is
 
 
-def batch_fields(data: bytes, source: str = "") -> dict:
+def batch_fields(data: bytes, source: str) -> dict:
     """The record fields a batch carries, read from a record's npz bytes (PersonFrame
     `to_npz_bytes`) without building the record, checked for shape and finiteness
     (RecordError naming `source` and the field); values as `PersonFrame.target_arrays`."""
@@ -121,7 +121,7 @@ def _rows_batch(records: Sequence[TargetRow]) -> dict:
         out[name] = np.array(arr)  # a copy: contiguous and writable (a one-row batch would be a view)
     for name, names in (("gender", GENDERS), ("body_model", BODY_MODELS)):
         codes = rows[name]
-        if codes.max(initial=0) >= len(names):
+        if codes.max() >= len(names):  # a batch has rows: collate refuses an empty one
             raise RecordError(f"{records[int(np.argmax(codes))].source}: field '{name}' has code "
                               f"{int(codes.max())}, expected < {len(names)} ({names})")
         out[name] = [names[c] for c in codes.tolist()]
@@ -255,7 +255,7 @@ def stack(arrays: Sequence, dtype: torch.dtype) -> torch.Tensor:
     """(N, *shape) tensor from N equal-shape arrays (read-only views allowed) or lazy maps
     (objects with `shape` and `read_into(out)`, e.g. `train.data.LazyMap`, which read
     themselves into their slot): one copy, into shared memory in a DataLoader worker."""
-    shape = (len(arrays), *arrays[0].shape) if hasattr(arrays[0], "read_into") else (len(arrays), *np.shape(arrays[0]))
+    shape = (len(arrays), *arrays[0].shape)  # an array's or a lazy map's
     if get_worker_info() is not None:
         storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
         out = torch.empty(0, dtype=dtype).new(storage).view(shape)
