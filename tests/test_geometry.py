@@ -244,3 +244,94 @@ def test_boxes_follow_their_arguments():
     np.testing.assert_allclose(c, [10, 20])
     np.testing.assert_allclose(s, [0, 0])
     np.testing.assert_allclose(G.expand_to_aspect(np.array([100.0, 300.0])), [225, 300])
+
+
+def _t(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+def test_uncrop_matrix_and_points_undo_the_crop():
+    """x = c + k (u - u_0), k = box height / crop height: a box of height 512 centred on
+    (400, 300) puts crop pixel (95.5, 127.5) at (400, 300) and the crop's corner (-0.5, -0.5)
+    at (400 - 192, 300 - 256); a 64 x 48 crop has k = 8; any leading dimensions."""
+    M = G.uncrop_matrix(_t([400.0, 300.0]), _t([384.0, 512.0]))
+    np.testing.assert_allclose(M.numpy(), [[2, 0, 400 - 2 * 95.5], [0, 2, 300 - 2 * 127.5], [0, 0, 1]])
+    small = G.uncrop_matrix(_t([400.0, 300.0]), _t([384.0, 512.0]), (64, 48))
+    np.testing.assert_allclose(small.numpy(), [[8, 0, 400 - 8 * 23.5], [0, 8, 300 - 8 * 31.5], [0, 0, 1]])
+    batch = G.uncrop_matrix(_t([400.0, 300.0]).expand(2, 3, 2), _t([384.0, 512.0]).expand(2, 3, 2))
+    np.testing.assert_allclose(batch.numpy(), np.broadcast_to(M.numpy(), (2, 3, 3, 3)))
+    px = _t([[95.5, 127.5], [-0.5, -0.5], [191.5, 255.5]])
+    want = [[400, 300], [400 - 192, 300 - 256], [400 + 192, 300 + 256]]
+    np.testing.assert_allclose(G.uncrop_points(px, _t([400.0, 300.0]), _t([384.0, 512.0])).numpy(), want)
+    pts = G.uncrop_points(px.expand(2, 3, 2), _t([[400.0, 300.0], [0.0, 0.0]]), _t([[384.0, 512.0], [192.0, 256.0]]))
+    np.testing.assert_allclose(pts.numpy(), [want, (px.numpy() - [95.5, 127.5]).tolist()])
+    # a 1.5 px box is used as is; a padded zero row stays finite (its height floored at 1 px)
+    np.testing.assert_allclose(G.uncrop_matrix(_t([0.0, 0.0]), _t([1.0, 1.5]))[0, 0].item(), 1.5 / 256)
+    np.testing.assert_allclose(G.uncrop_matrix(_t([0.0, 0.0]), _t([0.0, 0.0]))[0, 0].item(), 1 / 256)
+
+
+def test_cliff_intrinsics_of_any_leading_dimensions():
+    K = G.cliff_intrinsics(_t([[[1080.0, 1920.0]], [[480.0, 640.0]]]))  # (2, 1, 2)
+    assert K.shape == (2, 1, 3, 3)
+    d = np.sqrt(1080.0 ** 2 + 1920.0 ** 2)
+    np.testing.assert_allclose(K[0, 0].numpy(), [[d, 0, 959.5], [0, d, 539.5], [0, 0, 1]])
+    np.testing.assert_allclose(K[1, 0].numpy(), [[800, 0, 319.5], [0, 800, 239.5], [0, 0, 1]])
+    np.testing.assert_allclose(G.cliff_intrinsics(_t([480.0, 640.0])).numpy(), K[1, 0].numpy())
+
+
+def test_affine_rotation_is_the_turn_of_a_similarity():
+    """Q = diag(L / sqrt|det L|, 1) for a scaled turn, a scaled mirror; zeros for a padded row."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    A = _t([[0.5 * c, 0.5 * s, 7.0], [-0.5 * s, 0.5 * c, -3.0]])
+    np.testing.assert_allclose(G.affine_rotation(A).numpy(), [[c, s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
+    mirrored = _t([[-2 * c, -2 * s, 1.0], [-2 * s, 2 * c, 2.0]])
+    np.testing.assert_allclose(G.affine_rotation(mirrored).numpy(), [[-c, -s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
+    both = G.affine_rotation(torch.stack([A, mirrored, torch.zeros(2, 3, dtype=torch.float64)])[:, None])  # (3, 1, 2, 3)
+    assert both.shape == (3, 1, 3, 3)
+    np.testing.assert_allclose(both[1, 0].numpy(), [[-c, -s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
+    np.testing.assert_array_equal(both[2, 0].numpy(), [[0, 0, 0], [0, 0, 0], [0, 0, 1]])
+
+
+def test_cam_full_to_crop_inverts_cam_crop_to_full():
+    """The numbers of test_camera_helpers_take_any_leading_dimensions, backwards."""
+    K = _t([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]])
+    c, b = _t([700.0, 300.0]), _t([300.0, 400.0])
+    np.testing.assert_allclose(G.cam_full_to_crop(_t([0.7, -0.8, 10.0]), c, b, K).numpy(), [0.5, 0.1, -0.2])
+    many = G.cam_full_to_crop(_t([0.7, -0.8, 10.0]).expand(2, 4, 3), c.expand(2, 4, 2), b.expand(2, 4, 2),
+                              K.expand(2, 4, 3, 3))
+    np.testing.assert_allclose(many.numpy(), np.broadcast_to([0.5, 0.1, -0.2], (2, 4, 3)))
+    # a non-square focal: sqrt(fx fy) = 1000
+    K2 = _t([[800.0, 0, 640], [0, 1250.0, 360], [0, 0, 1]])
+    np.testing.assert_allclose(G.cam_full_to_crop(_t([0.7, -0.8, 10.0]), c, b, K2).numpy(), [0.5, 0.1, -0.2])
+
+
+def test_full_image_intrinsics_of_a_plain_crop_and_a_turned_view():
+    """A plain crop's full-image K is the dataset's K (or CLIFF's K of the image without one);
+    a view turned by 0.4 rad about the box centre c sees the original image turned about c,
+    with camera axes Q: project(Q X, K_full) = R (project(X, K) - c) + c. Each row of a batch
+    takes its own K or CLIFF's."""
+    hw = _t([480.0, 640.0])
+    K0 = np.array([[500.0, 0, 330.0], [0, 520.0, 250.0], [0, 0, 1]])
+    c, size = np.array([300.0, 220.0]), np.array([150.0, 200.0])
+    A = G.crop_affine(c, size)
+    crop_K = G.affine_intrinsics(K0, A)
+    args = (_t(A), _t(c), _t(size), hw)
+    np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(True), *args).numpy(), K0, atol=1e-9)
+    d = 800.0  # the diagonal of 480 x 640
+    cliff = [[d, 0, 319.5], [0, d, 239.5], [0, 0, 1]]
+    np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(False), *args).numpy(), cliff, atol=1e-9)
+    rows = G.full_image_intrinsics(_t(crop_K).expand(2, 3, 3), torch.tensor([True, False]), _t(A).expand(2, 2, 3),
+                                   _t(c).expand(2, 2), _t(size).expand(2, 2), hw.expand(2, 2))
+    np.testing.assert_allclose(rows.numpy(), [K0, cliff], atol=1e-9)
+    # a turned view, without intrinsics: CLIFF's K turned with the image
+    theta = 0.4
+    Av = G.crop_affine(c, size, rotation=theta)
+    Kv = G.full_image_intrinsics(_t(G.affine_intrinsics(K0, Av)), torch.tensor(False), _t(Av), _t(c), _t(size), hw)
+    R = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])  # crop_affine's turn
+    Q = np.eye(3)
+    Q[:2, :2] = R
+    X = RNG.normal(scale=0.3, size=(6, 3)) + [0.2, -0.1, 4.0]
+    x = X @ np.array(cliff).T
+    x = x[:, :2] / x[:, 2:]
+    want = (x - c) @ R.T + c
+    np.testing.assert_allclose(G.project(_t(X @ Q.T), Kv).numpy(), want, atol=1e-8)
