@@ -265,6 +265,8 @@ def test_uncrop_matrix_and_points_undo_the_crop():
     np.testing.assert_allclose(G.uncrop_points(px, _t([400.0, 300.0]), _t([384.0, 512.0])).numpy(), want)
     pts = G.uncrop_points(px.expand(2, 3, 2), _t([[400.0, 300.0], [0.0, 0.0]]), _t([[384.0, 512.0], [192.0, 256.0]]))
     np.testing.assert_allclose(pts.numpy(), [want, (px.numpy() - [95.5, 127.5]).tolist()])
+    np.testing.assert_allclose(G.uncrop_points(_t([[23.5, 31.5], [-0.5, -0.5]]), _t([400.0, 300.0]), _t([384.0, 512.0]),
+                                               (64, 48)).numpy(), [[400, 300], [400 - 8 * 24, 300 - 8 * 32]])
     # a 1.5 px box is used as is; a padded zero row stays finite (its height floored at 1 px)
     np.testing.assert_allclose(G.uncrop_matrix(_t([0.0, 0.0]), _t([1.0, 1.5]))[0, 0].item(), 1.5 / 256)
     np.testing.assert_allclose(G.uncrop_matrix(_t([0.0, 0.0]), _t([0.0, 0.0]))[0, 0].item(), 1 / 256)
@@ -320,6 +322,9 @@ def test_full_image_intrinsics_of_a_plain_crop_and_a_turned_view():
     d = 800.0  # the diagonal of 480 x 640
     cliff = [[d, 0, 319.5], [0, d, 239.5], [0, 0, 1]]
     np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(False), *args).numpy(), cliff, atol=1e-9)
+    small = G.crop_affine(c, size, (64, 48))  # a 64 x 48 crop of the same box
+    np.testing.assert_allclose(G.full_image_intrinsics(_t(G.affine_intrinsics(K0, small)), torch.tensor(True), _t(small),
+                                                       _t(c), _t(size), hw, (64, 48)).numpy(), K0, atol=1e-9)
     rows = G.full_image_intrinsics(_t(crop_K).expand(2, 3, 3), torch.tensor([True, False]), _t(A).expand(2, 2, 3),
                                    _t(c).expand(2, 2), _t(size).expand(2, 2), hw.expand(2, 2))
     np.testing.assert_allclose(rows.numpy(), [K0, cliff], atol=1e-9)
