@@ -28,8 +28,8 @@ S = 256). So:
   probability EXTREME_CROP_AUG_RATE): the box becomes a body part's: the keypoints the part
   keeps (`EXTREME_CROP_PARTS`), their bounding box x 1.2 (`get_bbox`) x the part's factor,
   its larger side as S; kept unless the kept keypoints' confidences sum to 1 or less or the
-  part's box is under 4 original pixels wide or high, as HMR2.0 does. Which part depends on which joints are visible
-  (`full_body`, `upper_body`) and a uniform draw (`EXTREME_CROP_CHOICES`).
+  part's box is under 4 original pixels wide or high, as HMR2.0 does. Which part depends on
+  which joints are visible (`full_body`, `upper_body`) and a uniform draw (`EXTREME_CROP_CHOICES`).
 
 How targets follow the (2, 3) affine A of crop pixels -> view pixels (`apply_view`):
 - A's linear part is s * Q2 with Q2 a rotation or a reflection; Q = diag(Q2, 1) is the
@@ -92,7 +92,9 @@ EXTREME_CROP_PARTS: dict[str, tuple[float, tuple[str, ...]]] = {
     "left_leg": (1.1, ("left_hip", "left_knee", "left_ankle")),  # crop_leftleg_only
 }
 KEYPOINT_BOX_RESCALE = 1.2  # HMR2.0 `get_bbox(keypoints_2d, rescale=1.2)`
-MIN_BOX_SIDE = 4.0  # original pixels; HMR2.0 `get_example`: `if width1 < THRESH or height1 < THRESH`, THRESH = 4: not used
+# original pixels; HMR2.0 `get_example`: a part box with `width1 < THRESH or height1 < THRESH`
+# (THRESH = 4) is not used
+MIN_BOX_SIDE = 4.0
 # `full_body`: these joints all visible (OpenPose or ground truth); `upper_body`: none of the
 # lower ones visible and at least 2 of the upper ones (HMR2.0 counts OpenPose's nose, neck,
 # eyes, ears and the ground-truth shoulders, neck, head top, jaw, head; OpenPose's neck has no

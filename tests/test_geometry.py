@@ -172,7 +172,8 @@ def test_camera_helpers_take_any_leading_dimensions():
     # tz = 2 f / (H s) = 2 x 5000 / (256 x 0.5)
     np.testing.assert_allclose(G.weak_cam_to_transl(cam).numpy(), [0.1, -0.2, 10000 / 128])
     batch = cam.expand(2, 4, 3)
-    np.testing.assert_allclose(G.weak_cam_to_transl(batch).numpy(), np.broadcast_to([0.1, -0.2, 10000 / 128], (2, 4, 3)))
+    np.testing.assert_allclose(G.weak_cam_to_transl(batch).numpy(),
+                               np.broadcast_to([0.1, -0.2, 10000 / 128], (2, 4, 3)))
     K = torch.tensor([[1000.0, 0, 640], [0, 1000.0, 360], [0, 0, 1]], dtype=torch.float64)
     # CLIFF cam_crop2full: b s = 400 x 0.5 = 200; (tx + 2 (700 - 640) / 200, ty + 2 (300 - 360) / 200, 2 f / 200)
     c, b = torch.tensor([700.0, 300.0], dtype=torch.float64), torch.tensor([300.0, 400.0], dtype=torch.float64)
@@ -288,7 +289,8 @@ def test_affine_rotation_is_the_turn_of_a_similarity():
     np.testing.assert_allclose(G.affine_rotation(A).numpy(), [[c, s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
     mirrored = _t([[-2 * c, -2 * s, 1.0], [-2 * s, 2 * c, 2.0]])
     np.testing.assert_allclose(G.affine_rotation(mirrored).numpy(), [[-c, -s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
-    both = G.affine_rotation(torch.stack([A, mirrored, torch.zeros(2, 3, dtype=torch.float64)])[:, None])  # (3, 1, 2, 3)
+    zero = torch.zeros(2, 3, dtype=torch.float64)
+    both = G.affine_rotation(torch.stack([A, mirrored, zero])[:, None])  # (3, 1, 2, 3)
     assert both.shape == (3, 1, 3, 3)
     np.testing.assert_allclose(both[1, 0].numpy(), [[-c, -s, 0], [-s, c, 0], [0, 0, 1]], atol=1e-15)
     np.testing.assert_array_equal(both[2, 0].numpy(), [[0, 0, 0], [0, 0, 0], [0, 0, 1]])
@@ -321,10 +323,12 @@ def test_full_image_intrinsics_of_a_plain_crop_and_a_turned_view():
     np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(True), *args).numpy(), K0, atol=1e-9)
     d = 800.0  # the diagonal of 480 x 640
     cliff = [[d, 0, 319.5], [0, d, 239.5], [0, 0, 1]]
-    np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(False), *args).numpy(), cliff, atol=1e-9)
+    np.testing.assert_allclose(G.full_image_intrinsics(_t(crop_K), torch.tensor(False), *args).numpy(), cliff,
+                               atol=1e-9)
     small = G.crop_affine(c, size, (64, 48))  # a 64 x 48 crop of the same box
-    np.testing.assert_allclose(G.full_image_intrinsics(_t(G.affine_intrinsics(K0, small)), torch.tensor(True), _t(small),
-                                                       _t(c), _t(size), hw, (64, 48)).numpy(), K0, atol=1e-9)
+    small_K = G.full_image_intrinsics(_t(G.affine_intrinsics(K0, small)), torch.tensor(True), _t(small), _t(c),
+                                      _t(size), hw, (64, 48))
+    np.testing.assert_allclose(small_K.numpy(), K0, atol=1e-9)
     rows = G.full_image_intrinsics(_t(crop_K).expand(2, 3, 3), torch.tensor([True, False]), _t(A).expand(2, 2, 3),
                                    _t(c).expand(2, 2), _t(size).expand(2, 2), hw.expand(2, 2))
     np.testing.assert_allclose(rows.numpy(), [K0, cliff], atol=1e-9)
