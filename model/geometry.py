@@ -66,13 +66,14 @@ def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
     m00, m01, m02, m10, m11, m12, m20, m21, m22 = m.unbind(-1)
     q_abs = torch.sqrt(torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
                                     1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1).clamp_min(0) + 1e-12)
-    # candidate quaternions, each accurate where its component is large
+    # candidate quaternions: row i is 4 q_i q, accurate where |q_i| is large (Shepperd); the
+    # row kept is normalised below, which divides out its factor 4 |q_i|
     cands = torch.stack([
         torch.stack([q_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1),
         torch.stack([m21 - m12, q_abs[..., 1] ** 2, m10 + m01, m02 + m20], -1),
         torch.stack([m02 - m20, m10 + m01, q_abs[..., 2] ** 2, m12 + m21], -1),
         torch.stack([m10 - m01, m20 + m02, m21 + m12, q_abs[..., 3] ** 2], -1),
-    ], -2) / (2 * q_abs[..., None])  # (..., 4, 4)
+    ], -2)  # (..., 4, 4)
     best = q_abs.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
     q = q / q.norm(dim=-1, keepdim=True)

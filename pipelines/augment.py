@@ -27,9 +27,9 @@ S = 256). So:
 - extreme crop (`extreme_cropping_aggressive` at level 1, `extreme_cropping` at 0, with
   probability EXTREME_CROP_AUG_RATE): the box becomes a body part's: the keypoints the part
   keeps (`EXTREME_CROP_PARTS`), their bounding box x 1.2 (`get_bbox`) x the part's factor,
-  its larger side as S; kept unless the kept keypoints' confidences sum to 1 or less or S is
-  under 4 original pixels, as HMR2.0 does. Which part depends on which joints are visible
-  (`full_body`, `upper_body`) and a uniform draw (`EXTREME_CROP_CHOICES`).
+  its larger side as S; kept unless the kept keypoints' confidences sum to 1 or less or the
+  part's box is under 4 original pixels wide or high, as HMR2.0 does. Which part depends on
+  which joints are visible (`full_body`, `upper_body`) and a uniform draw (`EXTREME_CROP_CHOICES`).
 
 How targets follow the (2, 3) affine A of crop pixels -> view pixels (`apply_view`):
 - A's linear part is s * Q2 with Q2 a rotation or a reflection; Q = diag(Q2, 1) is the
@@ -92,7 +92,9 @@ EXTREME_CROP_PARTS: dict[str, tuple[float, tuple[str, ...]]] = {
     "left_leg": (1.1, ("left_hip", "left_knee", "left_ankle")),  # crop_leftleg_only
 }
 KEYPOINT_BOX_RESCALE = 1.2  # HMR2.0 `get_bbox(keypoints_2d, rescale=1.2)`
-MIN_BOX_SIDE = 4.0  # original pixels; HMR2.0 `get_example`: THRESH = 4, a smaller box is not used
+# original pixels; HMR2.0 `get_example`: a part box with `width1 < THRESH or height1 < THRESH`
+# (THRESH = 4) is not used
+MIN_BOX_SIDE = 4.0
 # `full_body`: these joints all visible (OpenPose or ground truth); `upper_body`: none of the
 # lower ones visible and at least 2 of the upper ones (HMR2.0 counts OpenPose's nose, neck,
 # eyes, ears and the ground-truth shoulders, neck, head top, jaw, head; OpenPose's neck has no
@@ -194,17 +196,19 @@ def extreme_crop_part(keypoints_2d: np.ndarray, p: float, level: int = 1) -> str
 def part_box(record: PersonFrame, part: str) -> tuple[float, float, float] | None:
     """(x, y, S) in crop pixels: the square box HMR2.0's `crop_*` function of `part` makes
     from the record's keypoints, or None where HMR2.0 keeps the person's box (the kept
-    keypoints' confidences sum to 1 or less; S under MIN_BOX_SIDE original pixels)."""
+    keypoints' confidences sum to 1 or less; the box's width or height under MIN_BOX_SIDE
+    original pixels)."""
     factor, names = EXTREME_CROP_PARTS[part]
     kp = np.asarray(record.keypoints_2d, np.float64)[KEYPOINTS_2D.indices(names)]
     if kp[:, 2].sum() <= 1:
         return None
     valid = kp[kp[:, 2] > 0, :2]
     lo, hi = valid.min(0), valid.max(0)
-    side = float(((hi - lo) * KEYPOINT_BOX_RESCALE * factor).max())
+    extent = (hi - lo) * KEYPOINT_BOX_RESCALE * factor  # HMR2.0's (width1, height1), crop pixels
     crop_px_per_original = CROP_HW[1] / float(record.box_size[0])
-    if side < MIN_BOX_SIDE * crop_px_per_original:
+    if extent.min() < MIN_BOX_SIDE * crop_px_per_original:
         return None
+    side = float(extent.max())
     centre = (lo + hi) / 2
     return float(centre[0]), float(centre[1]), side
 

@@ -78,8 +78,10 @@ def label_reject(record: PersonFrame, settings: CropSettings = CropSettings()) -
     which stops the dataset).
     """
     for name in _FINITE_FIELDS:
-        value = getattr(record, name)
-        if value is not None and not np.all(np.isfinite(np.asarray(value, np.float64))):
+        arr = np.asarray(getattr(record, name))
+        # only floats can be non-finite; an absent field (None) or any other dtype is judged
+        # by validate() below (text or objects: RecordError naming the field)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.isfinite(arr).all():
             return reject_reason("non_finite_label", name)
     record.validate()
     center, size = crop_box(record.box_center, record.box_size, settings.expand, settings.crop_hw)

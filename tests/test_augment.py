@@ -262,3 +262,154 @@ def test_drawn_views_have_hmr2s_rates_and_ranges():
     assert 0.06 < np.mean([p.part is not None for p in drawn]) < 0.14
     assert {p.part for p in drawn if p.part} <= set(EXTREME_CROP_PARTS) and len({p.part for p in drawn}) > 5
     assert all(p.part is None for p in (draw_view(view_rng(0, f"k{i}", 1), s) for i in range(200)))
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_a_gain_of_two_doubles_its_channel(channel):
+    rec, _, _, _ = crop_sample(8)
+    crop = np.full((256, 192, 3), 100, np.uint8)
+    crop[:, :96] = 200
+    gain = [1.0, 1.0, 1.0]
+    gain[channel] = 2.0
+    _, img = augment(rec, crop, ViewParams(color=tuple(gain)), view=1)
+    want = [100, 100, 100]
+    want[channel] = 200
+    assert img[100, 150].tolist() == want
+    want = [200, 200, 200]
+    want[channel] = 255  # 400 saturates
+    assert img[100, 20].tolist() == want
+
+
+def test_colour_gain_is_the_pixel_times_the_gain_truncated():
+    """Every pixel value v under a decimal gain g becomes floor(v x g) (exact decimal
+    arithmetic, capped at 255), e.g. 100 x 0.7 = 70, not 69; a negative gain (COLOR_SCALE
+    over 1) gives 0, as HMR2.0's np.clip(img * color_scale, 0, 255)."""
+    from fractions import Fraction
+
+    rec, _, _, _ = crop_sample(8)
+    crop = np.broadcast_to((np.arange(256 * 192) % 256).astype(np.uint8).reshape(256, 192, 1), (256, 192, 3)).copy()
+    gains = (0.7, 0.9, 1.15)
+    _, img = augment(rec, crop, ViewParams(color=gains), view=1)
+    for c, g in enumerate(gains):
+        want = [min(255, int(v * Fraction(str(g)))) for v in range(256)]
+        assert img[..., c].reshape(-1)[:256].tolist() == want, g
+    _, img = augment(rec, crop, ViewParams(color=(-0.5, 1.0, 1.0)), view=1)
+    assert not img[..., 0].any() and np.array_equal(img[..., 1], crop[..., 1])
+
+
+def test_a_shift_moves_the_view_box_by_shift_times_its_side():
+    """HMR2.0 `center_x += width * tx`: the view's centre is the box centre + shift x S (S =
+    256 crop pixels for the crop's own box, the part box's S for an extreme crop)."""
+    from model.geometry import apply_affine
+
+    mid = [(CROP_HW[1] - 1) / 2, (CROP_HW[0] - 1) / 2]
+    A = view_affine(ViewParams(shift=(0.02, -0.015)))
+    np.testing.assert_allclose(apply_affine(np.array([[95.5 + 0.02 * 256, 127.5 - 0.015 * 256]]), A), [mid], atol=1e-9)
+    A = view_affine(ViewParams(shift=(0.02, 0.01), part="torso", part_box=(90.0, 110.0, 150.0)))
+    np.testing.assert_allclose(apply_affine(np.array([[90.0 + 3.0, 110.0 + 1.5]]), A), [mid], atol=1e-9)
+
+
+def test_the_view_box_size_is_the_box_over_the_scale_rounded_once():
+    """box_size of a view of box_scale 1.25 is 1.25 x the crop's, to float32's precision
+    (computed in float64, rounded once)."""
+    rec, crop, _, _ = crop_sample(7)
+    for size in ([389.0809020996094, 292.16448974609375], [198.3792724609375, 404.79290771484375]):
+        r = rec.replace(box_size=np.float32(size))
+        out, _ = augment(r, crop, ViewParams(box_scale=1.25), view=1)
+        np.testing.assert_array_equal(out.box_size, np.float32(r.box_size.astype(np.float64) * 1.25))
+
+
+def test_a_stored_float32_affine_gives_the_view_of_its_values():
+    """apply_view of an affine held as float32 (as records store them) is the view of those
+    values, the same as of their float64 copy."""
+    from pipelines.augment import apply_view
+
+    rec, _, _, _ = crop_sample(6)
+    A = view_affine(ViewParams(0.8, -0.4, True)).astype(np.float32)
+    a, b = apply_view(rec, A, 1), apply_view(rec, A.astype(np.float64), 1)
+    for name in TARGETS + ("smpl_transl",):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def _arm(kp, box_width=300.0):
+    """A record of crop_sample(0) whose 2D keypoints are zero but the right arm's
+    (shoulder, elbow, wrist: (x, y, confidence)), its crop box `box_width` original px wide."""
+    rec = crop_sample(0)[0]
+    k = np.zeros((24, 3), np.float32)
+    k[KEYPOINTS_2D.indices(["right_shoulder", "right_elbow", "right_wrist"])] = kp
+    return rec.replace(keypoints_2d=k, box_size=np.float32([box_width, box_width * 4 / 3]))
+
+
+def test_a_part_box_is_hmr2s_get_bbox_of_the_visible_kept_keypoints():
+    """HMR2.0 `get_bbox` then `crop_rightarm_only`: centre of the visible keypoints' box,
+    (width1, height1) = 1.2 x 1.1 x its extent, S the larger; hidden keypoints and
+    confidences do not enter; confidences summing to 1 or less keep the person's box."""
+    box = part_box(_arm([(100.25, 60.5, 1.0), (120.75, 95.125, 0.5), (90.5, 130.375, 0.3)]), "right_arm")
+    assert box == pytest.approx((105.625, 95.4375, 69.875 * 1.2 * 1.1), rel=1e-12)
+    # the hidden elbow, far away, is not boxed (and two confidences of 1 are enough)
+    box = part_box(_arm([(100.0, 60.0, 1.0), (500.0, 500.0, 0.0), (90.0, 130.0, 1.0)]), "right_arm")
+    assert box == pytest.approx((95.0, 95.0, 70.0 * 1.2 * 1.1), rel=1e-12)
+    # confidences 0.5 + 0.5 = 1: HMR2.0's `sum() > 1` fails, no part box
+    assert part_box(_arm([(100.0, 60.0, 0.5), (0.0, 0.0, 0.0), (90.0, 130.0, 0.5)]), "right_arm") is None
+    # a tiny part in a 1920 px box (4 original px = 0.4 crop px): confidences 1 and 0.1 do not widen it
+    box = part_box(_arm([(100.0, 100.0, 1.0), (100.5, 100.5, 1.0), (100.25, 100.75, 0.1)], 1920.0), "right_arm")
+    assert box == pytest.approx((100.25, 100.375, 0.75 * 1.2 * 1.1), rel=1e-12)
+
+
+@pytest.mark.parametrize("height, kept", [(1.5, False), (2.0, True)])
+def test_a_part_box_under_4_original_pixels_high_is_not_used(height, kept):
+    """HMR2.0 drops an extreme crop whose width1 OR height1 is under 4 original pixels: a
+    right arm held level, 50 crop px long and `height` crop px high, in a 300 px box (0.64 crop
+    px per original px): height1 = 1.32 x 1.5 / 0.64 = 3.1 px (dropped), 1.32 x 2 / 0.64 = 4.1 px."""
+    box = part_box(_arm([(100.0, 60.0, 1.0), (125.0, 60.0 + height, 1.0), (150.0, 60.0, 1.0)]), "right_arm")
+    assert (box is not None) == kept
+    if kept:
+        assert box == pytest.approx((125.0, 61.0, 50 * 1.2 * 1.1), rel=1e-12)
+
+
+def test_extreme_crop_part_boundaries_follow_hmr2():
+    """`if p < bound`: a draw at a bound takes the next part; `upper_body`: no lower joint
+    visible and at least 2 upper ones (HMR2.0 `>= 2`)."""
+    rec, _, _, _ = crop_sample(8)
+    full = _full_body(rec).keypoints_2d
+    for level in (0, 1):
+        bounds = EXTREME_CROP_CHOICES[level, "full"]
+        assert [extreme_crop_part(full, b, level) for b, _ in bounds[:-1]] == [p for _, p in bounds[1:]]
+    two = np.zeros_like(full)
+    two[KEYPOINTS_2D.indices(["nose", "head_top"]), 2] = 1
+    assert extreme_crop_part(two, 0.1) == "shoulders"
+    two[KEYPOINTS_2D.index["nose"], 2] = 0
+    assert extreme_crop_part(two, 0.1) is None
+
+
+def test_drawn_extreme_crops_use_the_record_and_the_level():
+    """With every view an extreme crop: a full body gets its part's box (`part_box`), level 0
+    only hips / shoulders / head; a body neither full nor upper, or one whose parts are all
+    under 4 px, keeps the person's box (no part)."""
+    rec, crop, _, _ = crop_sample(9)
+    rec = _full_body(rec)
+    for level, parts in ((1, set(EXTREME_CROP_PARTS)), (0, {"hips", "shoulders", "head"})):
+        s = AugmentSettings(extreme_crop_rate=1.0, extreme_crop_level=level)
+        drawn = [draw_view(view_rng(0, f"k{i}", 1), s, rec) for i in range(300)]
+        assert {p.part for p in drawn} == parts
+        assert all(p.part_box == part_box(rec, p.part) for p in drawn)
+    s = AugmentSettings(extreme_crop_rate=1.0)
+    neither = rec.keypoints_2d.copy()
+    neither[KEYPOINTS_2D.index["left_ankle"], 2] = 0
+    dot = rec.keypoints_2d.copy()
+    dot[:, :2] = 100.0  # every part is a point: no box
+    for kp in (neither, dot):
+        assert all(draw_view(view_rng(0, f"k{i}", 1), s, rec.replace(keypoints_2d=kp)).part is None for i in range(20))
+    # views() draws with the record: each view is its part's box (S / 256 of the crop's box)
+    still = AugmentSettings(scale_factor=0.0, rot_factor=0.0, flip_rate=0.0, color_scale=0.0, trans_factor=0.0,
+                            extreme_crop_rate=1.0)
+    for r, _ in views(rec, crop, 4, seed=3, settings=still)[1:]:
+        sides = {part_box(rec, p)[2] for p in EXTREME_CROP_PARTS}
+        assert any(r.box_size[1] == pytest.approx(rec.box_size[1] * s / 256, rel=1e-5) for s in sides)
+
+
+def test_shifts_spread_over_hmr2s_range():
+    """tx, ty = clip(N(0, 1), -1, 1) x TRANS_FACTOR: both signs, both clip ends reached."""
+    shifts = np.array([draw_view(view_rng(0, f"k{i}", 1)).shift for i in range(500)])
+    assert shifts.min(0) == pytest.approx([-0.02, -0.02]) and shifts.max(0) == pytest.approx([0.02, 0.02])
+    assert np.abs(shifts.mean(0)).max() < 0.003

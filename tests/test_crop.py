@@ -56,7 +56,8 @@ def test_crop_camera_reprojects_3d_joints_onto_crop_keypoints():
     uv = out.joints_3d[:, :3].astype(np.float64) @ out.intrinsics.astype(np.float64).T
     np.testing.assert_allclose(uv[:, :2] / uv[:, 2:], out.keypoints_2d[:, :2], atol=1e-2)
     # the stored box is exactly the 4:3 box cropped, expanded, and maps onto the whole crop
-    np.testing.assert_allclose(out.box_size, [180 * 1.3, 180 * 1.3 * 256 / 192], rtol=1e-6)
+    # (to float32's precision: the box is computed in float64 and rounded once)
+    np.testing.assert_array_equal(out.box_size, np.float32([180 * 1.3, 180 * 1.3 * 256 / 192]))
     assert out.box_expand == pytest.approx(1.2 * 1.3)
     corners = np.array([out.box_center - out.box_size / 2, out.box_center + out.box_size / 2], np.float64)
     np.testing.assert_allclose(apply_affine(corners, out.crop_affine.astype(np.float64)),
@@ -92,6 +93,18 @@ def test_label_rejects():
     far.keypoints_2d = far.keypoints_2d.copy()
     far.keypoints_2d[:, :2] += 1000
     assert label_reject(far) == "no_visible_keypoint"
+
+
+@pytest.mark.parametrize("value", [np.array(["n/a"] * 10), np.array([0.1] * 9 + [None], object)])
+def test_a_field_of_text_or_objects_is_a_record_error_not_a_reject(value):
+    """A non-numeric label is malformed (a reader bug or a bad file): RecordError naming the
+    field, as `validate` says, not a numpy error nor a 'non_finite_label' reject."""
+    from datasets.record import RecordError
+
+    rec = make_record()
+    rec.betas = value
+    with pytest.raises(RecordError, match="'betas'"):
+        label_reject(rec)
 
 
 def test_jpeg_is_deterministic_bounded_and_decodable():
@@ -203,6 +216,16 @@ def test_another_crop_size_is_made_with_its_own_aspect_and_scale():
     np.testing.assert_allclose(out.keypoints_2d[0, :2], [31.5 + 90 * 64 / 200, 31.5], atol=1e-4)
     corners = apply_affine(np.array([[-0.5, -0.5], [63.5, 63.5]]), invert_affine(out.crop_affine.astype(np.float64)))
     np.testing.assert_allclose(corners, [[220, 140], [420, 340]], atol=1e-3)
+
+
+def test_warp_takes_an_integer_affine():
+    """A (2, 3) affine written as integers (a whole-pixel shift) is an affine like any other:
+    crop pixel (x, y) is original pixel (x + 7, y + 3)."""
+    from pipelines.crop import warp
+
+    img = np.random.default_rng(3).integers(0, 256, (*IMAGE_HW, 3), np.uint8)
+    crop = warp(img, [[1, 0, -7], [0, 1, -3]])
+    np.testing.assert_array_equal(crop, img[3:3 + CROP_HW[0], 7:7 + CROP_HW[1]])
 
 
 def test_cropped_records_hold_float32_and_may_lack_intrinsics():
