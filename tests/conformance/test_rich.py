@@ -59,16 +59,27 @@ def _write_rich(root, keys=("cam_int", "cam_ext", "trans_cam")):
     return arrays
 
 
-def _read(root, assets):
-    return list(RichReader(root, "test", Options(assets_root=str(assets.root))).frames())
+@pytest.fixture(scope="module")
+def models(synthetic_assets):
+    """The synthetic SMPL-X / SMPL bodies, loaded once for every read of this module."""
+    from datasets.reader import BodyModels
+
+    return BodyModels(synthetic_assets.root)
 
 
-def test_translation_is_cam_ext_plus_trans_cam(tmp_path, synthetic_assets):
+def _read(root, models):
+    reader = RichReader(root, "test", Options(assets_root=str(models.assets_root)))
+    assert reader.models.assets_root == models.assets_root  # the option names the assets: the same bodies
+    reader.models = models  # already loaded (building them is most of a read's time)
+    return list(reader.frames())
+
+
+def test_translation_is_cam_ext_plus_trans_cam(tmp_path, models):
     bare = tmp_path / "bare"
     full = tmp_path / "full"
     a = _write_rich(full)
     _write_rich(bare, keys=())
-    recs, recs0 = _read(full, synthetic_assets), _read(bare, synthetic_assets)
+    recs, recs0 = _read(full, models), _read(bare, models)
     assert image_hw(full / a["imgname"][0]) == HW
     for i, (rec, rec0) in enumerate(zip(recs, recs0)):
         want = _bedlam_translation(a["cam_ext"][i], a["trans_cam"][i])
@@ -87,26 +98,26 @@ def test_translation_is_cam_ext_plus_trans_cam(tmp_path, synthetic_assets):
         np.testing.assert_allclose(rec.intrinsics, K)
 
 
-def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, synthetic_assets):
+def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, models):
     """BEDLAM: `cam_ext` defaults to zeros (translation = trans_cam); `trans_cam` is added
     only when present (translation = cam_ext[:3, 3])."""
     only_ext, only_trans = tmp_path / "ext", tmp_path / "trans"
     a = _write_rich(only_ext, keys=("cam_int", "cam_ext"))
     _write_rich(only_trans, keys=("cam_int", "trans_cam"))
-    for i, rec in enumerate(_read(only_ext, synthetic_assets)):
+    for i, rec in enumerate(_read(only_ext, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], np.zeros(3)), atol=1e-9)
-    for i, rec in enumerate(_read(only_trans, synthetic_assets)):
+    for i, rec in enumerate(_read(only_trans, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(np.zeros((4, 4)), a["trans_cam"][i]), atol=1e-9)
 
 
-def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, synthetic_assets):
+def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, models):
     from datasets.reader import AnnotationError
 
     a = _write_rich(tmp_path)
     a["cam_ext"] = a["cam_ext"][:, :3]
     np.savez(tmp_path / LABEL_FILE, **a)
     with pytest.raises(AnnotationError, match=r"rich_test\.npz: field 'cam_ext' has shape \(2, 3, 4\)"):
-        _read(tmp_path, synthetic_assets)
+        _read(tmp_path, models)
 
 
 # ---- the ground-truth joint regressor: a named protocol option ----------------------------
