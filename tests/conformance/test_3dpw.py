@@ -23,6 +23,7 @@ tolerances 1e-6 m / rad, 1e-4 px):
   SMPL's 24 joints (smplx `joint_names.py`).
 """
 import pickle
+import re
 import struct
 from collections import Counter
 
@@ -393,3 +394,37 @@ def test_real_3dpw_test_split_must_be_whole(tmp_path):
     res.image_rejected = None
     with pytest.raises(EvalError, match="image shards' manifest of 3dpw/test is needed"):
         check_complete(res)
+
+
+# ---- issue #19 (mutation testing): malformed fields, points behind the camera -------------------
+@pytest.mark.parametrize("field, label, cut", [
+    ("poses", "poses[0]", lambda v: v[:, :69]), ("trans", "trans[0]", lambda v: v[:, :2]),
+    ("poses2d", "poses2d[0]", lambda v: v[:, :2]), ("jointPositions", "jointPositions[0]", lambda v: v[:, :69]),
+    ("cam_poses", "cam_poses", lambda v: v[:, :3]), ("cam_intrinsics", "cam_intrinsics", lambda v: v[:2])])
+def test_a_field_of_the_wrong_shape_names_the_file_and_the_field(tmp_path, field, label, cut):
+    data = sequence(2)
+    if isinstance(data[field], list):  # per actor
+        data[field][0] = cut(data[field][0])
+    else:
+        data[field] = cut(data[field])
+    write_tree(tmp_path, data)
+    want = rf"{SEQ}\.pkl: field '{re.escape(label)}' has shape"
+    with pytest.raises(AnnotationError, match=want):
+        read(tmp_path)
+    if field == "poses2d":  # the detections alone read it too
+        with pytest.raises(AnnotationError, match=want):
+            detections_2d(tmp_path, "test")
+
+
+def test_keypoints_at_or_behind_the_camera_plane_are_not_targets():
+    """project_keypoints: K X / z with the point's confidence where z > 0; a point at or behind
+    the camera (z <= 0) is not seen, whatever its projection, so its confidence is 0."""
+    from datasets.pw3d import project_keypoints
+
+    joints = np.array([[0.2, -0.1, 2.0, 0.7],   # 2 m ahead: (38.5 + 100 * 0.1, 61 - 110 * 0.05)
+                       [0.1, 0.1, 0.5, 1.0],    # 0.5 m ahead (closer than 1 m): still seen
+                       [0.0, 0.0, 0.0, 1.0],    # at the camera centre
+                       [0.1, 0.1, -1.0, 1.0]])  # behind: would project to (28.5, 50), inside the image
+    out = project_keypoints(joints, K)
+    np.testing.assert_allclose(out[:2, :2], [[48.5, 55.5], [58.5, 83.0]], atol=1e-9)
+    np.testing.assert_array_equal(out[:, 2], [0.7, 1.0, 0.0, 0.0])
