@@ -442,3 +442,33 @@ def test_too_few_betas_or_campose_valid_flags_name_the_actor(tmp_path, field, va
     write_tree(tmp_path, data)
     with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: actor 0 has {count}"):
         read(tmp_path)
+
+
+@pytest.mark.parametrize("ids", [np.array([0.0, 2.5, 4.0]), np.array([-2, 0, 2], np.int16), np.array([False, True, True])],
+                         ids=["non-integral", "negative", "boolean"])
+def test_img_frame_ids_must_be_non_negative_integers(tmp_path, ids):
+    """3DPW readme: `img_frame_ids` is an index array into the 60 Hz arrays, one per image."""
+    data = sequence(3)
+    data["img_frame_ids"] = ids
+    write_tree(tmp_path, data)
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: field 'img_frame_ids' .* non-negative integers"):
+        read(tmp_path)
+
+
+def test_img_frame_ids_as_a_column_are_one_per_image(tmp_path):
+    """WHAM `threedpw_eval_utils.py` counts the images as `len(img_frame_ids)`: an (N, 1)
+    column counts N as well as an (N,) array, and is read as the same ids."""
+    data = sequence(3)
+    data["img_frame_ids"] = (2 * np.arange(3)).astype(np.uint16)[:, None]
+    write_tree(tmp_path, data)
+    assert list(read(tmp_path)) == [key(i) for i in range(3)]
+
+
+def test_sequence_names_as_bytes_or_wrapped_in_an_array_are_the_same_text():
+    """`sequence` / `genders` are Python 2 `str`: latin1 text under a latin1 load, bytes under
+    encoding='bytes', a 0-d array when a converter wrapped them (SPIN: `str(data['sequence'])`)."""
+    from datasets.pw3d import text
+
+    for value in ("courtyard_café_00", b"courtyard_caf\xe9_00", np.array(b"courtyard_caf\xe9_00"),
+                  np.array("courtyard_café_00")):
+        assert text(value) == "courtyard_café_00", value
