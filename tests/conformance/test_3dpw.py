@@ -472,3 +472,14 @@ def test_sequence_names_as_bytes_or_wrapped_in_an_array_are_the_same_text():
     for value in ("courtyard_café_00", b"courtyard_caf\xe9_00", np.array(b"courtyard_caf\xe9_00"),
                   np.array("courtyard_café_00")):
         assert text(value) == "courtyard_café_00", value
+
+
+def test_records_and_rejects_name_their_sequence_file(tmp_path):
+    """Each record or reject names the file it came from, relative to the 3DPW root (the
+    manifest's rejects and the record checks' errors point there)."""
+    data = sequence(2)
+    data["campose_valid"][0][1] = 0
+    write_tree(tmp_path, data)
+    items = read(tmp_path)
+    assert isinstance(items[key(0)], PersonFrame) and isinstance(items[key(1)], Reject)
+    assert [items[key(i)].source for i in range(2)] == [f"sequenceFiles/test/{SEQ}.pkl"] * 2
