@@ -483,3 +483,24 @@ def test_records_and_rejects_name_their_sequence_file(tmp_path):
     items = read(tmp_path)
     assert isinstance(items[key(0)], PersonFrame) and isinstance(items[key(1)], Reject)
     assert [items[key(i)].source for i in range(2)] == [f"sequenceFiles/test/{SEQ}.pkl"] * 2
+
+
+def test_missing_images_and_undetected_labels_are_rejects_that_say_which(tmp_path):
+    """A frame whose image is absent (one file, or the sequence's whole image folder) is a
+    `missing_image` reject naming the image; an actor whose `poses2d` holds NaN is a
+    `non_finite_label` reject naming the field, and the other actor of that image is read."""
+    data = sequence(3, genders=("f", "m"))
+    data["poses2d"][0][1, 0, 4] = np.nan
+    write_tree(tmp_path / "one", data, images=[0, 1])
+    items = read(tmp_path / "one")
+    assert set(items) == {key(i, a) for i in range(3) for a in range(2)}
+    assert items[key(1, 0)].reason == "non_finite_label: poses2d"
+    assert isinstance(items[key(1, 1)], PersonFrame) and isinstance(items[key(0, 0)], PersonFrame)
+    for a in range(2):
+        assert items[key(2, a)].reason == f"missing_image: imageFiles/{SEQ}/image_00002.jpg"
+    write_tree(tmp_path / "none", data, images=[])
+    (tmp_path / "none" / "imageFiles" / SEQ).rmdir()
+    items = read(tmp_path / "none")
+    assert set(items) == {key(i, a) for i in range(3) for a in range(2)}
+    assert [items[key(i, a)].reason for i in range(3) for a in range(2)] == \
+        [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(3) for a in range(2)]
