@@ -276,6 +276,7 @@ def test_box_is_spins_rule_on_poses2d(tmp_path):
         np.testing.assert_allclose(rec.box_center, center, atol=1e-4)
         np.testing.assert_allclose(rec.box_size, [scale * 200] * 2, atol=1e-4)
         assert rec.box_expand == 1.2
+        np.testing.assert_allclose(rec.box_tight, bbox, atol=1e-4)  # the tight box it grew from
 
 
 def test_smpl_targets_are_the_world_body_seen_by_the_camera(tmp_path, synthetic_assets):
@@ -504,3 +505,21 @@ def test_missing_images_and_undetected_labels_are_rejects_that_say_which(tmp_pat
     assert set(items) == {key(i, a) for i in range(3) for a in range(2)}
     assert [items[key(i, a)].reason for i in range(3) for a in range(2)] == \
         [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(3) for a in range(2)]
+
+
+def test_an_actor_without_detections_or_images_without_a_header_are_rejects(tmp_path):
+    """No `poses2d` point detected: SPIN's box rule has no box, a `no_visible_keypoint` reject
+    (the other actor of the image is read); images whose header does not read: no image size,
+    every frame a `missing_image` reject."""
+    data = sequence(2, genders=("f", "m"))
+    data["poses2d"][0][0] = 0  # actor 0, frame 0: nothing detected (OpenPose writes zeros)
+    write_tree(tmp_path, data)
+    items = read(tmp_path)
+    assert items[key(0, 0)].reason == "no_visible_keypoint: poses2d detects no point (SPIN box rule)"
+    assert all(isinstance(items[k], PersonFrame) for k in (key(0, 1), key(1, 0), key(1, 1)))
+    write_tree(tmp_path / "headless", sequence(2, genders=("f", "m")))
+    for i in range(2):
+        (tmp_path / "headless" / "imageFiles" / SEQ / f"image_{i:05d}.jpg").write_bytes(b"not a jpeg")
+    items = read(tmp_path / "headless")
+    assert [items[key(i, a)].reason for i in range(2) for a in range(2)] == \
+        [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(2) for a in range(2)]
