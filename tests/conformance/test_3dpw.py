@@ -227,6 +227,7 @@ def test_cam_poses_rotate_the_orientation_and_move_the_points(tmp_path):
         R, t = data["cam_poses"][i, :3, :3], data["cam_poses"][i, :3, 3]
         assert not np.allclose(R, np.eye(3)) and np.linalg.norm(t) > 0.1
         rec = items[key(i)]
+        assert rec.has_smpl and rec.has_transl  # every 3DPW actor has its SMPL and its translation
         R_go = Rotation.from_rotvec(data["poses"][0][i, :3]).as_matrix()
         np.testing.assert_allclose(Rotation.from_rotvec(rec.smpl_pose[0]).as_matrix(), R @ R_go, atol=1e-6)
         np.testing.assert_allclose(rec.smpl_pose[1:].reshape(-1), data["poses"][0][i, 3:], atol=1e-6)
