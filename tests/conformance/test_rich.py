@@ -85,6 +85,7 @@ def test_translation_is_cam_ext_plus_trans_cam(tmp_path, models):
         want = _bedlam_translation(a["cam_ext"][i], a["trans_cam"][i])
         assert not np.allclose(want, a["trans_cam"][i])  # the old reader (trans_cam alone) would fail here
         assert rec.has_transl and not rec0.has_transl
+        assert rec0.intrinsics is None and np.all(rec0.keypoints_2d == 0)  # no camera: no 2D, still a record
         np.testing.assert_allclose(rec.smpl_transl, want, atol=1e-9)
         # the body of `pose_cam` / `shape` moved by the translation only: cam_ext's rotation is not applied
         valid = rec.joints_3d[:, 3] > 0
@@ -108,6 +109,36 @@ def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, models):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], np.zeros(3)), atol=1e-9)
     for i, rec in enumerate(_read(only_trans, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(np.zeros((4, 4)), a["trans_cam"][i]), atol=1e-9)
+
+
+def test_record_fields_follow_bedlams_reading(tmp_path, models):
+    """BEDLAM `train/dataset/dataset.py`: box `center` and `scale` (SPIN's crop: side 200 *
+    scale, already expanded), `pose_cam[:, :NUM_JOINTS_SMPLX * 3]` (22 joints), gender 'm' ->
+    male, else female; the SMPL-X betas (BEDLAM keeps 11) cut to the record's 10. One row per
+    person: two rows of one image are persons 0 and 1 of that frame; the frame is the
+    image's number, the sequence `<seq>/cam_<cc>`."""
+    a = _write_rich(tmp_path)
+    take = [0, 1, 1]  # two people in image 1
+    a = {k: v[take] for k, v in a.items()}
+    rng = np.random.default_rng(5)
+    a["gender"] = np.array(["m", "f", "m"])
+    a["pose_cam"] = np.concatenate([a["pose_cam"], rng.normal(scale=0.1, size=(3, 165 - 66))], 1)  # SMPL-X's 55 joints
+    a["shape"] = rng.normal(scale=0.5, size=(3, 11))
+    np.savez(tmp_path / LABEL_FILE, **a)
+    recs = _read(tmp_path, models)
+    assert [(r.sequence, r.frame, r.person) for r in recs] == [("Gym_010_pushup1/cam_03", 0, 0),
+                                                               ("Gym_010_pushup1/cam_03", 1, 0),
+                                                               ("Gym_010_pushup1/cam_03", 1, 1)]
+    assert [r.gender for r in recs] == ["male", "female", "male"]
+    for i, rec in enumerate(recs):
+        assert rec.image_path == a["imgname"][i] and rec.source == LABEL_FILE
+        np.testing.assert_allclose(rec.box_center, a["center"][i])
+        np.testing.assert_allclose(rec.box_size, [200 * a["scale"][i]] * 2, rtol=1e-6)
+        assert rec.box_expand == 1.0
+        np.testing.assert_allclose(rec.smpl_pose[:22], a["pose_cam"][i, :66].reshape(22, 3), atol=1e-6)
+        assert np.all(rec.smpl_pose[22:] == 0)
+        np.testing.assert_allclose(rec.betas, a["shape"][i, :10], atol=1e-6)
+        assert rec.has_smpl and rec.body_model == "smplx"
 
 
 def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, models):
