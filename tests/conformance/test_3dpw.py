@@ -433,9 +433,9 @@ def test_keypoints_at_or_behind_the_camera_plane_are_not_targets():
 
 
 @pytest.mark.parametrize("field, value, count", [("betas", np.arange(8.0), "3 campose_valid flags / 8 betas"),
-                                                 ("betas", np.array(0.5), "3 campose_valid flags / 1 betas"),
+                                                 ("betas", 1, "3 campose_valid flags / 1 betas"),
                                                  ("campose_valid", np.ones(2, np.uint8), "2 campose_valid flags / 10"),
-                                                 ("campose_valid", np.array(1, np.uint8), "1 campose_valid flags / 10")])
+                                                 ("campose_valid", 1, "1 campose_valid flags / 10")])
 def test_too_few_betas_or_campose_valid_flags_name_the_actor(tmp_path, field, value, count):
     """Each actor needs 10 betas (SPIN: `smpl_betas[i][:10]`) and one `campose_valid` flag per
     image; fewer (a scalar among them) is an error naming the file and the actor."""
