@@ -524,3 +524,13 @@ def test_an_actor_without_detections_or_images_without_a_header_are_rejects(tmp_
     items = read(tmp_path / "headless")
     assert [items[key(i, a)].reason for i in range(2) for a in range(2)] == \
         [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(2) for a in range(2)]
+
+
+def test_a_sequence_without_frames_reads_as_nothing(tmp_path):
+    """No image (zero rows in every per-frame array, no `img_frame_ids`): no record, no error."""
+    data = sequence(1)
+    for k in ("poses", "trans", "poses2d", "jointPositions", "campose_valid", "poses_60Hz", "trans_60Hz"):
+        data[k] = [v[:0] for v in data[k]]
+    data["cam_poses"], data["img_frame_ids"] = data["cam_poses"][:0], data["img_frame_ids"][:0]
+    write_tree(tmp_path, data)
+    assert read(tmp_path) == {}
