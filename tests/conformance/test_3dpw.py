@@ -534,3 +534,26 @@ def test_a_sequence_without_frames_reads_as_nothing(tmp_path):
     data["cam_poses"], data["img_frame_ids"] = data["cam_poses"][:0], data["img_frame_ids"][:0]
     write_tree(tmp_path, data)
     assert read(tmp_path) == {}
+
+
+@pytest.mark.parametrize("change", ["no actor", "a list short", "not a list"])
+def test_per_actor_lists_that_disagree_or_are_empty_are_named(tmp_path, change):
+    """`genders`, `poses`, `betas`, `trans`, `poses2d`, `campose_valid`: one entry per actor."""
+    data = sequence(2, genders=("f", "m"))
+    if change == "no actor":
+        for k in ("genders", "poses", "betas", "trans", "poses2d", "campose_valid"):
+            data[k] = []
+    elif change == "a list short":
+        data["trans"] = data["trans"][:1]
+    else:
+        data["betas"] = 1
+    write_tree(tmp_path, data, images=[])
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: the per-actor lists disagree"):
+        read(tmp_path)
+
+
+def test_an_unreadable_sequence_file_says_what_it_is(tmp_path):
+    write_tree(tmp_path, sequence(1))
+    (tmp_path / "sequenceFiles" / "test" / f"{SEQ}.pkl").write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: unreadable 3DPW sequence file"):
+        read(tmp_path)
