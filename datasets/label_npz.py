@@ -111,7 +111,7 @@ class LabelNpzReader:
         has_smpl = self._has_smpl(z, n)
         genders = [GENDER_CODES.get(str(g)) for g in z.get("gender", ["n"] * n)]
         if None in genders:
-            bad = z["gender"][genders.index(None)]
+            bad = str(z["gender"][genders.index(None)])
             raise AnnotationError(f"{path}: field 'gender' has {bad!r}, expected 'm', 'f' or 'n'")
         pose = z["pose"].reshape(n, 24, 3) if "pose" in z else np.zeros((n, 24, 3))
         betas = z["shape"][:, :NUM_BETAS] if "shape" in z else np.zeros((n, NUM_BETAS))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from datasets.label_npz import CocoReader, H36MReader, Options
-from datasets.reader import BodyModels
+from datasets.reader import AnnotationError, BodyModels
 from datasets.record import PersonFrame
 
 N = 3
@@ -164,3 +164,9 @@ def test_records_name_their_image_sequence_person_and_label_file(tmp_path):
     assert [(r.image_path, r.sequence, r.frame, r.person) for r in recs] == [
         ("imgs/S9/a.jpg", "S9/a", 0, 0), ("imgs/S9/b.jpg", "S9/b", 0, 0), ("imgs/S9/a.jpg", "S9/a", 0, 1)]
     assert all(r.source == "labels.npz" and r.intrinsics is None and not r.has_transl for r in recs)
+
+
+def test_an_unknown_gender_code_is_named(tmp_path):
+    _write(tmp_path, part=_part(), gender=np.array(["m", "x", "f"]))
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: field 'gender' has 'x', expected 'm', 'f' or 'n'"):
+        _read(tmp_path)

@@ -18,6 +18,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from datasets.image_file import image_hw
+from datasets.reader import AnnotationError
 from datasets.rich import LABEL_FILE, Options, RichReader
 from eval import protocols as P
 
@@ -141,9 +142,18 @@ def test_record_fields_follow_bedlams_reading(tmp_path, models):
         assert rec.has_smpl and rec.body_model == "smplx"
 
 
-def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, models):
-    from datasets.reader import AnnotationError
+@pytest.mark.parametrize("code", ["n", "x"])
+def test_a_gender_other_than_m_or_f_is_named(tmp_path, models, code):
+    """BEDLAM builds the gendered SMPL-X (there is no neutral one here): 'm' male, 'f' female;
+    any other code is an error naming the file and the field, not a silent female."""
+    a = _write_rich(tmp_path)
+    a["gender"] = np.array(["f", code])
+    np.savez(tmp_path / LABEL_FILE, **a)
+    with pytest.raises(AnnotationError, match=rf"rich_test\.npz: field 'gender' has '{code}'"):
+        _read(tmp_path, models)
 
+
+def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, models):
     a = _write_rich(tmp_path)
     a["cam_ext"] = a["cam_ext"][:, :3]
     np.savez(tmp_path / LABEL_FILE, **a)
