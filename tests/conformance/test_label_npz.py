@@ -170,3 +170,14 @@ def test_an_unknown_gender_code_is_named(tmp_path):
     _write(tmp_path, part=_part(), gender=np.array(["m", "x", "f"]))
     with pytest.raises(AnnotationError, match=r"h36m_train\.npz: field 'gender' has 'x', expected 'm', 'f' or 'n'"):
         _read(tmp_path)
+
+
+def test_a_missing_unreadable_or_incomplete_label_file_is_named(tmp_path):
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: h36m label file not found"):
+        _read(tmp_path)
+    (tmp_path / "h36m_train.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: unreadable label npz"):
+        _read(tmp_path)
+    np.savez(tmp_path / "h36m_train.npz", imgname=np.array(["a.jpg"]), center=np.zeros((1, 2)))
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: label npz lacks \['scale'\]"):
+        _read(tmp_path)
