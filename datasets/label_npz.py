@@ -113,8 +113,9 @@ class LabelNpzReader:
         if None in genders:
             bad = str(z["gender"][genders.index(None)])
             raise AnnotationError(f"{path}: field 'gender' has {bad!r}, expected 'm', 'f' or 'n'")
-        pose = z["pose"].reshape(n, 24, 3) if "pose" in z else np.zeros((n, 24, 3))
-        betas = z["shape"][:, :NUM_BETAS] if "shape" in z else np.zeros((n, NUM_BETAS))
+        # without `pose` or `shape` no row has SMPL (`_has_smpl`): neither is then read
+        pose = z["pose"].reshape(n, 24, 3) if "pose" in z else None
+        betas = z["shape"][:, :NUM_BETAS] if "shape" in z else None
         transl = z.get("global_t")
         joints = self._joints_3d(z, n, has_smpl, pose, betas, transl, genders)
         part = z["part"] if "part" in z else np.zeros((n, NUM_KEYPOINTS, 3))  # SPIN base_dataset.py: no `part`, no 2D
