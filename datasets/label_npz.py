@@ -123,7 +123,7 @@ class LabelNpzReader:
         person_of = person_index(names)
         sizes: dict[str, tuple[int, int] | None] = {}
         for i, name in enumerate(names):
-            image_path = str(Path(self.source.image_root) / name) if self.source.image_root else name
+            image_path = str(Path(self.source.image_root) / name)  # image_root "": the name itself
             if name not in sizes:
                 sizes[name] = image_hw(self.root / image_path)
             hw = sizes[name]

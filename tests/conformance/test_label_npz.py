@@ -181,3 +181,14 @@ def test_a_missing_unreadable_or_incomplete_label_file_is_named(tmp_path):
     np.savez(tmp_path / "h36m_train.npz", imgname=np.array(["a.jpg"]), center=np.zeros((1, 2)))
     with pytest.raises(AnnotationError, match=r"h36m_train\.npz: label npz lacks \['scale'\]"):
         _read(tmp_path)
+
+
+def test_a_row_with_part_but_no_visible_keypoint_is_a_reject(tmp_path):
+    """A file with 2D labels: a row none of whose `part` points is visible has nothing to
+    crop on (the file without `part`, H36M's test file, is read without 2D above)."""
+    part = _part()
+    part[1, :, 2] = 0
+    _write(tmp_path, part=part, S=_S())
+    out = list(H36MReader(tmp_path, "train").frames())
+    assert isinstance(out[0], PersonFrame) and isinstance(out[2], PersonFrame)
+    assert out[1].reason == "no_visible_keypoint"
