@@ -68,6 +68,18 @@ def spin_train_imgnames(annot2: dict) -> list[str]:
     return out
 
 
+def assert_spin_box(rec, joints: np.ndarray) -> None:
+    """SPIN preprocess (train_data and test_data): `bbox` the tight box of the 17 joints,
+    `center` its middle, `scale = scaleFactor * max(w, h) / 200` with scaleFactor 1.2."""
+    bbox = [min(joints[:, 0]), min(joints[:, 1]), max(joints[:, 0]), max(joints[:, 1])]
+    center = [(bbox[2] + bbox[0]) / 2, (bbox[3] + bbox[1]) / 2]
+    scale = 1.2 * max(bbox[2] - bbox[0], bbox[3] - bbox[1]) / 200
+    np.testing.assert_allclose(rec.box_center, center, atol=1e-4)
+    np.testing.assert_allclose(rec.box_size, [scale * 200] * 2, atol=1e-4)
+    np.testing.assert_allclose(rec.box_tight, bbox, atol=1e-4)
+    assert rec.box_expand == 1.2
+
+
 # ---- hand-built raw files ------------------------------------------------------------------------
 def _annot(s: int, q: int) -> tuple[list, list]:
     """Per camera (n, 56) / (n, 84) labels, distinct per sequence, camera and row. Rejected by
@@ -182,7 +194,10 @@ def test_train_frames_are_spin_selection_with_fits_attached(train_root):
                         MPI_INF_3DHP_28, KEYPOINTS_2D)
         np.testing.assert_allclose(rec.keypoints_2d, want2, atol=1e-4, err_msg=name)
         np.testing.assert_allclose(rec.joints_3d, want3, atol=1e-5, err_msg=name)
-        np.testing.assert_allclose(rec.intrinsics[0, 0], 100.0 + c)
+        h, w = VIDEO_HW  # camera.calibration's intrinsic, the 3x3 of its row-major 4x4
+        np.testing.assert_allclose(rec.intrinsics, [[100.0 + c, 0, w / 2], [0, 100.0 + c, h / 2], [0, 0, 1]])
+        assert rec.source == f"S{s}/Seq{q}/annot.mat"
+        assert_spin_box(rec, a2[c][i].reshape(28, 2)[SPIN_TRAIN_JOINTS17_IDX])
         assert rec.has_smpl == (row < 16), name
         if rec.has_smpl:
             np.testing.assert_allclose(rec.smpl_pose, pose[row].reshape(24, 3), atol=1e-6, err_msg=name)
@@ -292,7 +307,7 @@ def _joints(mm: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("key", ["univ_annot3", "annot3"])
 def test_test_joints_come_from_the_chosen_key(test_root, key):
-    root, _, _, annot3, univ = test_root
+    root, _, annot2, annot3, univ = test_root
     options = None if key == "univ_annot3" else Options(test_joints=key)  # univ_annot3 is the default
     items = list(MpiInf3dhpReader(root, "test", options).frames())
     assert [r.key for r in items] == [f"mpi-inf-3dhp_test_TS3_{i:06d}_p0" for i in range(5)]
@@ -300,6 +315,11 @@ def test_test_joints_come_from_the_chosen_key(test_root, key):
     want = univ if key == "univ_annot3" else annot3
     for i in range(4):
         np.testing.assert_allclose(items[i].joints_3d, _joints(want[i]), atol=1e-5)
+        assert items[i].source == "mpi_inf_3dhp_test_set/TS3/annot_data.mat" and items[i].intrinsics is None
+    for i in (0, 3):  # every joint inside the image: SPIN's box of the 17
+        assert_spin_box(items[i], annot2[i])
+        np.testing.assert_allclose(items[i].keypoints_2d, convert(np.concatenate([annot2[i], np.ones((17, 1))], 1),
+                                                                  MPI_INF_3DHP_17, KEYPOINTS_2D), atol=1e-4)
     assert items[4].reason == "invalid_frame"
 
 
