@@ -108,8 +108,10 @@ def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, models):
     _write_rich(only_trans, keys=("cam_int", "trans_cam"))
     for i, rec in enumerate(_read(only_ext, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], np.zeros(3)), atol=1e-9)
+        assert rec.has_transl and rec.intrinsics is not None and np.any(rec.keypoints_2d[:, 2] > 0)
     for i, rec in enumerate(_read(only_trans, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(np.zeros((4, 4)), a["trans_cam"][i]), atol=1e-9)
+        assert rec.has_transl and rec.intrinsics is not None and np.any(rec.keypoints_2d[:, 2] > 0)
 
 
 def test_record_fields_follow_bedlams_reading(tmp_path, models):
