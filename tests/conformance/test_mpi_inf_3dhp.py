@@ -24,7 +24,7 @@ import pytest
 import scipy.io
 
 from datasets.joints import KEYPOINTS_2D, MPI_INF_3DHP_17, MPI_INF_3DHP_28, convert
-from datasets.mpi_inf_3dhp import MpiInf3dhpReader, Options
+from datasets.mpi_inf_3dhp import TEST_DIR, MpiInf3dhpReader, Options, read_calibration
 from datasets.reader import AnnotationError
 from datasets.record import PersonFrame, Reject
 
@@ -336,3 +336,157 @@ def test_test_frames_with_a_joint_outside_the_image(test_root, drop):
     # the fixture has both outcomes: frames 1 and 2 out (x = w, y < 0), frame 3 in (x < w, y < h)
     assert [spin_all_joints_inside(annot2[i], h, w) for i in range(4)] == [True, False, False, True]
     assert items[4].reason == "invalid_frame"
+
+
+# ---- issue #19 (mutation testing): the options, and files that do not fit ----------------------
+def test_without_fits_the_cameras_and_the_step_are_options(train_root):
+    root, labels = train_root
+    items = list(MpiInf3dhpReader(root, "train", Options(cameras=(2, 0), frame_step=3)).frames())
+    want = [(f"S{s}-Seq{q}-cam{c}", i) for s, q in SEQUENCES for c in (2, 0) for i in (0, 3, 6)]
+    assert [(r.sequence, r.frame) for r in items] == want  # in the options' camera order
+    assert all(isinstance(r, PersonFrame) and not r.has_smpl for r in items)
+    a2 = labels[1, 1][0]
+    want2 = convert(np.concatenate([a2[2][3].reshape(28, 2), np.ones((28, 1))], 1), MPI_INF_3DHP_28, KEYPOINTS_2D)
+    np.testing.assert_allclose(items[1].keypoints_2d, want2, atol=1e-4)
+
+
+def test_a_fits_file_without_has_smpl_fits_every_row(train_root):
+    """SPIN base_dataset.py: `pose` and `shape` without `has_smpl` -> every row has SMPL."""
+    root, labels = train_root
+    names = spin_train_imgnames({sq: a2 for sq, (a2, _) in labels.items()})[:3]
+    pose = np.linspace(-0.5, 0.5, 3 * 72).reshape(3, 72)
+    np.savez(root / "mpi_inf_3dhp_train.npz", imgname=np.array(names), pose=pose, shape=np.ones((3, 10)))
+    items = list(MpiInf3dhpReader(root, "train").frames())
+    assert len(items) == 3 and all(r.has_smpl for r in items)
+    np.testing.assert_allclose(items[0].smpl_pose, pose[0].reshape(24, 3), atol=1e-6)
+    items = list(MpiInf3dhpReader(root, "train", Options(smpl_fits=None)).frames())  # the fits not used
+    assert len(items) == len(SEQUENCES) * 8 and not any(r.has_smpl for r in items)
+
+
+def test_a_missing_video_makes_its_frames_rejects(train_root):
+    root, _ = train_root
+    (root / "S1" / "Seq1" / "imageSequence" / "video_0.avi").unlink()
+    items = list(MpiInf3dhpReader(root, "train", Options(cameras=(0,))).frames())
+    lost = [r for r in items if "_S1-Seq1-cam0_" in r.key]
+    assert [r.reason for r in lost] == [f"missing_image: S1/Seq1/imageSequence/video_0.avi has 0 frames, "
+                                        f"annotation frame {i}" for i in range(0, FRAMES, 10)]
+    assert all(isinstance(r, PersonFrame) for r in items if r not in lost) and len(items) == len(SEQUENCES)
+
+
+def test_only_numbered_folders_are_subjects_sequences_and_test_sequences(train_root):
+    root, _ = train_root
+    (root / "S3_backup").mkdir()
+    (root / "S1" / "Seq1b").mkdir()
+    (root / "S4").write_text("not a folder")
+    assert MpiInf3dhpReader.splits(root) == ["train"]
+    items = list(MpiInf3dhpReader(root, "train", Options(cameras=(0,), frame_step=100)).frames())
+    assert [r.sequence for r in items] == ["S1-Seq1-cam0", "S1-Seq2-cam0", "S2-Seq1-cam0"]
+    (root / TEST_DIR / "TS1").mkdir(parents=True)
+    assert MpiInf3dhpReader.splits(root) == ["train", "test"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ("camera", r"S1/Seq1/annot\.mat: camera 0 is not in 'cameras'"),
+    ("rows", r"S1/Seq1/annot\.mat: camera 0 has 7 'annot2' rows but 6 'annot3' rows"),
+    ("annot2 cell", r"S1/Seq1/annot\.mat: field 'annot2' cell 0 has shape \(7, 54\)"),
+    ("annot3 cell", r"S1/Seq1/annot\.mat: field 'annot3' cell 0 has shape \(7, 83\)"),
+    ("no annot3", r"S1/Seq1/annot\.mat: annot\.mat lacks \['annot3'\]"),
+    ("garbage", r"S1/Seq1/annot\.mat: unreadable annot\.mat"),
+    ("no calibration", r"S1/Seq1/camera\.calibration: MPI-INF-3DHP camera calibration not found"),
+    ("no annotation", r"S1/Seq1/annot\.mat: MPI-INF-3DHP annotation not found")])
+def test_training_files_that_do_not_fit_are_named(train_root, change, match):
+    root, labels = train_root
+    qdir = root / "S1" / "Seq1"
+    a2, a3 = [list(x) for x in labels[1, 1]]
+    cams = np.arange(NUM_CAMERAS, dtype=float)[None]
+    if change == "camera":
+        cams = cams + 20
+    elif change == "rows":
+        a3[0] = a3[0][:6]
+    elif change == "annot2 cell":
+        a2[0] = a2[0][:, :54]
+    elif change == "annot3 cell":
+        a3[0] = a3[0][:, :83]
+    mat = {"annot2": _cells(a2), "annot3": _cells(a3), "cameras": cams}
+    if change == "no annot3":
+        del mat["annot3"]
+    scipy.io.savemat(str(qdir / "annot.mat"), mat)
+    if change == "garbage":
+        (qdir / "annot.mat").write_bytes(b"MATLAB 5.0 garbage")
+    elif change == "no calibration":
+        (qdir / "camera.calibration").unlink()
+    elif change == "no annotation":
+        (qdir / "annot.mat").unlink()
+    with pytest.raises(AnnotationError, match=match):
+        list(MpiInf3dhpReader(root, "train", Options(cameras=(0,))).frames())
+
+
+@pytest.mark.parametrize("text, match", [
+    ("name 0\n  intrinsic 1 2 3\n", r"malformed 'intrinsic' line"),
+    ("  intrinsic " + " ".join(["1"] * 16) + "\n", r"malformed 'intrinsic' line"),  # before any `name`
+    ("name 0\n  sensor 10 10\n", "no camera blocks found"),
+    (b"\xff\xfe\x00bad", "unreadable camera calibration")])
+def test_a_calibration_that_does_not_parse_is_named(tmp_path, text, match):
+    path = tmp_path / "camera.calibration"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(AnnotationError, match=rf"camera\.calibration: {match}"):
+        read_calibration(path)
+
+
+def test_calibration_blocks_give_each_camera_its_own_intrinsics(tmp_path):
+    """SPIN `read_calibration`: the `intrinsic` line after each `name`, a row-major 4x4."""
+    path = tmp_path / "camera.calibration"
+    _calibration(path)
+    K = read_calibration(path)
+    assert sorted(K) == list(range(NUM_CAMERAS))
+    h, w = VIDEO_HW
+    np.testing.assert_allclose(K[5], [[105.0, 0, w / 2], [0, 105.0, h / 2], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("change, match", [
+    ("no valid_frame", r"TS3/annot_data\.mat: MPI-INF-3DHP test annotation lacks \['valid_frame'\]"),
+    ("short annot2", r"TS3/annot_data\.mat: 'annot2' \(4, 1, 17, 2\) / 'univ_annot3' \(5, 1, 17, 3\) do not match 5"),
+    ("garbage", r"TS3/annot_data\.mat: unreadable MPI-INF-3DHP test annotation"),
+    ("no file", r"TS3/annot_data\.mat: MPI-INF-3DHP test annotation not found")])
+def test_test_files_that_do_not_fit_are_named(test_root, change, match):
+    root, _, annot2, annot3, univ = test_root
+    path = root / TEST_DIR / "TS3" / "annot_data.mat"
+    if change == "garbage":
+        path.write_bytes(b"\x89HDF garbage")
+    elif change == "no file":
+        path.unlink()
+    else:
+        with h5py.File(path, "w") as f:
+            f["annot2"], f["univ_annot3"] = annot2[:, None], univ[:, None]
+            if change == "short annot2":
+                del f["annot2"]
+                f["annot2"] = annot2[:4, None]
+                f["valid_frame"] = np.ones((5, 1))
+    with pytest.raises(AnnotationError, match=match):
+        list(MpiInf3dhpReader(root, "test").frames())
+
+
+def test_test_frames_with_non_finite_labels_or_no_image_are_rejects(test_root):
+    """A NaN label: a `non_finite_label` reject (whatever the outside-joint option); an image
+    whose header does not read (the first of its sequence): a `missing_image` reject."""
+    root, _, annot2, _, univ = test_root
+    path = root / TEST_DIR / "TS3" / "annot_data.mat"
+    a2 = annot2.copy()
+    a2[2, 3, 0] = np.nan  # frame 2 (also one joint at y < 0): not judged outside, a non-finite label
+    with h5py.File(path, "w") as f:
+        f["annot2"], f["univ_annot3"], f["valid_frame"] = a2[:, None], univ[:, None], np.ones((5, 1))
+    (root / TEST_DIR / "TS3" / "imageSequence" / "img_000001.jpg").write_bytes(b"not a jpeg")
+    for drop in (False, True):
+        items = list(MpiInf3dhpReader(root, "test", Options(drop_joints_outside_image=drop)).frames())
+        assert items[0].reason == "missing_image: mpi_inf_3dhp_test_set/TS3/imageSequence/img_000001.jpg"
+        assert items[2].reason == "non_finite_label: keypoints_2d", items[2]
+        assert isinstance(items[3], PersonFrame) and isinstance(items[4], PersonFrame)
+
+
+@pytest.mark.parametrize("options, error", [
+    (dict(frame_step=0), "frame_step must be >= 1"), (dict(test_joints="univ"), "test_joints must be one of")])
+def test_options_out_of_range_are_errors(tmp_path, options, error):
+    with pytest.raises(ValueError, match=error):
+        MpiInf3dhpReader(tmp_path, "train", Options(**options))
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        MpiInf3dhpReader(tmp_path, "val")
