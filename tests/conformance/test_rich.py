@@ -144,6 +144,21 @@ def test_record_fields_follow_bedlams_reading(tmp_path, models):
         assert rec.has_smpl and rec.body_model == "smplx"
 
 
+def test_image_names_outside_the_rich_layout_are_their_own_sequences(tmp_path, models):
+    """`test/<seq>/cam_<cc>/<frame>_<cc>.jpeg` gives sequence `<seq>/cam_<cc>` and the frame
+    number; any other name (no leading number, or no folder) is a sequence of its own, the
+    name without its extension, frame 0: distinct images never share a key."""
+    import cv2
+
+    a = _write_rich(tmp_path)
+    a["imgname"] = np.array(["extra/frame_a.jpeg", "00012_03.jpeg"])
+    for name in a["imgname"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((*HW, 3), 90, np.uint8))
+    np.savez(tmp_path / LABEL_FILE, **a)
+    assert [(r.sequence, r.frame) for r in _read(tmp_path, models)] == [("extra/frame_a", 0), ("00012_03", 0)]
+
+
 @pytest.mark.parametrize("code", ["n", "x"])
 def test_a_gender_other_than_m_or_f_is_named(tmp_path, models, code):
     """BEDLAM builds the gendered SMPL-X (there is no neutral one here): 'm' male, 'f' female;
