@@ -159,6 +159,18 @@ def test_image_names_outside_the_rich_layout_are_their_own_sequences(tmp_path, m
     assert [(r.sequence, r.frame) for r in _read(tmp_path, models)] == [("extra/frame_a", 0), ("00012_03", 0)]
 
 
+def test_without_intrinsics_or_without_the_file(tmp_path, models):
+    """A translation but no `cam_int`: the body is placed, nothing is projected (no 2D, no
+    intrinsics); no label file at all: an error naming it."""
+    a = _write_rich(tmp_path, keys=("cam_ext", "trans_cam"))
+    for i, rec in enumerate(_read(tmp_path, models)):
+        assert rec.has_transl and rec.intrinsics is None and np.all(rec.keypoints_2d == 0)
+        np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], a["trans_cam"][i]), atol=1e-9)
+    (tmp_path / LABEL_FILE).unlink()
+    with pytest.raises(AnnotationError, match=r"rich_test\.npz: RICH label file not found"):
+        _read(tmp_path, models)
+
+
 @pytest.mark.parametrize("code", ["n", "x"])
 def test_a_gender_other_than_m_or_f_is_named(tmp_path, models, code):
     """BEDLAM builds the gendered SMPL-X (there is no neutral one here): 'm' male, 'f' female;
