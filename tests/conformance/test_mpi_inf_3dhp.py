@@ -249,6 +249,7 @@ def test_train_fits_that_do_not_fit_the_tree(train_root):
         ("mpi-inf-3dhp_train_S1-Seq1-cam2_000005_p0", "missing_image: S1/Seq1/imageSequence/video_2.avi has 5 frames, "
                                                       "annotation frame 5"),
         ("mpi-inf-3dhp_train_S5-Seq1-cam0_000000_p0", "missing_image: S5/Seq1 is not present")]
+    assert [r.source for r in items] == ["S1/Seq1/annot.mat", "S1/Seq1/annot.mat", "S5/Seq1/annot.mat"]
 
 
 def test_synthetic_fits_follow_spin_selection(synthetic_dir):
@@ -344,6 +345,7 @@ def test_without_fits_the_cameras_and_the_step_are_options(train_root):
     items = list(MpiInf3dhpReader(root, "train", Options(cameras=(2, 0), frame_step=3)).frames())
     want = [(f"S{s}-Seq{q}-cam{c}", i) for s, q in SEQUENCES for c in (2, 0) for i in (0, 3, 6)]
     assert [(r.sequence, r.frame) for r in items] == want  # in the options' camera order
+    assert [r.source for r in items] == [f"S{s}/Seq{q}/annot.mat" for s, q in SEQUENCES for _ in range(6)]
     assert all(isinstance(r, PersonFrame) and not r.has_smpl for r in items)
     a2 = labels[1, 1][0]
     want2 = convert(np.concatenate([a2[2][3].reshape(28, 2), np.ones((28, 1))], 1), MPI_INF_3DHP_28, KEYPOINTS_2D)
@@ -363,14 +365,28 @@ def test_a_fits_file_without_has_smpl_fits_every_row(train_root):
     assert len(items) == len(SEQUENCES) * 8 and not any(r.has_smpl for r in items)
 
 
-def test_a_missing_video_makes_its_frames_rejects(train_root):
+@pytest.mark.parametrize("video", ["missing", "unreadable"])
+def test_a_missing_or_unreadable_video_makes_its_frames_rejects(train_root, video):
     root, _ = train_root
-    (root / "S1" / "Seq1" / "imageSequence" / "video_0.avi").unlink()
+    path = root / "S1" / "Seq1" / "imageSequence" / "video_0.avi"
+    if video == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"RIFF not a video")
     items = list(MpiInf3dhpReader(root, "train", Options(cameras=(0,))).frames())
     lost = [r for r in items if "_S1-Seq1-cam0_" in r.key]
     assert [r.reason for r in lost] == [f"missing_image: S1/Seq1/imageSequence/video_0.avi has 0 frames, "
                                         f"annotation frame {i}" for i in range(0, FRAMES, 10)]
     assert all(isinstance(r, PersonFrame) for r in items if r not in lost) and len(items) == len(SEQUENCES)
+    assert lost[0].source == "S1/Seq1/annot.mat"
+
+
+def test_inside_image_is_spins_rule():
+    """SPIN preprocess: `x_in = (x < w) & (x >= 0)`, `y_in = (y < h) & (y >= 0)`."""
+    from datasets.mpi_inf_3dhp import inside_image
+
+    points = np.array([[0.0, 0.0], [59.9, 39.9], [-0.5, 10.0], [10.0, -0.5], [60.0, 10.0], [10.0, 40.0], [0.5, 0.5]])
+    assert inside_image(points, (40, 60)).tolist() == [True, True, False, False, False, False, True]
 
 
 def test_only_numbered_folders_are_subjects_sequences_and_test_sequences(train_root):
