@@ -233,7 +233,8 @@ def test_train_fits_that_do_not_fit_the_tree(train_root):
         ("S1/Seq1/video_0/frame_000001.jpg", r"mpi_inf_3dhp_train\.npz: field 'imgname' row 1"),
         ("S1/Seq1/imageFrames/video_0/frame_000000.jpg", "k >= 1"),  # SPIN numbers frames from 1
         (ok, "rows 0 and 1 both name"),
-        ("S1/Seq1/imageFrames/video_0/frame_000008.jpg", r"video_0 frame 7 \(0-based\) of S1/Seq1, but annot\.mat "
+        ("S1/Seq1/imageFrames/video_0/frame_000008.jpg", r"mpi_inf_3dhp_train\.npz: field 'imgname' row 1 names "
+                                                         r"video_0 frame 7 \(0-based\) of S1/Seq1, but annot\.mat "
                                                          r"has 7 rows"),
     ]:
         _write_fits(root, [ok, bad])
@@ -506,3 +507,39 @@ def test_options_out_of_range_are_errors(tmp_path, options, error):
         MpiInf3dhpReader(tmp_path, "train", Options(**options))
     with pytest.raises(ValueError, match="unknown split 'val'"):
         MpiInf3dhpReader(tmp_path, "val")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("imgname", None, r"SPIN MPI-INF-3DHP fits npz lacks \['imgname'\]"),
+    ("pose", np.zeros((2, 69)), r"field 'pose' has shape \(2, 69\), expected \(2, 72\)"),
+    ("shape", np.zeros((2, 8)), r"field 'shape' has shape \(2, 8\), expected \(2, >= 10\)"),
+    ("has_smpl", np.ones((2, 1)), r"field 'has_smpl' has shape \(2, 1\), expected \(2\)"),
+    ("imgname", np.array([["S1/Seq1/imageFrames/video_0/frame_000001.jpg"]] * 2),
+     r"field 'imgname' has shape \(2, 1\), expected \(2\)"),
+    ("garbage", None, r"unreadable SPIN MPI-INF-3DHP fits npz")])
+def test_a_fits_file_of_the_wrong_shape_is_named(train_root, field, value, match):
+    root, _ = train_root
+    names = ["S1/Seq1/imageFrames/video_0/frame_000001.jpg", "S1/Seq1/imageFrames/video_1/frame_000001.jpg"]
+    cols = dict(imgname=np.array(names), pose=np.zeros((2, 72)), shape=np.zeros((2, 10)), has_smpl=np.ones(2))
+    if field == "garbage":
+        (root / "mpi_inf_3dhp_train.npz").write_bytes(b"PK garbage")
+    else:
+        if value is None:
+            del cols[field]
+        else:
+            cols[field] = value
+        np.savez(root / "mpi_inf_3dhp_train.npz", **cols)
+    with pytest.raises(AnnotationError, match=r"mpi_inf_3dhp_train\.npz: " + match):
+        list(MpiInf3dhpReader(root, "train").frames())
+
+
+def test_fits_with_more_than_10_betas_keep_the_first_10(train_root):
+    """SPIN's `shape` has 10 betas; a file with more (BEDLAM-style 11) gives the first 10."""
+    root, _ = train_root
+    shape = np.arange(22.0).reshape(2, 11) / 10
+    np.savez(root / "mpi_inf_3dhp_train.npz", imgname=np.array(["S1/Seq1/imageFrames/video_0/frame_000001.jpg",
+                                                                 "S1/Seq1/imageFrames/video_1/frame_000002.jpg"]),
+             pose=np.zeros((2, 72)), shape=shape)
+    items = list(MpiInf3dhpReader(root, "train").frames())
+    for rec, betas in zip(items, shape):
+        np.testing.assert_allclose(rec.betas, betas[:10], atol=1e-6)
