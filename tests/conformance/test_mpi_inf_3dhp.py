@@ -543,3 +543,13 @@ def test_fits_with_more_than_10_betas_keep_the_first_10(train_root):
     items = list(MpiInf3dhpReader(root, "train").frames())
     for rec, betas in zip(items, shape):
         np.testing.assert_allclose(rec.betas, betas[:10], atol=1e-6)
+
+
+def test_a_test_sequence_shares_the_size_of_its_first_readable_image(test_root):
+    """Every frame of a test sequence has one size, read once from the first image whose header
+    reads: a later image that does not decode is still a record of that size (the shard
+    pipeline finds it when it decodes the image: `corrupt_image`)."""
+    root, hw, _, _, _ = test_root
+    (root / TEST_DIR / "TS3" / "imageSequence" / "img_000004.jpg").write_bytes(b"not a jpeg")
+    items = list(MpiInf3dhpReader(root, "test").frames())
+    assert isinstance(items[3], PersonFrame) and tuple(items[3].image_hw) == hw
