@@ -553,3 +553,25 @@ def test_a_test_sequence_shares_the_size_of_its_first_readable_image(test_root):
     (root / TEST_DIR / "TS3" / "imageSequence" / "img_000004.jpg").write_bytes(b"not a jpeg")
     items = list(MpiInf3dhpReader(root, "test").frames())
     assert isinstance(items[3], PersonFrame) and tuple(items[3].image_hw) == hw
+
+
+def test_joints_outside_the_image_are_not_2d_targets(test_root):
+    """Kept frames (the official protocol): a joint outside the image keeps its 3D position
+    but has 2D confidence 0; a frame with every joint outside has nothing to crop on (a
+    `no_visible_keypoint` reject); one whose labels are all NaN is a `non_finite_label` reject."""
+    root, (h, w), annot2, _, univ = test_root
+    a2 = annot2.copy()
+    a2[3] += [1000.0, 0.0]  # frame 3: every joint right of the image
+    a2[0] = np.nan
+    with h5py.File(root / TEST_DIR / "TS3" / "annot_data.mat", "w") as f:
+        f["annot2"], f["univ_annot3"], f["valid_frame"] = a2[:, None], univ[:, None], np.ones((5, 1))
+    items = list(MpiInf3dhpReader(root, "test").frames())
+    assert items[0].reason == "non_finite_label: keypoints_2d"
+    assert items[3].reason == "no_visible_keypoint"
+    for i in (1, 2):  # one joint outside (x = w, y < 0)
+        x, y = a2[i, :, 0], a2[i, :, 1]
+        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)  # SPIN's rule
+        want = convert(np.concatenate([a2[i], inside[:, None].astype(float)], 1), MPI_INF_3DHP_17, KEYPOINTS_2D)
+        assert (want[:, 2] > 0).sum() == 16
+        np.testing.assert_array_equal(items[i].keypoints_2d[:, 2], want[:, 2])
+        assert (items[i].joints_3d[:, 3] > 0).sum() == 17
