@@ -575,3 +575,20 @@ def test_joints_outside_the_image_are_not_2d_targets(test_root):
         assert (want[:, 2] > 0).sum() == 16
         np.testing.assert_array_equal(items[i].keypoints_2d[:, 2], want[:, 2])
         assert (items[i].joints_3d[:, 3] > 0).sum() == 17
+
+
+def test_a_frame_step_of_1_reads_every_frame(train_root):
+    root, _ = train_root
+    items = list(MpiInf3dhpReader(root, "train", Options(cameras=(0,), frame_step=1, smpl_fits=None)).frames())
+    assert [(r.sequence, r.frame) for r in items] == [(f"S{s}-Seq{q}-cam0", i) for s, q in SEQUENCES
+                                                      for i in range(FRAMES)]
+
+
+def test_valid_frame_as_a_row_or_a_column_gives_the_same_flags(test_root):
+    """MATLAB writes a vector as 1 x N or N x 1 (h5py: (N, 1) or (1, N)): the same N flags."""
+    root, _, annot2, _, univ = test_root
+    with h5py.File(root / TEST_DIR / "TS3" / "annot_data.mat", "w") as f:
+        f["annot2"], f["univ_annot3"] = annot2[:, None], univ[:, None]
+        f["valid_frame"] = np.array([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    items = list(MpiInf3dhpReader(root, "test").frames())
+    assert [getattr(r, "reason", "") for r in items] == ["", "", "", "", "invalid_frame"]
