@@ -111,10 +111,11 @@ class LabelNpzReader:
         has_smpl = self._has_smpl(z, n)
         genders = [GENDER_CODES.get(str(g)) for g in z.get("gender", ["n"] * n)]
         if None in genders:
-            bad = z["gender"][genders.index(None)]
+            bad = str(z["gender"][genders.index(None)])
             raise AnnotationError(f"{path}: field 'gender' has {bad!r}, expected 'm', 'f' or 'n'")
-        pose = z["pose"].reshape(n, 24, 3) if "pose" in z else np.zeros((n, 24, 3))
-        betas = z["shape"][:, :NUM_BETAS] if "shape" in z else np.zeros((n, NUM_BETAS))
+        # without `pose` or `shape` no row has SMPL (`_has_smpl`): neither is then read
+        pose = z["pose"].reshape(n, 24, 3) if "pose" in z else None
+        betas = z["shape"][:, :NUM_BETAS] if "shape" in z else None
         transl = z.get("global_t")
         joints = self._joints_3d(z, n, has_smpl, pose, betas, transl, genders)
         part = z["part"] if "part" in z else np.zeros((n, NUM_KEYPOINTS, 3))  # SPIN base_dataset.py: no `part`, no 2D
@@ -122,7 +123,7 @@ class LabelNpzReader:
         person_of = person_index(names)
         sizes: dict[str, tuple[int, int] | None] = {}
         for i, name in enumerate(names):
-            image_path = str(Path(self.source.image_root) / name) if self.source.image_root else name
+            image_path = str(Path(self.source.image_root) / name)  # image_root "": the name itself
             if name not in sizes:
                 sizes[name] = image_hw(self.root / image_path)
             hw = sizes[name]

@@ -92,7 +92,7 @@ class PW3DReader:
         data = load_sequence(path)
         seq = text(data["sequence"])
         src = str(path.relative_to(self.root))
-        n = num_frames(data, path)
+        n = num_frames(data)
         cam = checked_array(data["cam_poses"], (n, 4, 4), path, "cam_poses")  # world -> camera
         K = checked_array(data["cam_intrinsics"], (3, 3), path, "cam_intrinsics")
         detections = poses2d(data, path)  # (A, N, 18, 3)
@@ -185,7 +185,7 @@ def load_sequence(path: Path) -> dict:
     return data
 
 
-def num_frames(data: dict, path: Path) -> int:
+def num_frames(data: dict) -> int:
     """Images of the sequence = rows of the 30 Hz arrays (SPIN: `num_frames = len(smpl_pose[0])`;
     WHAM `lib/data_utils/threedpw_eval_utils.py`: `len(data['img_frame_ids'])`, one id per image)."""
     return len(data["poses"][0])
@@ -198,7 +198,7 @@ def image_frame_ids(data: dict, path: Path) -> np.ndarray | None:
     per image, integral, and inside the 60 Hz arrays where the file has them."""
     if "img_frame_ids" not in data:
         return None
-    n = num_frames(data, path)
+    n = num_frames(data)
     raw = np.asarray(data["img_frame_ids"]).reshape(-1)
     ids = raw.astype(np.int64) if raw.dtype.kind in "iuf" else None
     if ids is None or raw.shape != (n,) or np.any(ids != raw) or np.any(ids < 0):
@@ -216,7 +216,7 @@ def poses2d(data: dict, path: Path) -> np.ndarray:
     """(A, N, 18, 3) the file's `poses2d`: OpenPose COCO-18 detections per actor and image,
     x, y in image pixels and the detector's confidence (0 and all zeros: not detected).
     Stored as (N, 3, 18) per actor (SPIN `datasets/preprocess/pw3d.py`: `part = poses2d[i][f].T`)."""
-    n = num_frames(data, path)
+    n = num_frames(data)
     return np.stack([checked_array(p, (n, 3, len(COCO_18)), path, f"poses2d[{a}]").transpose(0, 2, 1)
                      for a, p in enumerate(data["poses2d"])])
 

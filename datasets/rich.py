@@ -84,7 +84,7 @@ class RichReader:
         src = str(path.relative_to(self.root))
         names = [str(x) for x in z["imgname"]]
         genders = [GENDER_CODES.get(str(g)) for g in z["gender"]]
-        bad = [g for g, name in zip(z["gender"], genders) if name not in ("male", "female")]
+        bad = [str(g) for g, name in zip(z["gender"], genders) if name not in ("male", "female")]
         if bad:
             raise AnnotationError(f"{path}: field 'gender' has {bad[0]!r}, expected 'm' or 'f' (SMPL-X has no neutral here)")
         pose = np.zeros((n, NUM_SMPL_JOINTS, 3))

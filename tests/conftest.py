@@ -31,6 +31,31 @@ def synthetic_dir(tmp_path_factory):
     return d
 
 
+FAULTY = "faulty"  # DIR/faulty/raw: DIR's raw datasets with every fault injected (`make mutate` writes it)
+
+
+def write_faulty(synthetic_dir: Path, out: Path) -> Path:
+    """The synthetic raw datasets with every fault of `raw_scene.FAULTS` injected, rendered
+    with the assets of `synthetic_dir` into out/raw; returns out/raw."""
+    from datasets.synthetic.raw import write_raw
+    from datasets.synthetic.raw_scene import FAULTS
+
+    write_raw(out, faults=FAULTS, assets_root=Path(synthetic_dir) / "assets", log=lambda *a: None)
+    return Path(out) / "raw"
+
+
+@pytest.fixture(scope="session")
+def synthetic_faulty_raw(synthetic_dir, tmp_path_factory):
+    """A raw root of the synthetic datasets with every fault injected (`write_faulty`; the
+    session's own raw tree is fault-free). Generated once per session, or read from
+    $DEFORHMR_TEST_SYNTHETIC/faulty/raw when `make mutate` wrote it there (once for all
+    mutants). Tests must not modify it."""
+    given = synthetic_dir / FAULTY / "raw"
+    if os.environ.get("DEFORHMR_TEST_SYNTHETIC") and given.is_dir():
+        return given
+    return write_faulty(synthetic_dir, tmp_path_factory.mktemp("synthetic-faults"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_assets(synthetic_dir):
     """`datasets.assets.Assets` resolved against the synthetic tree."""

@@ -71,9 +71,14 @@ class Group:
     functions: dict | None = None  # file -> function names (mutmut's: `x_name`, `xǁClassǁmethod`)
 
 
+# every reader against the synthetic tree (not its contact-sheet test: a drawing of the records
+# these check, 12 s a run), and the readers' common format checks
+READERS_ALL = ("tests/test_readers_formats.py", "tests/test_readers_synthetic.py::test_every_dataset_and_split_is_found",
+               "tests/test_readers_synthetic.py::test_records_hold_what_was_rendered",
+               "tests/test_readers_synthetic.py::test_injected_faults_become_rejects")
 READER_TESTS = ("tests/conformance/test_3dpw.py", "tests/conformance/test_label_npz.py",
                 "tests/conformance/test_mpi_inf_3dhp.py", "tests/conformance/test_rich.py",
-                "tests/conformance/test_images.py", "tests/test_readers_formats.py", "tests/test_readers_synthetic.py")
+                "tests/conformance/test_images.py", *READERS_ALL)
 GROUPS: dict[str, Group] = {
     "geometry": Group(("model/geometry.py",),
                       ("tests/test_geometry.py", "tests/test_crop.py", "tests/test_augment.py", "tests/test_body_model.py",
@@ -86,8 +91,13 @@ GROUPS: dict[str, Group] = {
                     ("tests/test_record.py", "tests/test_npz.py", "tests/conformance/test_label_npz.py",
                      "tests/test_train_data.py")),  # the targets row (to_targets_bytes) the loader reads
     "joints": Group(("datasets/joints.py",), ("tests/test_joints.py", "tests/conformance/test_joints.py")),
-    "readers": Group(("datasets/reader.py", "datasets/pw3d.py", "datasets/label_npz.py", "datasets/mpi_inf_3dhp.py",
-                      "datasets/rich.py"), READER_TESTS),
+    # the readers, one group per file (each run and resumed on its own): a dataset's reader
+    # against its conformance tests and every reader's; the shared helpers against all of them
+    "readers-3dpw": Group(("datasets/pw3d.py",), ("tests/conformance/test_3dpw.py", *READERS_ALL)),
+    "readers-npz": Group(("datasets/label_npz.py",), ("tests/conformance/test_label_npz.py", *READERS_ALL)),
+    "readers-3dhp": Group(("datasets/mpi_inf_3dhp.py",), ("tests/conformance/test_mpi_inf_3dhp.py", *READERS_ALL)),
+    "readers-rich": Group(("datasets/rich.py",), ("tests/conformance/test_rich.py", *READERS_ALL)),
+    "readers-core": Group(("datasets/reader.py",), READER_TESTS),
     "protocols": Group(("eval/protocols.py", "eval/metrics.py"),
                        ("tests/test_protocols.py", "tests/test_metrics.py", "tests/conformance/test_3dpw.py",
                         "tests/conformance/test_rich.py")),
@@ -285,6 +295,7 @@ def explain(group: str, not_killed: list[dict], root: Path = EQUIVALENT) -> list
     return [k for k in known if k not in used]
 
 
+FAULTY = "faulty"  # OUT/synthetic/faulty/raw: the synthetic datasets with every fault (tests/conftest.py FAULTY)
 SCORE = "score.json"  # OUT/<group>/score.json: the group's last verdicts (report.md gathers every group's)
 
 
@@ -354,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "datasets.synthetic", "--out", str(synthetic)], cwd=REPO, check=True,
                        stdout=subprocess.DEVNULL)
         done.write_text(made_by + "\n")
+    if not (synthetic / FAULTY / "raw").is_dir():  # the same datasets with every fault (tests/conftest.py)
+        part = synthetic / (FAULTY + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, 'tests'); "
+                        "from conftest import write_faulty; write_faulty(Path(sys.argv[1]), Path(sys.argv[2]))",
+                        str(synthetic), str(part)], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        part.rename(synthetic / FAULTY)
 
     for name in names:
         print(f"== mutate {name}: {', '.join(GROUPS[name].files)} against {len(GROUPS[name].tests)} test file(s)",

@@ -169,3 +169,29 @@ def test_rich_missing_labels_are_named(tmp_path):
     np.savez(tmp_path / "rich_test.npz", imgname=np.array(["a.jpeg"]), center=np.zeros((1, 2)))
     with pytest.raises(AnnotationError, match=r"rich_test\.npz: RICH label npz lacks \['scale'"):
         list(RichReader(tmp_path, "test").frames())
+
+
+def test_visible_in_image_is_the_pixel_rule_at_its_edges():
+    """A keypoint is a 2D target only inside the image, 0 <= x < w and 0 <= y < h (SPIN's
+    preprocess rule); elsewhere its confidence becomes 0, inside it keeps its own."""
+    from datasets.reader import visible_in_image
+
+    kp = np.array([[0.0, 0.0, 1.0], [59.9, 39.9, 0.7], [-0.5, 10.0, 1.0], [10.0, -0.5, 1.0], [60.0, 10.0, 1.0],
+                   [10.0, 40.0, 1.0], [0.5, 0.5, 1.0]])
+    out = visible_in_image(kp, (40, 60))
+    np.testing.assert_array_equal(out[:, 2], [1.0, 0.7, 0.0, 0.0, 0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(out[:, :2], kp[:, :2])
+    assert kp[2, 2] == 1.0  # a copy: the input is left alone
+
+
+def test_a_reject_carries_its_frame_identity_and_a_checked_array_is_float64(tmp_path):
+    from datasets.reader import FrameId, checked_array
+
+    fid = FrameId("3dpw", "test", "seq_00", 4, 1, "imageFiles/seq_00/image_00004.jpg", "sequenceFiles/test/seq_00.pkl")
+    r = fid.reject("missing_image", "imageFiles/seq_00/image_00004.jpg")
+    assert (r.key, r.dataset, r.split, r.reason, r.source) == (
+        "3dpw_test_seq-00_000004_p1", "3dpw", "test", "missing_image: imageFiles/seq_00/image_00004.jpg",
+        "sequenceFiles/test/seq_00.pkl")
+    # integer labels (a file may store whole numbers as ints) are read as float64, as documented
+    arr = checked_array(np.array([[1, 2], [3, 4]], np.int16), (2, 2), tmp_path / "f.pkl", "poses")
+    assert arr.dtype == np.float64 and arr.tolist() == [[1.0, 2.0], [3.0, 4.0]]

@@ -2,7 +2,7 @@
 what the generator rendered, and every frame is a record or a reject.
 
 The tree is the session fixture `synthetic_dir` (what `make synthetic` writes at test
-scale); the faulted tree is generated once here with every fault injected.
+scale); the faulted tree is the session fixture `synthetic_faulty_raw`.
 """
 import numpy as np
 import pytest
@@ -12,8 +12,8 @@ from datasets.joints import KEYPOINTS_2D
 from datasets.reader import project
 from datasets.readers import READERS, available
 from datasets.record import PersonFrame, Reject
-from datasets.synthetic.raw import TRUTH_FILE, write_raw
-from datasets.synthetic.raw_scene import FAULTS, load_truth
+from datasets.synthetic.raw import TRUTH_FILE
+from datasets.synthetic.raw_scene import load_truth
 from model.geometry import expand_to_aspect
 
 DATASETS = tuple(READERS)
@@ -31,13 +31,6 @@ def read_all(raw_root, name):
             assert item.key not in out, f"{name}: key {item.key} read twice"
             out[item.key] = item
     return out, load_truth(root / TRUTH_FILE)
-
-
-@pytest.fixture(scope="module")
-def faulty_raw(synthetic_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("faulty")
-    write_raw(out, faults=FAULTS, assets_root=synthetic_dir / "assets", log=lambda *a: None)
-    return out / "raw"
 
 
 def test_every_dataset_and_split_is_found(synthetic_dir):
@@ -83,8 +76,8 @@ def test_records_hold_what_was_rendered(synthetic_dir, name):
 
 
 @pytest.mark.parametrize("name", DATASETS)
-def test_injected_faults_become_rejects(faulty_raw, name):
-    items, truth = read_all(faulty_raw, name)
+def test_injected_faults_become_rejects(synthetic_faulty_raw, name):
+    items, truth = read_all(synthetic_faulty_raw, name)
     assert set(items) == set(truth)  # every frame is a record or a reject
     faulted = {k: t["reason"] for k, t in truth.items() if t["reason"] and k in items}
     assert faulted, f"{name}: no fault was injected"

@@ -279,16 +279,10 @@ KILLED_DATASETS = ("coco", "mpi_inf_3dhp")  # an npz dataset and a video one
 
 
 @pytest.fixture(scope="module")
-def faulty_raw(synthetic_dir, tmp_path_factory):
-    """The synthetic raw datasets with every fault injected, rendered with the session's
-    synthetic assets (the session's own raw tree is fault-free)."""
-    from datasets.synthetic.raw import write_raw
-    from datasets.synthetic.raw_scene import FAULTS
-
-    d = tmp_path_factory.mktemp("synthetic-faults")
-    (d / "assets").symlink_to(synthetic_dir / "assets")
-    write_raw(d, faults=FAULTS, log=lambda *a: None)
-    return d / "raw"
+def faulty_raw(synthetic_faulty_raw):
+    """The synthetic raw datasets with every fault injected (conftest.py, shared with
+    tests/test_readers_synthetic.py; the session's own raw tree is fault-free)."""
+    return synthetic_faulty_raw
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ tolerances 1e-6 m / rad, 1e-4 px):
   SMPL's 24 joints (smplx `joint_names.py`).
 """
 import pickle
+import re
 import struct
 from collections import Counter
 
@@ -226,6 +227,7 @@ def test_cam_poses_rotate_the_orientation_and_move_the_points(tmp_path):
         R, t = data["cam_poses"][i, :3, :3], data["cam_poses"][i, :3, 3]
         assert not np.allclose(R, np.eye(3)) and np.linalg.norm(t) > 0.1
         rec = items[key(i)]
+        assert rec.has_smpl and rec.has_transl  # every 3DPW actor has its SMPL and its translation
         R_go = Rotation.from_rotvec(data["poses"][0][i, :3]).as_matrix()
         np.testing.assert_allclose(Rotation.from_rotvec(rec.smpl_pose[0]).as_matrix(), R @ R_go, atol=1e-6)
         np.testing.assert_allclose(rec.smpl_pose[1:].reshape(-1), data["poses"][0][i, 3:], atol=1e-6)
@@ -275,6 +277,7 @@ def test_box_is_spins_rule_on_poses2d(tmp_path):
         np.testing.assert_allclose(rec.box_center, center, atol=1e-4)
         np.testing.assert_allclose(rec.box_size, [scale * 200] * 2, atol=1e-4)
         assert rec.box_expand == 1.2
+        np.testing.assert_allclose(rec.box_tight, bbox, atol=1e-4)  # the tight box it grew from
 
 
 def test_smpl_targets_are_the_world_body_seen_by_the_camera(tmp_path, synthetic_assets):
@@ -393,3 +396,164 @@ def test_real_3dpw_test_split_must_be_whole(tmp_path):
     res.image_rejected = None
     with pytest.raises(EvalError, match="image shards' manifest of 3dpw/test is needed"):
         check_complete(res)
+
+
+# ---- issue #19 (mutation testing): malformed fields, points behind the camera -------------------
+@pytest.mark.parametrize("field, label, cut", [
+    ("poses", "poses[0]", lambda v: v[:, :69]), ("trans", "trans[0]", lambda v: v[:, :2]),
+    ("poses2d", "poses2d[0]", lambda v: v[:, :2]), ("jointPositions", "jointPositions[0]", lambda v: v[:, :69]),
+    ("cam_poses", "cam_poses", lambda v: v[:, :3]), ("cam_intrinsics", "cam_intrinsics", lambda v: v[:2])])
+def test_a_field_of_the_wrong_shape_names_the_file_and_the_field(tmp_path, field, label, cut):
+    data = sequence(2)
+    if isinstance(data[field], list):  # per actor
+        data[field][0] = cut(data[field][0])
+    else:
+        data[field] = cut(data[field])
+    write_tree(tmp_path, data)
+    want = rf"{SEQ}\.pkl: field '{re.escape(label)}' has shape"
+    with pytest.raises(AnnotationError, match=want):
+        read(tmp_path)
+    if field == "poses2d":  # the detections alone read it too
+        with pytest.raises(AnnotationError, match=want):
+            detections_2d(tmp_path, "test")
+
+
+def test_keypoints_at_or_behind_the_camera_plane_are_not_targets():
+    """project_keypoints: K X / z with the point's confidence where z > 0; a point at or behind
+    the camera (z <= 0) is not seen, whatever its projection, so its confidence is 0."""
+    from datasets.pw3d import project_keypoints
+
+    joints = np.array([[0.2, -0.1, 2.0, 0.7],   # 2 m ahead: (38.5 + 100 * 0.1, 61 - 110 * 0.05)
+                       [0.1, 0.1, 0.5, 1.0],    # 0.5 m ahead (closer than 1 m): still seen
+                       [0.0, 0.0, 0.0, 1.0],    # at the camera centre
+                       [0.1, 0.1, -1.0, 1.0]])  # behind: would project to (28.5, 50), inside the image
+    out = project_keypoints(joints, K)
+    np.testing.assert_allclose(out[:2, :2], [[48.5, 55.5], [58.5, 83.0]], atol=1e-9)
+    np.testing.assert_array_equal(out[:, 2], [0.7, 1.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("field, value, count", [("betas", np.arange(8.0), "3 campose_valid flags / 8 betas"),
+                                                 ("betas", 1, "3 campose_valid flags / 1 betas"),
+                                                 ("campose_valid", np.ones(2, np.uint8), "2 campose_valid flags / 10"),
+                                                 ("campose_valid", 1, "1 campose_valid flags / 10")])
+def test_too_few_betas_or_campose_valid_flags_name_the_actor(tmp_path, field, value, count):
+    """Each actor needs 10 betas (SPIN: `smpl_betas[i][:10]`) and one `campose_valid` flag per
+    image; fewer (a scalar among them) is an error naming the file and the actor."""
+    data = sequence(3)
+    data[field][0] = value
+    write_tree(tmp_path, data)
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: actor 0 has {count}"):
+        read(tmp_path)
+
+
+@pytest.mark.parametrize("ids", [np.array([0.0, 2.5, 4.0]), np.array([-2, 0, 2], np.int16), np.array([False, True, True])],
+                         ids=["non-integral", "negative", "boolean"])
+def test_img_frame_ids_must_be_non_negative_integers(tmp_path, ids):
+    """3DPW readme: `img_frame_ids` is an index array into the 60 Hz arrays, one per image."""
+    data = sequence(3)
+    data["img_frame_ids"] = ids
+    write_tree(tmp_path, data)
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: field 'img_frame_ids' .* non-negative integers"):
+        read(tmp_path)
+
+
+def test_img_frame_ids_as_a_column_are_one_per_image(tmp_path):
+    """WHAM `threedpw_eval_utils.py` counts the images as `len(img_frame_ids)`: an (N, 1)
+    column counts N as well as an (N,) array, and is read as the same ids."""
+    data = sequence(3)
+    data["img_frame_ids"] = (2 * np.arange(3)).astype(np.uint16)[:, None]
+    write_tree(tmp_path, data)
+    assert list(read(tmp_path)) == [key(i) for i in range(3)]
+
+
+def test_sequence_names_as_bytes_or_wrapped_in_an_array_are_the_same_text():
+    """`sequence` / `genders` are Python 2 `str`: latin1 text under a latin1 load, bytes under
+    encoding='bytes', a 0-d array when a converter wrapped them (SPIN: `str(data['sequence'])`)."""
+    from datasets.pw3d import text
+
+    for value in ("courtyard_café_00", b"courtyard_caf\xe9_00", np.array(b"courtyard_caf\xe9_00"),
+                  np.array("courtyard_café_00")):
+        assert text(value) == "courtyard_café_00", value
+
+
+def test_records_and_rejects_name_their_sequence_file(tmp_path):
+    """Each record or reject names the file it came from, relative to the 3DPW root (the
+    manifest's rejects and the record checks' errors point there)."""
+    data = sequence(2)
+    data["campose_valid"][0][1] = 0
+    write_tree(tmp_path, data)
+    items = read(tmp_path)
+    assert isinstance(items[key(0)], PersonFrame) and isinstance(items[key(1)], Reject)
+    assert [items[key(i)].source for i in range(2)] == [f"sequenceFiles/test/{SEQ}.pkl"] * 2
+
+
+def test_missing_images_and_undetected_labels_are_rejects_that_say_which(tmp_path):
+    """A frame whose image is absent (one file, or the sequence's whole image folder) is a
+    `missing_image` reject naming the image; an actor whose `poses2d` holds NaN is a
+    `non_finite_label` reject naming the field, and the other actor of that image is read."""
+    data = sequence(3, genders=("f", "m"))
+    data["poses2d"][0][1, 0, 4] = np.nan
+    write_tree(tmp_path / "one", data, images=[0, 1])
+    items = read(tmp_path / "one")
+    assert set(items) == {key(i, a) for i in range(3) for a in range(2)}
+    assert items[key(1, 0)].reason == "non_finite_label: poses2d"
+    assert isinstance(items[key(1, 1)], PersonFrame) and isinstance(items[key(0, 0)], PersonFrame)
+    for a in range(2):
+        assert items[key(2, a)].reason == f"missing_image: imageFiles/{SEQ}/image_00002.jpg"
+    write_tree(tmp_path / "none", data, images=[])
+    (tmp_path / "none" / "imageFiles" / SEQ).rmdir()
+    items = read(tmp_path / "none")
+    assert set(items) == {key(i, a) for i in range(3) for a in range(2)}
+    assert [items[key(i, a)].reason for i in range(3) for a in range(2)] == \
+        [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(3) for a in range(2)]
+
+
+def test_an_actor_without_detections_or_images_without_a_header_are_rejects(tmp_path):
+    """No `poses2d` point detected: SPIN's box rule has no box, a `no_visible_keypoint` reject
+    (the other actor of the image is read); images whose header does not read: no image size,
+    every frame a `missing_image` reject."""
+    data = sequence(2, genders=("f", "m"))
+    data["poses2d"][0][0] = 0  # actor 0, frame 0: nothing detected (OpenPose writes zeros)
+    write_tree(tmp_path, data)
+    items = read(tmp_path)
+    assert items[key(0, 0)].reason == "no_visible_keypoint: poses2d detects no point (SPIN box rule)"
+    assert all(isinstance(items[k], PersonFrame) for k in (key(0, 1), key(1, 0), key(1, 1)))
+    write_tree(tmp_path / "headless", sequence(2, genders=("f", "m")))
+    for i in range(2):
+        (tmp_path / "headless" / "imageFiles" / SEQ / f"image_{i:05d}.jpg").write_bytes(b"not a jpeg")
+    items = read(tmp_path / "headless")
+    assert [items[key(i, a)].reason for i in range(2) for a in range(2)] == \
+        [f"missing_image: imageFiles/{SEQ}/image_{i:05d}.jpg" for i in range(2) for a in range(2)]
+
+
+def test_a_sequence_without_frames_reads_as_nothing(tmp_path):
+    """No image (zero rows in every per-frame array, no `img_frame_ids`): no record, no error."""
+    data = sequence(1)
+    for k in ("poses", "trans", "poses2d", "jointPositions", "campose_valid", "poses_60Hz", "trans_60Hz"):
+        data[k] = [v[:0] for v in data[k]]
+    data["cam_poses"], data["img_frame_ids"] = data["cam_poses"][:0], data["img_frame_ids"][:0]
+    write_tree(tmp_path, data)
+    assert read(tmp_path) == {}
+
+
+@pytest.mark.parametrize("change", ["no actor", "a list short", "not a list"])
+def test_per_actor_lists_that_disagree_or_are_empty_are_named(tmp_path, change):
+    """`genders`, `poses`, `betas`, `trans`, `poses2d`, `campose_valid`: one entry per actor."""
+    data = sequence(2, genders=("f", "m"))
+    if change == "no actor":
+        for k in ("genders", "poses", "betas", "trans", "poses2d", "campose_valid"):
+            data[k] = []
+    elif change == "a list short":
+        data["trans"] = data["trans"][:1]
+    else:
+        data["betas"] = 1
+    write_tree(tmp_path, data, images=[])
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: the per-actor lists disagree"):
+        read(tmp_path)
+
+
+def test_an_unreadable_sequence_file_says_what_it_is(tmp_path):
+    write_tree(tmp_path, sequence(1))
+    (tmp_path / "sequenceFiles" / "test" / f"{SEQ}.pkl").write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(AnnotationError, match=rf"{SEQ}\.pkl: unreadable 3DPW sequence file"):
+        read(tmp_path)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets.label_npz import H36MReader, Options
-from datasets.reader import BodyModels
+from datasets.label_npz import CocoReader, H36MReader, Options
+from datasets.reader import AnnotationError, BodyModels
 from datasets.record import PersonFrame
 
 N = 3
@@ -126,3 +126,69 @@ def test_openpose_detections_are_not_targets(tmp_path):
     for a, b in zip(plain, _read(tmp_path)):
         np.testing.assert_array_equal(a.keypoints_2d, b.keypoints_2d)
         np.testing.assert_array_equal(a.joints_3d, b.joints_3d)
+
+
+def test_cliff_global_t_and_focal_l_place_the_body_in_the_full_image_camera(tmp_path, synthetic_assets):
+    """CLIFF `viz_cliffGT_perImg.py`: the SMPL of `pose` / `shape` at `transl=global_t`, seen by
+    a camera of focal `focal_l` centred on the image (`common/renderer_pyrd.py`: pyrender's
+    cx = img_w // 2 in pixel-corner coordinates, (w - 1) / 2 with pixel centres at integers).
+    Rows without SMPL have no translation."""
+    t = np.array([[0.1, -0.2, 5.0], [0.0, 0.1, 6.0], [-0.1, 0.0, 7.0]])
+    S = _S()
+    S[1] = 0  # row 1: its 3D joints are the fit's, at global_t
+    _write(tmp_path, name="coco2014part_cliffGT.npz", part=_part(), S=S, pose=POSE, shape=SHAPE,
+           has_smpl=np.array([1.0, 1.0, 0.0]), global_t=t, focal_l=np.array([500.0, 600.0, 700.0]))
+    recs = list(CocoReader(tmp_path, "train", Options(assets_root=str(synthetic_assets.root))).frames())
+    h, w = HW
+    for i, r in enumerate(recs):
+        np.testing.assert_allclose(r.intrinsics, [[500.0 + 100 * i, 0, (w - 1) / 2], [0, 500.0 + 100 * i, (h - 1) / 2],
+                                                  [0, 0, 1]])
+    assert [r.has_transl for r in recs] == [True, True, False]
+    np.testing.assert_allclose(recs[0].smpl_transl, t[0], rtol=1e-6)
+    fits = BodyModels(synthetic_assets.root).keypoints("neutral", POSE[1:2].reshape(1, 24, 3), SHAPE[1:2], t[1:2])
+    np.testing.assert_allclose(recs[1].joints_3d, fits[0], rtol=1e-5, atol=1e-6)
+
+
+def test_records_name_their_image_sequence_person_and_label_file(tmp_path):
+    """SPIN `base_dataset.py`: `imgname` joined to the dataset's image folder; one row per
+    person, so rows of one image are persons 0, 1, ... of that image (its name, without the
+    extension, is the sequence: one frame each)."""
+    from datasets.label_npz import NpzSource
+
+    names = ["S9/a.jpg", "S9/b.jpg", "S9/a.jpg"]
+    _images(tmp_path / "imgs", names)
+    np.savez(tmp_path / "labels.npz", imgname=np.array(names), center=np.array([[40.0, 30.0]] * N),
+             scale=np.full(N, 0.25), part=_part())
+    source = NpzSource("h36m", {"train": "labels.npz"}, image_root="imgs")
+    recs = list(H36MReader(tmp_path, "train", Options(source=source)).frames())
+    assert [(r.image_path, r.sequence, r.frame, r.person) for r in recs] == [
+        ("imgs/S9/a.jpg", "S9/a", 0, 0), ("imgs/S9/b.jpg", "S9/b", 0, 0), ("imgs/S9/a.jpg", "S9/a", 0, 1)]
+    assert all(r.source == "labels.npz" and r.intrinsics is None and not r.has_transl for r in recs)
+
+
+def test_an_unknown_gender_code_is_named(tmp_path):
+    _write(tmp_path, part=_part(), gender=np.array(["m", "x", "f"]))
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: field 'gender' has 'x', expected 'm', 'f' or 'n'"):
+        _read(tmp_path)
+
+
+def test_a_missing_unreadable_or_incomplete_label_file_is_named(tmp_path):
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: h36m label file not found"):
+        _read(tmp_path)
+    (tmp_path / "h36m_train.npz").write_bytes(b"PK not a zip")
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: unreadable label npz"):
+        _read(tmp_path)
+    np.savez(tmp_path / "h36m_train.npz", imgname=np.array(["a.jpg"]), center=np.zeros((1, 2)))
+    with pytest.raises(AnnotationError, match=r"h36m_train\.npz: label npz lacks \['scale'\]"):
+        _read(tmp_path)
+
+
+def test_a_row_with_part_but_no_visible_keypoint_is_a_reject(tmp_path):
+    """A file with 2D labels: a row none of whose `part` points is visible has nothing to
+    crop on (the file without `part`, H36M's test file, is read without 2D above)."""
+    part = _part()
+    part[1, :, 2] = 0
+    _write(tmp_path, part=part, S=_S())
+    out = list(H36MReader(tmp_path, "train").frames())
+    assert isinstance(out[0], PersonFrame) and isinstance(out[2], PersonFrame)
+    assert out[1].reason == "no_visible_keypoint"

@@ -18,6 +18,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from datasets.image_file import image_hw
+from datasets.reader import AnnotationError
 from datasets.rich import LABEL_FILE, Options, RichReader
 from eval import protocols as P
 
@@ -59,21 +60,33 @@ def _write_rich(root, keys=("cam_int", "cam_ext", "trans_cam")):
     return arrays
 
 
-def _read(root, assets):
-    return list(RichReader(root, "test", Options(assets_root=str(assets.root))).frames())
+@pytest.fixture(scope="module")
+def models(synthetic_assets):
+    """The synthetic SMPL-X / SMPL bodies, loaded once for every read of this module."""
+    from datasets.reader import BodyModels
+
+    return BodyModels(synthetic_assets.root)
 
 
-def test_translation_is_cam_ext_plus_trans_cam(tmp_path, synthetic_assets):
+def _read(root, models):
+    reader = RichReader(root, "test", Options(assets_root=str(models.assets_root)))
+    assert reader.models.assets_root == models.assets_root  # the option names the assets: the same bodies
+    reader.models = models  # already loaded (building them is most of a read's time)
+    return list(reader.frames())
+
+
+def test_translation_is_cam_ext_plus_trans_cam(tmp_path, models):
     bare = tmp_path / "bare"
     full = tmp_path / "full"
     a = _write_rich(full)
     _write_rich(bare, keys=())
-    recs, recs0 = _read(full, synthetic_assets), _read(bare, synthetic_assets)
+    recs, recs0 = _read(full, models), _read(bare, models)
     assert image_hw(full / a["imgname"][0]) == HW
     for i, (rec, rec0) in enumerate(zip(recs, recs0)):
         want = _bedlam_translation(a["cam_ext"][i], a["trans_cam"][i])
         assert not np.allclose(want, a["trans_cam"][i])  # the old reader (trans_cam alone) would fail here
         assert rec.has_transl and not rec0.has_transl
+        assert rec0.intrinsics is None and np.all(rec0.keypoints_2d == 0)  # no camera: no 2D, still a record
         np.testing.assert_allclose(rec.smpl_transl, want, atol=1e-9)
         # the body of `pose_cam` / `shape` moved by the translation only: cam_ext's rotation is not applied
         valid = rec.joints_3d[:, 3] > 0
@@ -87,26 +100,94 @@ def test_translation_is_cam_ext_plus_trans_cam(tmp_path, synthetic_assets):
         np.testing.assert_allclose(rec.intrinsics, K)
 
 
-def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, synthetic_assets):
+def test_translation_without_trans_cam_or_without_cam_ext(tmp_path, models):
     """BEDLAM: `cam_ext` defaults to zeros (translation = trans_cam); `trans_cam` is added
     only when present (translation = cam_ext[:3, 3])."""
     only_ext, only_trans = tmp_path / "ext", tmp_path / "trans"
     a = _write_rich(only_ext, keys=("cam_int", "cam_ext"))
     _write_rich(only_trans, keys=("cam_int", "trans_cam"))
-    for i, rec in enumerate(_read(only_ext, synthetic_assets)):
+    for i, rec in enumerate(_read(only_ext, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], np.zeros(3)), atol=1e-9)
-    for i, rec in enumerate(_read(only_trans, synthetic_assets)):
+        assert rec.has_transl and rec.intrinsics is not None and np.any(rec.keypoints_2d[:, 2] > 0)
+    for i, rec in enumerate(_read(only_trans, models)):
         np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(np.zeros((4, 4)), a["trans_cam"][i]), atol=1e-9)
+        assert rec.has_transl and rec.intrinsics is not None and np.any(rec.keypoints_2d[:, 2] > 0)
 
 
-def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, synthetic_assets):
-    from datasets.reader import AnnotationError
+def test_record_fields_follow_bedlams_reading(tmp_path, models):
+    """BEDLAM `train/dataset/dataset.py`: box `center` and `scale` (SPIN's crop: side 200 *
+    scale, already expanded), `pose_cam[:, :NUM_JOINTS_SMPLX * 3]` (22 joints), gender 'm' ->
+    male, else female; the SMPL-X betas (BEDLAM keeps 11) cut to the record's 10. One row per
+    person: two rows of one image are persons 0 and 1 of that frame; the frame is the
+    image's number, the sequence `<seq>/cam_<cc>`."""
+    a = _write_rich(tmp_path)
+    take = [0, 1, 1]  # two people in image 1
+    a = {k: v[take] for k, v in a.items()}
+    rng = np.random.default_rng(5)
+    a["gender"] = np.array(["m", "f", "m"])
+    a["pose_cam"] = np.concatenate([a["pose_cam"], rng.normal(scale=0.1, size=(3, 165 - 66))], 1)  # SMPL-X's 55 joints
+    a["shape"] = rng.normal(scale=0.5, size=(3, 11))
+    np.savez(tmp_path / LABEL_FILE, **a)
+    recs = _read(tmp_path, models)
+    assert [(r.sequence, r.frame, r.person) for r in recs] == [("Gym_010_pushup1/cam_03", 0, 0),
+                                                               ("Gym_010_pushup1/cam_03", 1, 0),
+                                                               ("Gym_010_pushup1/cam_03", 1, 1)]
+    assert [r.gender for r in recs] == ["male", "female", "male"]
+    for i, rec in enumerate(recs):
+        assert rec.image_path == a["imgname"][i] and rec.source == LABEL_FILE
+        np.testing.assert_allclose(rec.box_center, a["center"][i])
+        np.testing.assert_allclose(rec.box_size, [200 * a["scale"][i]] * 2, rtol=1e-6)
+        assert rec.box_expand == 1.0
+        np.testing.assert_allclose(rec.smpl_pose[:22], a["pose_cam"][i, :66].reshape(22, 3), atol=1e-6)
+        assert np.all(rec.smpl_pose[22:] == 0)
+        np.testing.assert_allclose(rec.betas, a["shape"][i, :10], atol=1e-6)
+        assert rec.has_smpl and rec.body_model == "smplx"
 
+
+def test_image_names_outside_the_rich_layout_are_their_own_sequences(tmp_path, models):
+    """`test/<seq>/cam_<cc>/<frame>_<cc>.jpeg` gives sequence `<seq>/cam_<cc>` and the frame
+    number; any other name (no leading number, or no folder) is a sequence of its own, the
+    name without its extension, frame 0: distinct images never share a key."""
+    import cv2
+
+    a = _write_rich(tmp_path)
+    a["imgname"] = np.array(["extra/frame_a.jpeg", "00012_03.jpeg"])
+    for name in a["imgname"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / name), np.full((*HW, 3), 90, np.uint8))
+    np.savez(tmp_path / LABEL_FILE, **a)
+    assert [(r.sequence, r.frame) for r in _read(tmp_path, models)] == [("extra/frame_a", 0), ("00012_03", 0)]
+
+
+def test_without_intrinsics_or_without_the_file(tmp_path, models):
+    """A translation but no `cam_int`: the body is placed, nothing is projected (no 2D, no
+    intrinsics); no label file at all: an error naming it."""
+    a = _write_rich(tmp_path, keys=("cam_ext", "trans_cam"))
+    for i, rec in enumerate(_read(tmp_path, models)):
+        assert rec.has_transl and rec.intrinsics is None and np.all(rec.keypoints_2d == 0)
+        np.testing.assert_allclose(rec.smpl_transl, _bedlam_translation(a["cam_ext"][i], a["trans_cam"][i]), atol=1e-9)
+    (tmp_path / LABEL_FILE).unlink()
+    with pytest.raises(AnnotationError, match=r"rich_test\.npz: RICH label file not found"):
+        _read(tmp_path, models)
+
+
+@pytest.mark.parametrize("code", ["n", "x"])
+def test_a_gender_other_than_m_or_f_is_named(tmp_path, models, code):
+    """BEDLAM builds the gendered SMPL-X (there is no neutral one here): 'm' male, 'f' female;
+    any other code is an error naming the file and the field, not a silent female."""
+    a = _write_rich(tmp_path)
+    a["gender"] = np.array(["f", code])
+    np.savez(tmp_path / LABEL_FILE, **a)
+    with pytest.raises(AnnotationError, match=rf"rich_test\.npz: field 'gender' has '{code}'"):
+        _read(tmp_path, models)
+
+
+def test_cam_ext_of_the_wrong_shape_is_named(tmp_path, models):
     a = _write_rich(tmp_path)
     a["cam_ext"] = a["cam_ext"][:, :3]
     np.savez(tmp_path / LABEL_FILE, **a)
     with pytest.raises(AnnotationError, match=r"rich_test\.npz: field 'cam_ext' has shape \(2, 3, 4\)"):
-        _read(tmp_path, synthetic_assets)
+        _read(tmp_path, models)
 
 
 # ---- the ground-truth joint regressor: a named protocol option ----------------------------
