@@ -139,8 +139,8 @@ def test_smpl_forward_at_rest_is_the_template_and_its_regressed_joints(bodies, s
     np.testing.assert_allclose(out["vertices"], v[None] + transl[:, None], atol=1e-7)
     np.testing.assert_allclose(out["joints"], (J @ v)[None] + transl[:, None], atol=1e-7)
     reg = load_h36m_regressor(synthetic_assets.require("h36m_regressor")).astype(np.float64)
-    rows = [(k, H36M_17.index[src]) for k, e in enumerate(KEYPOINTS_FROM_MESH.values())
-            if e is not None and e[0] == "h36m17" for src in [e[1]]]
+    rows = [(k, H36M_17.index[e[1]]) for k, e in enumerate(KEYPOINTS_FROM_MESH.values())
+            if e is not None and e[0] == "h36m17"]
     assert rows, "KEYPOINTS_2D takes some points from the H36M regressor"
     for k, r in rows:
         np.testing.assert_array_equal(out["keypoints"][:, k, 3], [1.0, 1.0])
