@@ -152,7 +152,8 @@ def test_root_joint_reads_float32_betas_of_a_label_file(bodies):
     float32 betas label files store as well as float64."""
     smpl = bodies("male").smpl
     betas = np.array([[0.5, -1.0, 0.25, 0, 0, 0, 0, 0, 0, 2.0]], np.float32)
-    v_shaped = smpl.v_template.double().numpy() + smpl.shapedirs.double().numpy()[..., :10] @ betas[0].astype(np.float64)
+    shapedirs = smpl.shapedirs.double().numpy()[..., :10]  # (6890, 3, 10)
+    v_shaped = smpl.v_template.double().numpy() + shapedirs @ betas[0].astype(np.float64)
     want = smpl.J_regressor.double().numpy()[0] @ v_shaped
     np.testing.assert_allclose(bodies.root_joint("male", betas), want[None], atol=1e-7)
     np.testing.assert_allclose(bodies.root_joint("male", betas.astype(np.float64)), want[None], atol=1e-7)
