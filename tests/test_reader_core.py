@@ -43,15 +43,16 @@ def test_marker_text_names_the_assets_absolutely_for_a_uri_folder(tmp_path):
     assert rel == SyntheticMarker(Path("/opt/assets"), None)
 
 
-def test_written_marker_reads_back_with_its_digest_and_a_bad_one_is_named(tmp_path):
+def test_written_marker_reads_back_with_its_digest_and_a_bad_one_is_named(tmp_path, synthetic_dir):
     from datasets.assets import assets_digest
 
-    root, assets = tmp_path / "raw" / "RICH", tmp_path / "assets"
+    root, assets = tmp_path / "raw" / "RICH", synthetic_dir / "assets"
     root.mkdir(parents=True)
-    assets.mkdir()
     write_synthetic_marker(root, assets)
-    assert json.loads((root / "SYNTHETIC").read_text())["assets"] == os.path.join("..", "..", "assets")
-    assert read_synthetic_marker(root) == SyntheticMarker(assets.resolve(), assets_digest(assets))
+    assert json.loads((root / "SYNTHETIC").read_text())["assets"] == os.path.relpath(assets.resolve(), root.resolve())
+    digest = assets_digest(assets)
+    assert digest != assets_digest(tmp_path / "no_assets")  # the digest of these assets, not of none
+    assert read_synthetic_marker(root) == SyntheticMarker(assets.resolve(), digest)
     assert read_synthetic_marker(tmp_path) is None  # real data: no marker
     (root / "SYNTHETIC").write_text("not json")
     with pytest.raises(AnnotationError, match=r"RICH[/\\]SYNTHETIC: unreadable synthetic marker"):
