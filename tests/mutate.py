@@ -78,7 +78,9 @@ READERS_ALL = ("tests/test_readers_formats.py", "tests/test_readers_synthetic.py
                "tests/test_readers_synthetic.py::test_injected_faults_become_rejects")
 READER_TESTS = ("tests/conformance/test_3dpw.py", "tests/conformance/test_label_npz.py",
                 "tests/conformance/test_mpi_inf_3dhp.py", "tests/conformance/test_rich.py",
-                "tests/conformance/test_images.py", *READERS_ALL)
+                "tests/conformance/test_images.py", *READERS_ALL,
+                # the shared pieces on hand-built inputs: the SYNTHETIC marker, finish, the bodies
+                "tests/test_reader_core.py")
 GROUPS: dict[str, Group] = {
     "geometry": Group(("model/geometry.py",),
                       ("tests/test_geometry.py", "tests/test_crop.py", "tests/test_augment.py", "tests/test_body_model.py",
