@@ -279,16 +279,9 @@ KILLED_DATASETS = ("coco", "mpi_inf_3dhp")  # an npz dataset and a video one
 
 
 @pytest.fixture(scope="module")
-def faulty_raw(synthetic_faulty_raw):
-    """The synthetic raw datasets with every fault injected (conftest.py, shared with
-    tests/test_readers_synthetic.py; the session's own raw tree is fault-free)."""
-    return synthetic_faulty_raw
-
-
-@pytest.fixture(scope="module")
-def synthetic_built(faulty_raw, ray_session, tmp_path_factory):
+def synthetic_built(synthetic_faulty_raw, ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic-shards")
-    stats, skipped = build(str(faulty_raw), str(out), E2E)
+    stats, skipped = build(str(synthetic_faulty_raw), str(out), E2E)
     return out, stats, skipped
 
 
@@ -312,15 +305,15 @@ def _source_image(raw, dataset, rec):
     return img
 
 
-def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
+def test_synthetic_every_dataset_round_trips(synthetic_faulty_raw, synthetic_built):
     from datasets.readers import available
 
     out, stats, skipped = synthetic_built
-    pairs = available(faulty_raw)
+    pairs = available(synthetic_faulty_raw)
     assert {d for d, _ in pairs} == {"3dpw", "coco", "mpii", "h36m", "mpi_inf_3dhp", "rich", "emdb"}
     assert sorted((s["dataset"], s["split"]) for s in stats) == sorted(pairs) and not skipped
     for dataset, split in pairs:
-        items = _reader_items(faulty_raw, dataset, split)
+        items = _reader_items(synthetic_faulty_raw, dataset, split)
         manifest = sr.read_manifest(out, dataset, split).to_pylist()
         assert sorted(r["key"] for r in manifest) == sorted(i.key for i in items)  # rows = frames
         assert {r["dataset"] for r in manifest} == {dataset} and {r["split"] for r in manifest} == {split}
@@ -338,7 +331,7 @@ def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
                 vis = (rec.keypoints_2d[:, 2] > 0) & (rec.joints_3d[:, 3] > 0)
                 assert np.abs(uv[vis, :2] / uv[vis, 2:] - rec.keypoints_2d[vis, :2]).max() < 1.0, rec.key
             # the stored affine maps the original image onto the stored crop
-            image = _source_image(faulty_raw, dataset, src)
+            image = _source_image(synthetic_faulty_raw, dataset, src)
             crop = cv2.warpAffine(image, rec.crop_affine.astype(np.float64), (192, 256), flags=cv2.INTER_LINEAR)
             stored = cv2.cvtColor(sr.decode_jpeg(jpg), cv2.COLOR_RGB2BGR)
             assert np.abs(stored.astype(int) - crop).mean() < 3, rec.key
@@ -346,13 +339,13 @@ def test_synthetic_every_dataset_round_trips(faulty_raw, synthetic_built):
         assert n == sum(r["status"] == "ok" for r in manifest) > 0, (dataset, split)
 
 
-def test_synthetic_faults_are_rejects_with_their_reasons(faulty_raw, synthetic_built):
+def test_synthetic_faults_are_rejects_with_their_reasons(synthetic_faulty_raw, synthetic_built):
     from datasets.synthetic.raw import TRUTH_FILE
     from datasets.synthetic.raw_scene import load_truth
     from pipelines.shards import dataset_roots
 
     out, stats, _ = synthetic_built
-    roots = dataset_roots(str(faulty_raw))
+    roots = dataset_roots(str(synthetic_faulty_raw))
     found = set()
     for s in stats:
         truth = load_truth(os.path.join(roots[s["dataset"]], TRUTH_FILE))
@@ -368,7 +361,7 @@ def test_synthetic_faults_are_rejects_with_their_reasons(faulty_raw, synthetic_b
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp_path):
+def test_killed_run_resumes_to_identical_shards(synthetic_faulty_raw, synthetic_built, tmp_path):
     import glob
     import subprocess
     import sys
@@ -376,7 +369,7 @@ def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp
 
     clean, stats, _ = synthetic_built
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pipelines.shards", "--raw", str(faulty_raw), "--out", str(out),
+    cmd = [sys.executable, "-m", "pipelines.shards", "--raw", str(synthetic_faulty_raw), "--out", str(out),
            "--datasets", *KILLED_DATASETS, "--max-samples", str(E2E.max_samples), "--num-cpus", "2",
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -392,7 +385,7 @@ def test_killed_run_resumes_to_identical_shards(faulty_raw, synthetic_built, tmp
     assert 0 < len(survivors) < sum(s["shards"] for s in planned), "the run was not interrupted midway"
     assert not glob.glob(f"{out}/*/*/manifest.parquet") or len(glob.glob(f"{out}/*/*/manifest.parquet")) < len(planned)
 
-    stats2, skipped = build(str(faulty_raw), str(out), E2E, list(KILLED_DATASETS))
+    stats2, skipped = build(str(synthetic_faulty_raw), str(out), E2E, list(KILLED_DATASETS))
     assert not skipped
     assert sum(s["shards_written"] for s in stats2) == sum(s["shards"] for s in planned) - len(survivors)
     assert {p: os.stat(p).st_mtime_ns for p in survivors} == survivors  # not rewritten
